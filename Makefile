@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh machine: `make reproduce` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROFILE ?= default
+export PATH := $(abspath $(BIN)):$(PATH)
+export PYTHONUNBUFFERED := 1
+export MPLBACKEND := Agg
+
+.PHONY: setup reproduce smoke test test-fast lab notebooks clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# the CPU build first: an unpinned torch would pull gigabytes of CUDA wheels
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[notebooks,dev]"
+	# the kernel papermill and the notebooks run on: this venv's python
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (t2a-lib)" >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+reproduce: setup
+	$(BIN)/python -m t2a_lib.pipeline --profile $(PROFILE)
+
+smoke: setup
+	$(BIN)/python -m t2a_lib.pipeline --profile smoke
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+lab: setup
+	$(BIN)/python -m ipykernel install --user --name t2a-lib --display-name "t2a-lib (.venv)"
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+# regenerate every .ipynb from its percent-format .py (the .py is the source of truth)
+notebooks: setup
+	$(BIN)/jupytext --update-metadata '{"kernelspec":{"name":"python3","display_name":"Python 3","language":"python"}}' --to ipynb notebooks/[0-9]*.py
+
+clean-runs:
+	rm -rf papermill_runs/smoke reports/smoke

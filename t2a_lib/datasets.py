@@ -1,0 +1,144 @@
+"""Write world datasets: wavs + Tango-format JSON-lines manifests with the timeline attached.
+
+``build_world`` plans scenes and captions (cheap), splits them by a hash of the caption text so
+no caption appears in two splits, then renders the audio in parallel. The output folder holds::
+
+    world.json            config, seed, sizes, statistics, build time, and the cache key
+    train.jsonl val.jsonl test.jsonl
+    audio/<split>/<id>.wav
+
+A second call with the same inputs finds ``world.json`` with the same key and returns at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .audio import write_wav
+from .captions import caption_scene
+from .manifest import ManifestRecord, read_manifest, write_manifest
+from .world import Scene, WorldConfig, clip_rng, render_scene, sample_scene
+
+SPLITS = ("train", "val", "test")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PlannedClip:
+    index: int
+    split: str
+    caption: str
+    kind: str
+    scene: Scene
+
+
+def caption_split(caption: str, fractions: dict[str, float]) -> str:
+    """Deterministic split of a caption from a hash of its normalised text."""
+    h = int.from_bytes(hashlib.sha1(caption.strip().lower().encode()).digest()[:8], "big") / 2 ** 64
+    edge = 0.0
+    for split in ("test", "val", "train"):
+        edge += fractions[split]
+        if h < edge:
+            return split
+    return "train"
+
+
+def plan_world(sizes: dict[str, int], seed: int, config: WorldConfig, max_tries: int = 100) -> list[PlannedClip]:
+    """Draw scenes and captions until every split has its quota (rejection by caption hash)."""
+    total = sum(sizes.values())
+    if total <= 0:
+        raise ValueError(f"world sizes must add up to at least one clip, got {sizes}")
+    fractions = {s: sizes[s] / total for s in SPLITS}
+    counts, plan, i = dict.fromkeys(SPLITS, 0), [], 0
+    while any(counts[s] < sizes[s] for s in SPLITS):
+        if i > max_tries * total:
+            raise RuntimeError(f"could not fill splits {sizes} after {i} draws (got {counts})")
+        rng = clip_rng(seed, i)
+        scene = sample_scene(rng, config)
+        caption, spec = caption_scene(scene, rng)
+        split = caption_split(caption, fractions)
+        if counts[split] < sizes[split]:
+            counts[split] += 1
+            plan.append(PlannedClip(i, split, caption, spec.kind, scene))
+        i += 1
+    return plan
+
+
+def _render_one(args) -> tuple[int, str]:
+    clip, seed, config, out_dir = args
+    audio = render_scene(clip.scene, np.random.default_rng([seed, clip.index, 1]), config)
+    rel = f"audio/{clip.split}/{clip.split}_{clip.index:07d}.wav"
+    write_wav(Path(out_dir) / rel, audio, config.sample_rate, durable=False)  # world.json is written last
+    return clip.index, rel
+
+
+def _world_key(sizes, seed, config) -> str:
+    blob = json.dumps({"sizes": sizes, "seed": seed, "config": config.to_dict(), "v": FORMAT_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_world(out_dir, n_train: int, n_val: int, n_test: int, seed: int = 0,
+                config: WorldConfig | None = None, workers: int | None = None,
+                progress: bool = True, overwrite: bool = False) -> dict:
+    """Generate (or find already generated) world splits in ``out_dir``; returns world.json's dict."""
+    config = config or WorldConfig()
+    out_dir = Path(out_dir)
+    sizes = {"train": int(n_train), "val": int(n_val), "test": int(n_test)}
+    key = _world_key(sizes, seed, config)
+    info_path = out_dir / "world.json"
+    if info_path.exists() and not overwrite:  # a cache hit needs the same key and every wav present
+        info = json.loads(info_path.read_text())
+        if info.get("key") == key and all((out_dir / f"{s}.jsonl").exists() for s in SPLITS):
+            if all(Path(r.location).exists() for s in SPLITS for r in load_split(out_dir, s)):
+                return info
+    t0 = time.time()
+    info_path.unlink(missing_ok=True)  # written last: its presence means the world is complete
+    plan = plan_world(sizes, seed, config)
+    workers = workers or min(len(os.sched_getaffinity(0)), 8)
+    jobs = [(c, seed, config, str(out_dir)) for c in plan]
+    with ProcessPoolExecutor(workers) as pool:
+        locations = dict(tqdm(pool.map(_render_one, jobs, chunksize=64), total=len(jobs),
+                              desc="rendering world", disable=not progress))
+    for split in SPLITS:
+        records = [ManifestRecord(dataset="world", location=locations[c.index], captions=c.caption,
+                                  id=f"{split}_{c.index:07d}", events=c.scene.timeline(), relation=c.kind)
+                   for c in plan if c.split == split]
+        write_manifest(out_dir / f"{split}.jsonl", records)
+    info = {"key": key, "seed": seed, "sizes": sizes, "config": config.to_dict(),
+            "format_version": FORMAT_VERSION, "build_seconds": round(time.time() - t0, 2),
+            "draws": plan[-1].index + 1, "stats": world_stats(plan)}
+    info_path.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def world_stats(plan: list[PlannedClip]) -> dict:
+    """Counts per split of relation kinds, classes, and events per clip."""
+    stats = {}
+    for split in SPLITS:
+        clips = [c for c in plan if c.split == split]
+        kinds, classes, n_events = {}, {}, {}
+        for c in clips:
+            kinds[c.kind] = kinds.get(c.kind, 0) + 1
+            for e in c.scene.events:
+                classes[e.label] = classes.get(e.label, 0) + 1
+            k = str(len(c.scene.events))
+            n_events[k] = n_events.get(k, 0) + 1
+        stats[split] = {"clips": len(clips), "unique_captions": len({c.caption for c in clips}),
+                        "relations": kinds, "classes": classes, "events_per_clip": n_events}
+    return stats
+
+
+def load_split(world_dir, split: str) -> list[ManifestRecord]:
+    """Read one split's manifest (locations resolved against the world folder)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    return read_manifest(Path(world_dir) / f"{split}.jsonl")

@@ -1,0 +1,108 @@
+"""Small audio and text encoders shared by the event detectors and the audio-text models.
+
+Two audio trunks, so a judge and a ranker can differ in architecture, not only in seed:
+
+- ``conv2d_gru``: a 2-D conv front end over (mel, time) with frequency pooling, then a BiGRU.
+- ``conv1d_gru``: mel bins as channels, a stack of dilated 1-D temporal convs, then a BiGRU.
+
+Both take normalised log-mels (B, 64, T) and return frame features (B, T // 2, D) at 20 ms.
+Two text encoders: a Transformer with sinusoidal positions on the same scale as the word
+embeddings (DESIGN.md: positions ~40x smaller than words made the encoder order-blind) and a
+BiGRU (order-aware by construction).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+MEL_MEAN, MEL_STD = -6.0, 3.0  # rough log-mel statistics of the world; a fixed affine, not learned
+
+
+def normalize_mel(mel: torch.Tensor) -> torch.Tensor:
+    return (mel - MEL_MEAN) / MEL_STD
+
+
+class Conv2dGRUTrunk(nn.Module):
+    def __init__(self, n_mels: int = 64, width: int = 32, hidden: int = 64):
+        super().__init__()
+
+        def block(cin, cout, fpool):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.MaxPool2d((fpool, 1)))
+
+        self.time_pool = nn.AvgPool2d((1, 2))
+        self.convs = nn.Sequential(block(1, width // 2, 2), block(width // 2, width, 2), block(width, width, 4))
+        self.proj = nn.Linear(width * (n_mels // 16), 2 * hidden)
+        self.gru = nn.GRU(2 * hidden, hidden, batch_first=True, bidirectional=True)
+        self.out_dim = 2 * hidden
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = self.convs(self.time_pool(normalize_mel(mel).unsqueeze(1)))  # (B, C, F', T/2)
+        x = self.proj(x.flatten(1, 2).transpose(1, 2))  # (B, T/2, 2H)
+        return self.gru(torch.relu(x))[0]
+
+
+class Conv1dGRUTrunk(nn.Module):
+    def __init__(self, n_mels: int = 64, width: int = 96, hidden: int = 64):
+        super().__init__()
+        layers, cin = [nn.Conv1d(n_mels, width, 5, stride=2, padding=2), nn.BatchNorm1d(width), nn.GELU()], width
+        for d in (1, 2, 4):
+            layers += [nn.Conv1d(cin, width, 3, padding=d, dilation=d), nn.BatchNorm1d(width), nn.GELU()]
+        self.convs = nn.Sequential(*layers)
+        self.gru = nn.GRU(width, hidden, batch_first=True, bidirectional=True)
+        self.out_dim = 2 * hidden
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = self.convs(normalize_mel(mel))  # (B, W, T/2)
+        return self.gru(x.transpose(1, 2))[0]
+
+
+AUDIO_TRUNKS = {"conv2d_gru": Conv2dGRUTrunk, "conv1d_gru": Conv1dGRUTrunk}
+
+
+def sinusoid_positions(n: int, dim: int) -> torch.Tensor:
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(n, dim)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
+    return pe
+
+
+class TransformerTextEncoder(nn.Module):
+    def __init__(self, vocab_size: int, dim: int = 128, layers: int = 2, heads: int = 4, max_len: int = 64):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+        nn.init.normal_(self.embed.weight, std=1.0)  # words and positions on the same scale
+        self.register_buffer("pos", sinusoid_positions(max_len, dim), persistent=False)
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out_dim = dim
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids) + self.pos[: ids.shape[1]]
+        return self.encoder(x, src_key_padding_mask=~mask.bool())
+
+
+class GRUTextEncoder(nn.Module):
+    def __init__(self, vocab_size: int, dim: int = 128):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.out_dim = dim
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lengths = mask.sum(1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(ids), lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.gru(packed)
+        return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])[0]
+
+
+TEXT_ENCODERS = {"transformer": TransformerTextEncoder, "gru": GRUTextEncoder}
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
