@@ -115,10 +115,15 @@ def _pick(rng: np.random.Generator, options: list[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def render_caption(spec: CaptionSpec, rng: np.random.Generator) -> str:
-    """One AudioCaps-style caption for the spec, synonyms drawn from ``rng``."""
-    cl = [_pick(rng, PHRASES[lab][0]) for lab in spec.labels]
-    ge = [_pick(rng, PHRASES[lab][1]) for lab in spec.labels]
+def render_caption(spec: CaptionSpec, rng: np.random.Generator, choices: dict[str, int] | None = None) -> str:
+    """One AudioCaps-style caption for the spec, synonyms drawn from ``rng`` (or fixed per label
+    by ``choices``: label -> synonym index, as returned by :func:`phrase_choices`)."""
+    def word(lab: str, form: int) -> str:
+        options = PHRASES[lab][form]
+        return options[choices[lab] % len(options)] if choices and lab in choices else _pick(rng, options)
+
+    cl = [word(lab, 0) for lab in spec.labels]
+    ge = [word(lab, 1) for lab in spec.labels]
     r = spec.relation
     if r == "single":
         form = int(rng.integers(3))
@@ -130,7 +135,7 @@ def render_caption(spec: CaptionSpec, rng: np.random.Generator) -> str:
     else:  # before / after / while
         text = f"{cl[0]} {r} {cl[1]}"
     if spec.background:
-        text += f" with {_pick(rng, PHRASES[spec.background][1])} in the background"
+        text += f" with {word(spec.background, 1)} in the background"
     return text[0].upper() + text[1:]
 
 
@@ -189,6 +194,26 @@ def parse_caption(caption: str) -> CaptionSpec:
     if text.startswith("the sound of "):
         text = text[len("the sound of "):]
     return CaptionSpec((_phrase(text, _GERUND, caption),), "single", bg)
+
+
+def phrase_choices(caption: str) -> dict[str, int]:
+    """Which synonym each class uses in a caption (index into its clause or gerund list)."""
+    text, out = _norm(caption), {}
+    for lab, (clauses, gerunds) in PHRASES.items():
+        found = [(len(p), i) for form in (clauses, gerunds) for i, p in enumerate(form) if p in text]
+        if found:
+            out[lab] = max(found)[1]
+    return out
+
+
+def reorder_twin(caption: str) -> str:
+    """The same caption with its foreground events in the reverse time order and the same
+    synonyms: the hard negative an order-aware scorer must reject."""
+    spec = parse_caption(caption)
+    if not spec.is_temporal:
+        raise CaptionError(f"no time order to reverse in {caption!r} ({spec.relation})")
+    twin = replace(spec, labels=spec.labels[::-1])
+    return render_caption(twin, np.random.default_rng(0), choices=phrase_choices(caption))
 
 
 # ----------------------------------------------------------------------------------------------

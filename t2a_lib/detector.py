@@ -29,14 +29,16 @@ ROLES = ("judge", "ranker")
 @dataclass
 class DetectorConfig:
     role: str = "judge"
-    arch: str = "conv2d_gru"
+    arch: str = "tcn"
     seed: int = 0
     classes: list = field(default_factory=lambda: list(CLASSES))
     width: int = 32
     hidden: int = 64
     hop_seconds: float = 0.02  # trunks halve the 10 ms mel hop
     threshold: float = 0.5
-    epochs: int = 4
+    merge_gap: float = 0.2  # bursty classes (ticks, knocks, barks) dip between bursts
+    min_duration: float = 0.08
+    epochs: int = 3
     batch_size: int = 32
     lr: float = 3e-3
 
@@ -85,7 +87,8 @@ class EventDetector(nn.Module):
 
     def events(self, frame_probs: np.ndarray) -> list[list[Event]]:
         """Thresholded events for each clip of ``analyse(...).frame_probs``."""
-        return [events_from_frames(p, self.config.classes, self.config.hop_seconds, self.config.threshold)
+        c = self.config
+        return [events_from_frames(p, c.classes, c.hop_seconds, c.threshold, c.min_duration, c.merge_gap)
                 for p in frame_probs]
 
     # -- persistence: config.json + model.safetensors (+ model_card.json written by training)

@@ -2,8 +2,8 @@
 
 Two audio trunks, so a judge and a ranker can differ in architecture, not only in seed:
 
-- ``conv2d_gru``: a 2-D conv front end over (mel, time) with frequency pooling, then a BiGRU.
-- ``conv1d_gru``: mel bins as channels, a stack of dilated 1-D temporal convs, then a BiGRU.
+- ``tcn``: mel bins as channels, residual dilated temporal convolutions, no recurrence.
+- ``conv1d_gru``: mel bins as channels, a few 1-D temporal convs, then a BiGRU.
 
 Both take normalised log-mels (B, 64, T) and return frame features (B, T // 2, D) at 20 ms.
 Two text encoders: a Transformer with sinusoidal positions on the same scale as the word
@@ -25,24 +25,24 @@ def normalize_mel(mel: torch.Tensor) -> torch.Tensor:
     return (mel - MEL_MEAN) / MEL_STD
 
 
-class Conv2dGRUTrunk(nn.Module):
-    def __init__(self, n_mels: int = 64, width: int = 32, hidden: int = 64):
+class TCNTrunk(nn.Module):
+    """Residual dilated temporal convolutions (no recurrence): receptive field ~2.5 s."""
+
+    def __init__(self, n_mels: int = 64, width: int = 128, hidden: int = 64, dilations=(1, 2, 4, 8, 16)):
         super().__init__()
-
-        def block(cin, cout, fpool):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                                 nn.MaxPool2d((fpool, 1)))
-
-        self.time_pool = nn.AvgPool2d((1, 2))
-        self.convs = nn.Sequential(block(1, width // 2, 2), block(width // 2, width, 2), block(width, width, 4))
-        self.proj = nn.Linear(width * (n_mels // 16), 2 * hidden)
-        self.gru = nn.GRU(2 * hidden, hidden, batch_first=True, bidirectional=True)
+        self.inp = nn.Sequential(nn.Conv1d(n_mels, width, 5, stride=2, padding=2), nn.BatchNorm1d(width), nn.GELU())
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv1d(width, width, 3, padding=d, dilation=d), nn.BatchNorm1d(width), nn.GELU(),
+                          nn.Conv1d(width, width, 1))
+            for d in dilations)
+        self.out = nn.Conv1d(width, 2 * hidden, 1)
         self.out_dim = 2 * hidden
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = self.convs(self.time_pool(normalize_mel(mel).unsqueeze(1)))  # (B, C, F', T/2)
-        x = self.proj(x.flatten(1, 2).transpose(1, 2))  # (B, T/2, 2H)
-        return self.gru(torch.relu(x))[0]
+        x = self.inp(normalize_mel(mel))  # (B, W, T/2)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.out(x).transpose(1, 2)
 
 
 class Conv1dGRUTrunk(nn.Module):
@@ -60,7 +60,7 @@ class Conv1dGRUTrunk(nn.Module):
         return self.gru(x.transpose(1, 2))[0]
 
 
-AUDIO_TRUNKS = {"conv2d_gru": Conv2dGRUTrunk, "conv1d_gru": Conv1dGRUTrunk}
+AUDIO_TRUNKS = {"tcn": TCNTrunk, "conv1d_gru": Conv1dGRUTrunk}
 
 
 def sinusoid_positions(n: int, dim: int) -> torch.Tensor:

@@ -1,0 +1,207 @@
+"""Judges and rankers: two independent sets of learned scorers that are never mixed.
+
+- **Rankers** are used *inside* the methods: ranking samples for the preference set, the reward
+  model's embeddings, the simulated annotators.
+- **Judges** are used *only* to evaluate. They come from other seeds and another architecture
+  (a dilated temporal CNN with no recurrence and a GRU text encoder, where rankers use a
+  conv + BiGRU trunk and a Transformer), so a method that overfits its ranker shows up instead of hiding.
+
+Each model stores its role in its config and refuses to load under the other one; method code
+calls ``require_role(scorers, "ranker", purpose)`` and evaluation code ``... "judge" ...``.
+
+``judge_clips`` is the one evaluation entry point: per-clip presence, order and CLAP score plus
+the detector outputs that FAD, KL and IS need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .audiotext import AudioTextConfig, AudioTextModel
+from .captions import CaptionError, parse_caption
+from .detector import DetectorConfig, DetectorOutput, EventDetector
+from .metrics import order_correct, presence
+
+ROLES = ("judge", "ranker")
+
+# architectures per role: judges differ from rankers in architecture as well as seed
+DEFAULT_ARCH = {
+    "judge": {"detector": {"arch": "tcn"}, "audiotext": {"audio_arch": "tcn", "text_arch": "gru"}},
+    "ranker": {"detector": {"arch": "conv1d_gru"}, "audiotext": {"audio_arch": "conv1d_gru", "text_arch": "transformer"}},
+}
+DEFAULT_SEEDS = {"judge": 1000, "ranker": 0}
+
+
+class RoleError(RuntimeError):
+    """A judge used where a ranker belongs, or the reverse."""
+
+
+@dataclass
+class Scorers:
+    role: str
+    detector: EventDetector
+    audiotext: list[AudioTextModel] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+        for m in [self.detector, *self.audiotext]:
+            if m.role != self.role:
+                raise RoleError(f"a {m.role} model cannot join the {self.role}s")
+
+    def save(self, folder) -> Path:
+        folder = Path(folder)
+        self.detector.save(folder / "detector")
+        for i, m in enumerate(self.audiotext):
+            m.save(folder / f"audiotext_{i}")
+        return folder
+
+    @classmethod
+    def load(cls, folder, role: str) -> "Scorers":
+        folder = Path(folder)
+        if not folder.exists():
+            raise FileNotFoundError(f"no {role}s in {folder}: run notebook 01 (judges and rankers) first")
+        models = [AudioTextModel.load(p, role) for p in sorted(folder.glob("audiotext_*"))]
+        return cls(role, EventDetector.load(folder / "detector", role), models)
+
+    def clap_scores(self, mels: torch.Tensor, captions: list[str]) -> np.ndarray:
+        """Cosine of clip i with caption i, averaged over the ensemble."""
+        return np.mean([m.score(mels, captions) for m in self.audiotext], axis=0)
+
+
+def require_role(scorers, role: str, purpose: str) -> None:
+    """Raise unless ``scorers`` (a Scorers or a single model) has ``role``."""
+    have = getattr(scorers, "role", None)
+    if have != role:
+        raise RoleError(f"{purpose} must use {role}s, got {have!r}: judges evaluate, rankers train, never both")
+
+
+def judges_dir(run_dir) -> Path:
+    return Path(run_dir) / "scorers" / "judges"
+
+
+def rankers_dir(run_dir) -> Path:
+    return Path(run_dir) / "scorers" / "rankers"
+
+
+def load_judges(run_dir) -> Scorers:
+    return Scorers.load(judges_dir(run_dir), "judge")
+
+
+def load_rankers(run_dir) -> Scorers:
+    return Scorers.load(rankers_dir(run_dir), "ranker")
+
+
+def scorer_configs(role: str, seed: int, n_audiotext: int, detector_epochs: int, audiotext_epochs: int,
+                   **overrides) -> tuple[DetectorConfig, list[AudioTextConfig]]:
+    """The configs notebook 01 trains for a role: one detector and ``n_audiotext`` audio-text
+    models (the rankers are an ensemble of two, as in Tango 2), seeds offset per model."""
+    arch = DEFAULT_ARCH[role]
+    det = DetectorConfig(role=role, seed=seed, epochs=detector_epochs, **arch["detector"], **overrides.get("detector", {}))
+    ats = [AudioTextConfig(role=role, seed=seed + 1 + i, epochs=audiotext_epochs, **arch["audiotext"],
+                           **overrides.get("audiotext", {})) for i in range(n_audiotext)]
+    return det, ats
+
+
+@dataclass
+class Judgement:
+    """Per-clip verdicts (``table``) plus the detector outputs for FAD / KL / IS."""
+
+    table: pd.DataFrame
+    detector: DetectorOutput
+
+
+def judge_clips(judges: Scorers, mels: torch.Tensor, captions: list[str], ids: list[str] | None = None) -> Judgement:
+    """Score clips against the captions they were generated from, with the judges only.
+
+    Per clip: prompted events (from the caption grammar), presence recall, whether all are
+    present, whether they sound in the prompted order (temporal captions only; NaN otherwise),
+    the judge's CLAP score, and the detected events.
+    """
+    require_role(judges, "judge", "evaluation")
+    if len(mels) != len(captions):
+        raise ValueError(f"{len(mels)} clips but {len(captions)} captions")
+    out = judges.detector.analyse(mels)
+    detected = judges.detector.events(out.frame_probs)
+    clap = judges.clap_scores(mels, captions) if judges.audiotext else np.full(len(captions), np.nan)
+    rows = []
+    for i, (cap, est) in enumerate(zip(captions, detected)):
+        try:
+            spec = parse_caption(cap)
+        except CaptionError:
+            spec = None  # a free-form caption: CLAP score only
+        row = {"id": ids[i] if ids else i, "caption": cap, "clap": float(clap[i]),
+               "detected": [e.label for e in sorted(est, key=lambda e: e.onset)]}
+        if spec is not None:
+            pres = presence(spec.all_labels, est)
+            row.update(relation=spec.kind, n_events=len(spec.all_labels), presence=pres["recall"],
+                       all_present=float(pres["all_present"]),
+                       order=float(order_correct(spec.time_order, est)) if spec.is_temporal else np.nan)
+        rows.append(row)
+    return Judgement(pd.DataFrame(rows), out)
+
+
+def _same_config(folder: Path, config) -> bool:
+    import json
+    from dataclasses import asdict
+
+    path = folder / "config.json"
+    if not (path.exists() and (folder / "model.safetensors").exists() and (folder / "model_card.json").exists()):
+        return False
+    saved = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("kind", "vocab_size")}
+    wanted = {k: v for k, v in asdict(config).items() if k != "vocab_size"}
+    return saved == wanted
+
+
+def fit_scorers(folder, detector_config: DetectorConfig, audiotext_configs: list[AudioTextConfig],
+                train: tuple, test: tuple, progress: bool = True) -> tuple[Scorers, dict]:
+    """Train (or, when a model with the same config is already saved, load) one role's
+    detector and audio-text models; write each a model card with its held-out scores.
+
+    ``train`` and ``test`` are ``(mels, records)`` pairs from :func:`t2a_lib.features.split_mels`.
+    Returns the scorers and ``{model name: model card}``.
+    """
+    import json
+    import time
+
+    from .audiotext import evaluate_audiotext, train_audiotext
+    from .detector import evaluate_detector, train_detector, write_model_card
+    from .features import frame_targets
+
+    folder = Path(folder)
+    (tr_mels, tr_recs), (te_mels, te_recs) = train, test
+    role = detector_config.role
+    cards = {}
+
+    def fit(name, config, train_fn, eval_fn, load_fn):
+        path = folder / name
+        if _same_config(path, config):
+            cards[name] = json.loads((path / "model_card.json").read_text())
+            return load_fn(path, role)
+        t0 = time.time()
+        model, losses = train_fn()
+        seconds = time.time() - t0
+        model.save(path)
+        write_model_card(path, eval_fn(model), seconds, len(tr_recs))
+        (path / "losses.json").write_text(json.dumps(losses))
+        cards[name] = json.loads((path / "model_card.json").read_text())
+        return model
+
+    hop = detector_config.hop_seconds
+    n_frames = tr_mels.shape[-1] // 2
+    detector = fit("detector", detector_config,
+                   lambda: train_detector(detector_config, tr_mels, frame_targets(tr_recs, n_frames, hop), progress),
+                   lambda m: evaluate_detector(m, te_mels, frame_targets(te_recs, n_frames, hop), te_recs),
+                   EventDetector.load)
+    captions_tr, captions_te = [r.captions for r in tr_recs], [r.captions for r in te_recs]
+    models = [fit(f"audiotext_{i}", cfg,
+                  lambda cfg=cfg: train_audiotext(cfg, tr_mels, captions_tr, progress),
+                  lambda m: evaluate_audiotext(m, te_mels, captions_te, n_candidates=min(100, len(te_recs))),
+                  AudioTextModel.load)
+              for i, cfg in enumerate(audiotext_configs)]
+    return Scorers(role, detector, models), cards
