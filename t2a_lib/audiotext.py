@@ -26,7 +26,7 @@ from .captions import CaptionError, GrammarPerturber, parse_caption, reorder_twi
 from .encoders import AUDIO_TRUNKS, TEXT_ENCODERS, masked_mean
 from .text import build_world_tokenizer
 
-ROLES = ("judge", "ranker")
+ROLES = ("judge", "ranker", "base")  # "base": a component of the generator (its text encoder)
 N_SEGMENTS = 4
 
 

@@ -100,7 +100,22 @@ class GRUTextEncoder(nn.Module):
         return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])[0]
 
 
-TEXT_ENCODERS = {"transformer": TransformerTextEncoder, "gru": GRUTextEncoder}
+class T5TextEncoder(nn.Module):
+    """A small transformers ``T5EncoderModel`` (relative position biases), as in Tango. After
+    contrastive pre-training its ``t5`` becomes the base model's frozen text encoder."""
+
+    def __init__(self, vocab_size: int, dim: int = 128):
+        super().__init__()
+        from .components import MiniTangoConfig, make_text_encoder
+
+        self.t5 = make_text_encoder(MiniTangoConfig(text_dim=dim), vocab_size)
+        self.out_dim = dim
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.t5(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+TEXT_ENCODERS = {"transformer": TransformerTextEncoder, "gru": GRUTextEncoder, "t5": T5TextEncoder}
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

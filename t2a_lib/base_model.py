@@ -1,0 +1,143 @@
+"""Training the miniature Tango on the world, one component at a time, each resumable.
+
+    fit_text_encoder  T5 pre-trained contrastively on (clip, caption) with reordered twins, frozen
+    fit_vae           AutoencoderKL on log-mel crops; scaling factor calibrated
+    fit_vocoder       a small HiFi-GAN on world audio (Griffin-Lim when skipped)
+    fit_unet          UNet2DConditionModel on cached latents and cached text states
+    assemble          the TangoPipeline, saved with save_pretrained
+
+Each ``fit_*`` writes its component under ``folder`` and, called again with the same config,
+loads it instead of retraining.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import T5EncoderModel
+
+from .audiotext import AudioTextConfig, AudioTextModel, evaluate_audiotext, train_audiotext
+from .autoencoder import VAETrainConfig, calibrate_scaling, encode_mels, train_vae
+from .components import MiniTangoConfig, make_sample_scheduler, make_train_scheduler, make_unet, make_vae
+from .diffusion import TextBank, TrainConfig, train_unet
+from .tango import TangoPipeline
+
+
+def _matches(folder: Path, config: dict) -> bool:
+    path = folder / "fit.json"
+    return path.exists() and json.loads(path.read_text()).get("config") == config
+
+
+def _record(folder: Path, config: dict, **figures) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "fit.json").write_text(json.dumps({"config": config, **figures}, indent=1))
+    return figures
+
+
+def _read(folder: Path) -> dict:
+    return {k: v for k, v in json.loads((folder / "fit.json").read_text()).items() if k != "config"}
+
+
+def fit_text_encoder(folder, mels, captions, test=None, epochs: int = 4, seed: int = 0,
+                     cfg: MiniTangoConfig = MiniTangoConfig(), progress: bool = True):
+    """Returns (T5EncoderModel, tokenizer, figures). The audio side is thrown away."""
+    folder = Path(folder)
+    config = {"epochs": epochs, "seed": seed, "dim": cfg.text_dim, "n": len(captions)}
+    if _matches(folder, config):
+        model = AudioTextModel.load(folder / "audiotext", role="base")
+        return model.text.t5.eval(), model.tokenizer, _read(folder)
+    at_cfg = AudioTextConfig(role="base", seed=seed, text_arch="t5", text_dim=cfg.text_dim, epochs=epochs)
+    t0 = time.time()
+    model, losses = train_audiotext(at_cfg, mels, captions, progress)
+    figures = {"seconds": round(time.time() - t0, 1), "final_loss": sum(losses[-20:]) / 20}
+    if test is not None:
+        figures.update(evaluate_audiotext(model, test[0], [r.captions for r in test[1]],
+                                          n_candidates=min(100, len(test[1]))))
+    model.save(folder / "audiotext")
+    _record(folder, config, **figures, losses=losses)
+    return model.text.t5.eval(), model.tokenizer, figures
+
+
+def fit_vae(folder, mels, config: VAETrainConfig, cfg: MiniTangoConfig = MiniTangoConfig(), progress: bool = True):
+    folder = Path(folder)
+    key = {"train": asdict(config), "model": cfg.to_dict(), "n": len(mels)}
+    if _matches(folder, key):
+        return AutoencoderKL.from_pretrained(folder / "vae").eval(), _read(folder)
+    vae = make_vae(cfg)
+    out = train_vae(vae, mels, config, progress)
+    factor = calibrate_scaling(vae, mels[: min(len(mels), 512)])
+    vae.save_pretrained(folder / "vae")
+    figures = _record(folder, key, seconds=round(out["seconds"], 1), scaling_factor=factor,
+                      final_l1=sum(out["losses"][-20:]) / 20, losses=out["losses"])
+    return vae, figures
+
+
+def fit_vocoder(folder, waves, config, progress: bool = True):
+    """Returns (SpeechT5HifiGan or None, figures); ``config=None`` means Griffin-Lim."""
+    from .vocoder import load_vocoder, train_vocoder
+
+    folder = Path(folder)
+    if config is None:
+        return None, {"vocoder": "griffin-lim"}
+    key = {"train": asdict(config), "n": len(waves)}
+    if _matches(folder, key):
+        return load_vocoder(folder / "vocoder"), _read(folder)
+    t0 = time.time()
+    model, losses = train_vocoder(waves, config, progress)
+    model.save_pretrained(folder / "vocoder")
+    return model, _record(folder, key, vocoder="hifigan", seconds=round(time.time() - t0, 1), losses=losses)
+
+
+def text_bank(text_encoder, tokenizer, captions: list[str], batch_size: int = 256) -> TextBank:
+    """Frozen text states for every caption (padded to one length) and for the empty prompt."""
+    length = max(len(ids) for ids in tokenizer(list(captions) + [""]).input_ids)
+    states, masks = [], []
+    with torch.no_grad():
+        for i in range(0, len(captions) + 1, batch_size):
+            chunk = (list(captions) + [""])[i:i + batch_size]
+            tok = tokenizer(chunk, padding="max_length", max_length=length, return_tensors="pt")
+            states.append(text_encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).last_hidden_state)
+            masks.append(tok.attention_mask)
+    s, m = torch.cat(states), torch.cat(masks)
+    return TextBank(s[:-1], m[:-1], s[-1:], m[-1:])
+
+
+def fit_unet(folder, latents, bank: TextBank, config: TrainConfig, cfg: MiniTangoConfig = MiniTangoConfig(),
+             progress: bool = True):
+    """Train (resuming from ``folder/checkpoint`` if interrupted) or load the base UNet."""
+    folder = Path(folder)
+    key = {"train": asdict(config), "model": cfg.to_dict(), "n": len(latents)}
+    if _matches(folder, key):
+        return UNet2DConditionModel.from_pretrained(folder / "unet").eval(), _read(folder)
+    torch.manual_seed(config.seed)
+    unet = make_unet(cfg)
+    out = train_unet(unet, make_train_scheduler(cfg), latents, bank, config, out_dir=folder, progress=progress)
+    if out["ema"] is not None:
+        unet.load_state_dict(out["ema"])
+    unet.save_pretrained(folder / "unet")
+    figures = _record(folder, key, seconds=round(out["seconds"], 1), resumed_from=out["resumed_from"],
+                      final_loss=sum(out["losses"][-50:]) / 50, losses=out["losses"])
+    return unet.eval(), figures
+
+
+def assemble(vae, text_encoder, tokenizer, unet, vocoder, cfg: MiniTangoConfig = MiniTangoConfig()) -> TangoPipeline:
+    pipe = TangoPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                         scheduler=make_sample_scheduler(cfg), vocoder=vocoder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_pipeline(folder) -> TangoPipeline:
+    folder = Path(folder)
+    if not (folder / "model_index.json").exists():
+        raise FileNotFoundError(f"no TangoPipeline in {folder} (model_index.json missing): run notebook 02 first")
+    return TangoPipeline.from_pretrained(folder).to("cpu")
+
+
+def load_text_encoder(path) -> T5EncoderModel:
+    return T5EncoderModel.from_pretrained(path).eval()

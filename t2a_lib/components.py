@@ -1,0 +1,83 @@
+"""Tango in miniature: the components, built from small configs with diffusers and transformers.
+
+Tango's structure is kept; only clip length and widths shrink (REFERENCE.md has the real sizes):
+
+    caption -> tokenizer -> T5 encoder -> text states ──────────────┐ cross-attention
+    log-mel (B, 1, T=256, 64) -> AutoencoderKL (x4 down, 8 ch) -> latent (B, 8, 64, 16) -> UNet
+    latent -> VAE decoder -> log-mel -> vocoder (HiFi-GAN, or Griffin-Lim) -> 16 kHz waveform
+
+As in Tango the VAE reads raw log-mels laid out (time, mel) and the T5 encoder is frozen while
+the UNet trains; here the small T5 is first pre-trained contrastively on the world's captions so
+its token states carry event order (DESIGN.md: cross-attention sees tokens as a set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from transformers import T5Config, T5EncoderModel
+
+from .text import build_world_tokenizer
+
+
+@dataclass
+class MiniTangoConfig:
+    n_frames: int = 256  # 2.56 s at hop 160
+    n_mels: int = 64
+    latent_channels: int = 8
+    vae_channels: tuple = (16, 32, 64)
+    text_dim: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    unet_channels: tuple = (32, 64, 64)
+    unet_layers_per_block: int = 1
+    unet_head_dim: int = 16
+    prediction_type: str = "v_prediction"
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def make_vae(cfg: MiniTangoConfig) -> AutoencoderKL:
+    n = len(cfg.vae_channels)  # n blocks -> n-1 downsamplings (x4 for 3 blocks)
+    return AutoencoderKL(in_channels=1, out_channels=1, latent_channels=cfg.latent_channels,
+                         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+                         block_out_channels=tuple(cfg.vae_channels), layers_per_block=1,
+                         norm_num_groups=8, sample_size=cfg.n_frames)
+
+
+def make_text_encoder(cfg: MiniTangoConfig, vocab_size: int | None = None) -> T5EncoderModel:
+    vocab_size = vocab_size or len(build_world_tokenizer())
+    t5 = T5Config(vocab_size=vocab_size, d_model=cfg.text_dim, d_kv=cfg.text_dim // cfg.text_heads,
+                  d_ff=2 * cfg.text_dim, num_layers=cfg.text_layers, num_heads=cfg.text_heads,
+                  relative_attention_num_buckets=16, relative_attention_max_distance=32,
+                  dropout_rate=0.0, feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
+                  decoder_start_token_id=0)
+    return T5EncoderModel(t5)
+
+
+def make_unet(cfg: MiniTangoConfig) -> UNet2DConditionModel:
+    """No attention at the highest resolution (1,024 tokens is where CPU time goes)."""
+    ch = tuple(cfg.unet_channels)
+    return UNet2DConditionModel(
+        sample_size=(cfg.n_frames // 4, cfg.n_mels // 4), in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels, block_out_channels=ch, layers_per_block=cfg.unet_layers_per_block,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(ch) - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (len(ch) - 1) + ("UpBlock2D",),
+        cross_attention_dim=cfg.text_dim, attention_head_dim=cfg.unet_head_dim, norm_num_groups=8,
+        use_linear_projection=True)
+
+
+def _noise_schedule(cfg: MiniTangoConfig) -> dict:
+    """Tango's (SD-2.1's) schedule: 1000 steps, scaled-linear betas 0.00085-0.012."""
+    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                prediction_type=cfg.prediction_type)
+
+
+def make_train_scheduler(cfg: MiniTangoConfig) -> DDPMScheduler:
+    return DDPMScheduler(**_noise_schedule(cfg))
+
+
+def make_sample_scheduler(cfg: MiniTangoConfig) -> DPMSolverMultistepScheduler:
+    return DPMSolverMultistepScheduler(**_noise_schedule(cfg), algorithm_type="dpmsolver++", solver_order=2)

@@ -1,0 +1,228 @@
+"""The diffusion objective and the UNet training loop (used by the base model, SFT, DPO, BATON).
+
+For a clean latent x₀, noise ε and timestep t, with ᾱ_t the cumulative signal share:
+
+    x_t = √ᾱ_t x₀ + √(1-ᾱ_t) ε          target = ε (ε-prediction) or v = √ᾱ_t ε - √(1-ᾱ_t) x₀
+    ℓ(x₀) = w(t) · mean_{C,H,W} (f_θ(x_t, t, c) - target)²         (per sample: shape (B,))
+
+with min-SNR weighting w(t) = min(SNR_t, γ)/SNR_t for ε and min(SNR_t, γ)/(SNR_t + 1) for v
+(Hang et al. 2023; BATON uses γ = 5). Every random draw of step s comes from a generator seeded
+by (seed, s), so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+
+def snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    return ac / (1 - ac)
+
+
+def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    s = snr(scheduler, timesteps)
+    if gamma is None:
+        return torch.ones_like(s)
+    clipped = torch.clamp(s, max=gamma)
+    return clipped / (s + 1) if scheduler.config.prediction_type == "v_prediction" else clipped / s
+
+
+def noisy_and_target(scheduler, latents, noise, timesteps):
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    if scheduler.config.prediction_type == "v_prediction":
+        return noisy, scheduler.get_velocity(latents, noise, timesteps)
+    return noisy, noise
+
+
+def per_sample_mse(unet, scheduler, latents, states, mask, noise, timesteps) -> torch.Tensor:
+    """Unweighted MSE per sample, averaged over C×H×W: shape (B,). The quantity DPO compares."""
+    noisy, target = noisy_and_target(scheduler, latents, noise, timesteps)
+    pred = unet(noisy, timesteps, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+    return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+
+
+def diffusion_loss(unet, scheduler, latents, states, mask, noise, timesteps, min_snr_gamma=None) -> torch.Tensor:
+    """Per-sample (min-SNR weighted) diffusion loss ℓ, shape (B,)."""
+    return min_snr_weight(scheduler, timesteps, min_snr_gamma) * per_sample_mse(
+        unet, scheduler, latents, states, mask, noise, timesteps)
+
+
+def sample_timesteps(n: int, generator: torch.Generator, high_noise_share: float = 0.0, t_max: int = 1000):
+    """Uniform timesteps, with a share drawn from the noisier half (where layout is decided)."""
+    t = torch.randint(0, t_max, (n,), generator=generator)
+    high = torch.rand(n, generator=generator) < high_noise_share
+    return torch.where(high, torch.randint(t_max // 2, t_max, (n,), generator=generator), t)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+
+
+# ----------------------------------------------------------------------------------------------
+# training the UNet on cached latents and cached (frozen) text states
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: int = 50
+    weight_decay: float = 1e-4
+    p_uncond: float = 0.1  # classifier-free dropout; every row eligible
+    min_snr_gamma: float | None = 5.0
+    high_noise_share: float = 0.3
+    grad_clip: float = 1.0
+    ema_decay: float | None = None
+    checkpoint_every: int = 200
+    seed: int = 0
+    mixed_precision: str = "no"  # "bf16" on a GPU
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+@dataclass
+class TextBank:
+    """Frozen text states for every training caption, plus the unconditional (empty) prompt."""
+
+    states: torch.Tensor  # (N, L, D)
+    mask: torch.Tensor  # (N, L)
+    uncond_states: torch.Tensor  # (1, L, D)
+    uncond_mask: torch.Tensor  # (1, L)
+
+    def batch(self, idx: torch.Tensor, drop: torch.Tensor):
+        s, m = self.states[idx].clone(), self.mask[idx].clone()
+        s[drop], m[drop] = self.uncond_states[0], self.uncond_mask[0]
+        return s, m
+
+
+def _save_checkpoint(folder: Path, unet, ema, opt, step: int, history: list, config) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in unet.state_dict().items()}, tmp / "unet.safetensors")
+    if ema is not None:
+        save_file({k: v.contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history, "config": asdict(config)}))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Rows of step ``step``: epoch-wise permutations seeded by (seed, epoch) — resumable."""
+    per_epoch = max(1, n // batch_size)
+    epoch, pos = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+    return perm[pos * batch_size:(pos + 1) * batch_size]
+
+
+def train_loop(unet, n_items: int, config, step_loss, out_dir=None, progress: bool = True, desc: str = "UNet") -> dict:
+    """The one training loop (base model, SFT, DPO, CRPO, BATON): AdamW on the trainable
+    parameters, warm-up + cosine LR, gradient clipping, optional EMA, accelerate, checkpoints in
+    ``out_dir/checkpoint`` every ``config.checkpoint_every`` steps, exact resume.
+
+    ``step_loss(unet, idx, generator, step, device) -> (loss, logs)`` computes one step's loss;
+    ``logs`` (floats) are kept per step in the returned ``history``.
+    """
+    acc = Accelerator(mixed_precision=config.mixed_precision)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    ckpt = Path(out_dir) / "checkpoint" if out_dir else None
+    start, history, ema = 0, [], None
+    if ckpt is not None and (ckpt / "state.json").exists():
+        state = json.loads((ckpt / "state.json").read_text())
+        if state["config"] == asdict(config):
+            unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
+            opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+            start, history = state["step"], state["history"]
+            if (ckpt / "ema.safetensors").exists():
+                ema = load_file(ckpt / "ema.safetensors")
+    if getattr(config, "ema_decay", None) and ema is None:
+        ema = {k: v.detach().clone().float() for k, v in unet.state_dict().items()}
+    unet, opt = acc.prepare(unet, opt)
+    bar = tqdm(total=config.steps, initial=start, desc=desc, disable=not progress)
+    t0 = time.time()
+    unet.train()
+    for step in range(start, config.steps):
+        idx = batch_indices(n_items, config.batch_size, config.seed, step)
+        g = step_generator(config.seed, step)
+        for group in opt.param_groups:
+            group["lr"] = config.lr_at(step)
+        with acc.autocast():
+            loss, logs = step_loss(unet, idx, g, step, acc.device)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; last checkpoint kept in {ckpt}")
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        if config.grad_clip:
+            acc.clip_grad_norm_(params, config.grad_clip)
+        opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                for k, v in acc.unwrap_model(unet).state_dict().items():
+                    ema[k].mul_(config.ema_decay).add_(v.float(), alpha=1 - config.ema_decay)
+        history.append({"loss": round(loss.item(), 6), **{k: round(float(v), 6) for k, v in logs.items()}})
+        bar.update()
+        bar.set_postfix(loss=f"{sum(h['loss'] for h in history[-20:]) / len(history[-20:]):.4f}")
+        if ckpt is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
+            _save_checkpoint(ckpt, acc.unwrap_model(unet), ema, opt, step + 1, history, config)
+    bar.close()
+    acc.unwrap_model(unet).eval()
+    return {"history": history, "losses": [h["loss"] for h in history], "seconds": time.time() - t0,
+            "resumed_from": start, "ema": ema}
+
+
+def train_unet(unet, scheduler, latents: torch.Tensor, text: TextBank, config: TrainConfig,
+               out_dir=None, progress: bool = True) -> dict:
+    """Train ``unet`` in place on (latent, caption) pairs with the min-SNR diffusion loss."""
+
+    def step_loss(model, idx, g, step, device):
+        x0 = latents[idx].to(device)
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        t = sample_timesteps(len(idx), g, config.high_noise_share).to(device)
+        drop = torch.rand(len(idx), generator=g) < config.p_uncond
+        states, mask = (v.to(device) for v in text.batch(idx, drop))
+        return diffusion_loss(model, scheduler, x0, states, mask, noise, t, config.min_snr_gamma).mean(), {}
+
+    return train_loop(unet, len(latents), config, step_loss, out_dir, progress)
+
+
+def fit_finetuned(folder, base_unet, key: dict, train_fn, fuse_lora: bool = False):
+    """Fine-tune a deep copy of ``base_unet`` with ``train_fn(unet) -> train_loop output`` and
+    save it under ``folder/unet`` — or load it when ``folder/fit.json`` records the same ``key``.
+    LoRA adapters are fused first, so every fine-tuned model loads as a plain UNet. Returns
+    ``(unet, history)``."""
+    import copy
+
+    from diffusers import UNet2DConditionModel
+
+    folder = Path(folder)
+    if (folder / "fit.json").exists():
+        fit = json.loads((folder / "fit.json").read_text())
+        if fit["key"] == json.loads(json.dumps(key)):
+            return UNet2DConditionModel.from_pretrained(folder / "unet").eval(), fit["history"]
+    unet = copy.deepcopy(base_unet)
+    out = train_fn(unet)
+    if fuse_lora:
+        unet.fuse_lora()
+        unet.unload_lora()
+    unet.save_pretrained(folder / "unet")
+    (folder / "fit.json").write_text(json.dumps({"key": key, "seconds": out["seconds"], "history": out["history"]}))
+    return unet.eval(), out["history"]

@@ -1,0 +1,243 @@
+"""Diffusion-DPO (Wallace et al. 2023; Tango 2), SFT on winners, and the pair data they train on.
+
+For a pair (winner x_w, loser x_l) of the same prompt c, the policy ε_θ and the frozen reference
+ε_ref see the *same* timestep t and noise ε (and the same classifier-free dropout). With
+per-sample errors averaged over C×H×W,
+
+    m_w = ‖f_θ(x_w,t) − target_w‖²,  m_l = ‖f_θ(x_l,t) − target_l‖²,  r_w, r_l the same for ref,
+    L_DPO = −log σ( −½ β [ (m_w − m_l) − (r_w − r_l) ] ),   β = 2000 (Tango 2)
+
+L_DPO = ln 2 at initialisation (policy = reference). The *implicit accuracy* is the share of pairs
+where the policy lowered the winner's error more than the loser's, relative to the reference:
+(m_w − m_l) − (r_w − r_l) < 0. We log it and the four errors, not only the loss.
+
+With LoRA the reference is the same UNet with its adapters disabled (no second copy in memory);
+with full fine-tuning it is a frozen copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .diffusion import TextBank, noisy_and_target, sample_timesteps, train_loop
+
+
+def dpo_loss(mse_w, mse_l, ref_w, ref_l, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair Diffusion-DPO loss and implicit accuracy (both shape (B,))."""
+    inside = -0.5 * beta * ((mse_w - mse_l) - (ref_w - ref_l))
+    return -F.logsigmoid(inside), (inside > 0).float()
+
+
+@dataclass
+class PairBank:
+    """Winner and loser latents of each pair and its prompt's frozen text states."""
+
+    winners: torch.Tensor  # (N, C, H, W) scaled latents
+    losers: torch.Tensor
+    text: TextBank  # one row per pair: the ORIGINAL prompt (S2/S3 losers came from perturbed ones)
+
+    def __len__(self) -> int:
+        return len(self.winners)
+
+
+@dataclass
+class DPOConfig:
+    steps: int = 400
+    batch_size: int = 8  # pairs per step
+    lr: float = 1e-4
+    warmup: int = 20
+    weight_decay: float = 0.0
+    beta: float = 2000.0
+    sft_first_steps: int = 0  # Tango 2's SFT-on-winners epoch, in steps
+    loss: str = "dpo"  # "dpo" | "sft" (winners only) | "crpo" (DPO + winner diffusion loss)
+    p_uncond: float = 0.0  # if > 0, winner AND loser of a row are dropped together
+    lora_rank: int | None = None  # None: full fine-tuning against a frozen copy
+    high_noise_share: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float | None = None
+    checkpoint_every: int = 100
+    seed: int = 0
+    mixed_precision: str = "no"
+
+    def __post_init__(self):
+        if self.loss not in ("dpo", "sft", "crpo"):
+            raise ValueError(f"loss must be 'dpo', 'sft' or 'crpo', got {self.loss!r}")
+
+    def lr_at(self, step: int) -> float:
+        return self.lr * min(1.0, (step + 1) / max(1, self.warmup))
+
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def add_lora(unet, rank: int, seed: int = 0):
+    """Attach LoRA adapters (peft) to the attention projections; freeze everything else."""
+    from peft import LoraConfig
+
+    torch.manual_seed(seed)
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    return unet
+
+
+@contextmanager
+def reference_of(unet, frozen_copy):
+    """Yield the reference model: the frozen copy, or the same UNet with its adapters off."""
+    if frozen_copy is not None:
+        yield frozen_copy
+        return
+    unet.disable_adapters()
+    try:
+        yield unet
+    finally:
+        unet.enable_adapters()
+
+
+def _errors(model, scheduler, x, states, mask, noise, t) -> torch.Tensor:
+    noisy, target = noisy_and_target(scheduler, x, noise, t)
+    pred = model(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+    return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+
+
+def train_dpo(unet, scheduler, pairs: PairBank, config: DPOConfig, out_dir=None, progress: bool = True) -> dict:
+    """Fine-tune ``unet`` in place (or its LoRA adapters) on preference pairs.
+
+    History per step: loss, phase (0 = SFT, 1 = preference), implicit_acc, mse_w, mse_l, ref_w,
+    ref_l. Checkpoints and resume as in :func:`t2a_lib.diffusion.train_loop`.
+    """
+    if config.lora_rank:
+        frozen = None
+        add_lora(unet, config.lora_rank, config.seed)
+    else:
+        frozen = copy.deepcopy(unet).requires_grad_(False).eval()
+        unet.requires_grad_(True)
+
+    def step_loss(model, idx, g, step, device):
+        xw, xl = pairs.winners[idx].to(device), pairs.losers[idx].to(device)
+        noise = torch.randn(xw.shape, generator=g).to(device)
+        t = sample_timesteps(len(idx), g, config.high_noise_share).to(device)
+        drop = torch.rand(len(idx), generator=g) < config.p_uncond
+        states, mask = (v.to(device) for v in pairs.text.batch(idx, drop))
+        if config.loss == "sft" or step < config.sft_first_steps:
+            mse = _errors(model, scheduler, xw, states, mask, noise, t)
+            return mse.mean(), {"phase": 0.0, "mse_w": mse.mean()}
+        both = _errors(model, scheduler, torch.cat([xw, xl]), states.repeat(2, 1, 1), mask.repeat(2, 1),
+                       noise.repeat(2, 1, 1, 1), t.repeat(2))
+        mse_w, mse_l = both.chunk(2)
+        with torch.no_grad(), reference_of(model, frozen) as ref:
+            ref_w, ref_l = _errors(ref, scheduler, torch.cat([xw, xl]), states.repeat(2, 1, 1), mask.repeat(2, 1),
+                                   noise.repeat(2, 1, 1, 1), t.repeat(2)).chunk(2)
+        loss, acc = dpo_loss(mse_w, mse_l, ref_w, ref_l, config.beta)
+        total = loss.mean() + (mse_w.mean() if config.loss == "crpo" else 0.0)
+        return total, {"phase": 1.0, "dpo_loss": loss.mean(), "implicit_acc": acc.mean(), "mse_w": mse_w.mean(),
+                       "mse_l": mse_l.mean(), "ref_w": ref_w.mean(), "ref_l": ref_l.mean()}
+
+    return train_loop(unet, len(pairs), config, step_loss, out_dir, progress, desc=f"{config.loss.upper()}")
+
+
+def pair_bank(text_encoder, tokenizer, prompts: list[str], winners: torch.Tensor, losers: torch.Tensor) -> PairBank:
+    """Pairs with their prompts' frozen text states (one row per pair)."""
+    from .base_model import text_bank
+
+    if not (len(prompts) == len(winners) == len(losers)):
+        raise ValueError(f"{len(prompts)} prompts, {len(winners)} winners, {len(losers)} losers: one row per pair")
+    return PairBank(winners, losers, text_bank(text_encoder, tokenizer, prompts))
+
+
+def crpo_round(pipe, rankers, prompts: list[str], n_samples: int, steps: int, guidance: float, seed: int,
+               batch_size: int = 32) -> tuple[PairBank, pd.DataFrame]:
+    """One round of TangoFlux's CLAP-ranked preference optimisation: ``n_samples`` per prompt
+    from the *current* model, the ranker ensemble's best against its worst."""
+    from .features import waves_to_mel
+    from .scorers import require_role
+
+    require_role(rankers, "ranker", "CRPO ranking")
+    expanded = [p for p in prompts for _ in range(n_samples)]
+    out = pipe(expanded, num_inference_steps=steps, guidance_scale=guidance, batch_size=batch_size,
+               generator=torch.Generator().manual_seed(seed), return_latents=True, progress=False)
+    mels = waves_to_mel(out.audios)
+    scores = np.mean([m.score(mels, expanded) for m in rankers.audiotext], axis=0).reshape(len(prompts), n_samples)
+    best, worst = scores.argmax(1), scores.argmin(1)
+    lat = torch.from_numpy(out.latents).view(len(prompts), n_samples, *out.latents.shape[1:])
+    rows = np.arange(len(prompts))
+    bank = pair_bank(pipe.text_encoder, pipe.tokenizer, prompts, lat[rows, best], lat[rows, worst])
+    table = pd.DataFrame({"prompt": prompts, "best": scores.max(1), "worst": scores.min(1), "mean": scores.mean(1)})
+    return bank, table
+
+
+def run_crpo(pipe, rankers, prompts: list[str], rounds: int, n_samples: int, config: DPOConfig, steps: int,
+             guidance: float, out_dir=None, progress: bool = True) -> list[dict]:
+    """Alternate sampling and DPO + winner-diffusion training; the reference of each round is
+    the model at the start of that round (full fine-tuning)."""
+    from dataclasses import replace
+
+    if config.lora_rank:
+        raise ValueError("CRPO here fine-tunes the full UNet (a fresh reference each round)")
+    log = []
+    for r in range(rounds):
+        bank, table = crpo_round(pipe, rankers, prompts, n_samples, steps, guidance, seed=config.seed + 1000 * r)
+        cfg = replace(config, loss="crpo", seed=config.seed + r)
+        folder = Path(out_dir) / f"round_{r}" if out_dir else None
+        hist = train_dpo(pipe.unet, make_train_scheduler_like(pipe), bank, cfg, folder, progress)["history"]
+        pipe.unet.eval()
+        log.append({"round": r, "ranker_best": float(table.best.mean()), "ranker_mean": float(table["mean"].mean()),
+                    "implicit_acc": float(np.mean([h.get("implicit_acc", np.nan) for h in hist[-20:]])),
+                    "history": hist})
+    return log
+
+
+def make_train_scheduler_like(pipe):
+    """The DDPM training scheduler matching a pipeline's sampling scheduler (same betas, target)."""
+    from diffusers import DDPMScheduler
+
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+    return DDPMScheduler(**{k: pipe.scheduler.config[k] for k in keys})
+
+
+def load_preference_pairs(pref_dir, text_encoder, tokenizer, strategies=None) -> tuple[PairBank, pd.DataFrame]:
+    """The preference set written by notebook 03 (parquet + latents), optionally only some
+    strategies (the ablations: without S1, without S2 and S3)."""
+    from safetensors.torch import load_file
+
+    pref_dir = Path(pref_dir)
+    if not (pref_dir / "preferences.parquet").exists():
+        raise FileNotFoundError(f"no preference set in {pref_dir}: run notebook 03 first")
+    df = pd.read_parquet(pref_dir / "preferences.parquet")
+    if strategies is not None:
+        df = df[df.strategy.isin(strategies)].reset_index(drop=True)
+    if df.empty:
+        raise ValueError(f"no pairs of strategies {strategies} in {pref_dir}")
+    lat = load_file(pref_dir / "latents.safetensors")
+    winners = torch.stack([lat[i] for i in df.chosen_id])
+    losers = torch.stack([lat[i] for i in df.rejected_id])
+    return pair_bank(text_encoder, tokenizer, df.prompt.tolist(), winners, losers), df
+
+
+def fit_preference_model(folder, base_unet, scheduler, bank: PairBank, config: DPOConfig, progress: bool = True):
+    """Fine-tune a copy of ``base_unet`` (DPO, SFT or CRPO loss), or load it when ``folder``
+    holds a model trained with the same config on as many pairs."""
+    from dataclasses import asdict
+
+    from .diffusion import fit_finetuned
+
+    return fit_finetuned(folder, base_unet, {"config": asdict(config), "pairs": len(bank)},
+                         lambda unet: train_dpo(unet, scheduler, bank, config, folder, progress),
+                         fuse_lora=bool(config.lora_rank))
+
+
+def with_unet(pipe, unet):
+    """The same pipeline with another UNet (the other components are shared, not copied)."""
+    from .tango import TangoPipeline
+
+    new = TangoPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=unet,
+                        scheduler=copy.deepcopy(pipe.scheduler), vocoder=pipe.vocoder)
+    new.set_progress_bar_config(disable=True)
+    return new

@@ -1,0 +1,219 @@
+"""The audio-alpaca preference set (Tango 2), built from the base model's own samples.
+
+Seed prompts are drawn from the training captions, stratified by relation kind. For each:
+
+- **S1.1** several samples at different step counts; **S1.2** several seeds at one step count.
+  The ranker-best sample wins against each of the others.
+- **S2** concept-perturbed captions (swap an event) generate the losers; **S3** (temporal prompts
+  only) captions with events reordered, added or dropped generate the losers. The winner is the
+  best S1.2 sample of the original prompt; a pair is kept when the ranker scores the winner
+  above the loser *against the original prompt*.
+
+Scores are the mean cosine of the two ranker audio-text models (Tango 2 used two CLAPs). The
+α/β/Δ filters (winner ≥ α, loser ≤ β, Δ_min ≤ margin ≤ Δ_max) are calibrated to our score scale
+by quantiles of the candidate pairs and recorded. Judges never rank; they only report how often
+the ranker's winner is really better (all prompted events present, and in order).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from .audio import write_wav
+from .captions import CaptionError, GrammarPerturber, Perturber, parse_caption
+from .evaluation import KIND_ORDER
+from .features import waves_to_mel
+from .scorers import judge_clips, require_role
+
+STRATEGIES = ("S1.1", "S1.2", "S2", "S3")
+PAPER_TABLE2 = pd.DataFrame(  # Tango 2, Table 2 (audio-alpaca); the paper's CLAP scale
+    {"pairs": [3004, 2725, 4544, 4752, 15025]}, index=["S1.1", "S1.2", "S2", "S3", "all"])
+
+
+@dataclass
+class PreferenceConfig:
+    n_prompts: int = 120
+    s11_steps: tuple = (3, 5, 10, 20)  # Tango 2: 5/25/50/100 of 200
+    s12_seeds: int = 4
+    steps: int = 10
+    s2_perturbations: int = 2  # Tango 2: 5
+    s3_perturbations: int = 2  # Tango 2: 5
+    guidance: float = 3.0
+    alpha_quantile: float = 0.2  # winner >= the 20th percentile of candidate winners' scores
+    beta_quantile: float = 0.8  # loser <= the 80th percentile of candidate losers' scores
+    delta_min_quantile: float = 0.2  # margin >= the 20th percentile of candidate margins
+    delta_max_quantile: float = 0.99
+    batch_size: int = 32
+    seed: int = 0
+
+
+def seed_prompts(records, n: int, seed: int = 0) -> list[str]:
+    """Distinct training captions, stratified by relation kind (Tango 2 clustered AudioCaps
+    captions with K-means; the world's relation kinds are its clusters)."""
+    rng = np.random.default_rng(seed)
+    by_kind: dict[str, list[str]] = {}
+    for r in records:
+        by_kind.setdefault(parse_caption(r.captions).kind, []).append(r.captions)
+    pools = {k: list(dict.fromkeys(v[i] for i in rng.permutation(len(v)))) for k, v in by_kind.items()}
+    out, kinds = [], [k for k in KIND_ORDER if k in pools]
+    while len(out) < n and any(pools[k] for k in kinds):
+        for k in kinds:
+            if pools[k] and len(out) < n:
+                out.append(pools[k].pop())
+    return out
+
+
+@dataclass
+class Clip:
+    clip_id: str
+    prompt: str  # the seed prompt it belongs to
+    caption: str  # the caption it was generated from (a perturbation for S2/S3 losers)
+    group: str  # "S1.1", "S1.2", "S2", "S3"
+    seed: int
+    steps: int
+
+
+def plan_clips(prompts: list[str], config: PreferenceConfig, perturber: Perturber | None = None) -> list[Clip]:
+    perturber = perturber or GrammarPerturber()
+    rng = np.random.default_rng(config.seed)
+    clips = []
+    for p, prompt in enumerate(prompts):
+        base = config.seed * 100_000 + p * 100
+        clips += [Clip(f"p{p}_s11_{k}", prompt, prompt, "S1.1", base + k, s) for k, s in enumerate(config.s11_steps)]
+        clips += [Clip(f"p{p}_s12_{k}", prompt, prompt, "S1.2", base + 10 + k, config.steps)
+                  for k in range(config.s12_seeds)]
+        spec = parse_caption(prompt)
+        variants = [("S2", c) for c in perturber(prompt, "swap", config.s2_perturbations, rng)]
+        if spec.is_temporal:
+            kinds = [k for k in ("reorder", "add", "drop") if k != "add" or len(spec.labels) < 3]
+            for j in range(config.s3_perturbations):
+                try:
+                    variants += [("S3", c) for c in perturber(prompt, kinds[j % len(kinds)], 1, rng)]
+                except CaptionError:
+                    pass
+        clips += [Clip(f"p{p}_{g.lower().replace('.', '')}_{k}", prompt, cap, g, base + 50 + k, config.steps)
+                  for k, (g, cap) in enumerate(variants)]
+    return clips
+
+
+def generate_clips(pipe, clips: list[Clip], config: PreferenceConfig, out_dir, progress: bool = True) -> dict:
+    """Sample every planned clip (its own seed; grouped by step count), write wavs and latents."""
+    out_dir = Path(out_dir)
+    audio, latents = {}, {}
+    shape = pipe.latent_shape()
+    by_steps: dict[int, list[Clip]] = {}
+    for c in clips:
+        by_steps.setdefault(c.steps, []).append(c)
+    bar = tqdm(total=len(clips), desc="generating candidates", disable=not progress)
+    for steps, group in sorted(by_steps.items()):
+        for i in range(0, len(group), config.batch_size):
+            batch = group[i:i + config.batch_size]
+            noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(c.seed)) for c in batch])
+            out = pipe([c.caption for c in batch], num_inference_steps=steps, guidance_scale=config.guidance,
+                       latents=noise, return_latents=True, batch_size=len(batch), progress=False)
+            for c, a, z in zip(batch, out.audios, out.latents):
+                audio[c.clip_id], latents[c.clip_id] = a, torch.from_numpy(z)
+                write_wav(out_dir / "audio" / f"{c.clip_id}.wav", a, durable=False)
+            bar.update(len(batch))
+    bar.close()
+    save_file({k: v.contiguous() for k, v in latents.items()}, out_dir / "latents.safetensors")
+    return audio
+
+
+def score_clips(rankers, clips: list[Clip], audio: dict) -> dict[str, np.ndarray]:
+    """Each ranker's cosine of every clip against its *seed prompt* (never its own caption)."""
+    require_role(rankers, "ranker", "ranking the preference set")
+    mels = waves_to_mel(np.stack([audio[c.clip_id] for c in clips]))
+    prompts = [c.prompt for c in clips]
+    return {c.clip_id: np.array(s) for c, s in
+            zip(clips, np.stack([m.score(mels, prompts) for m in rankers.audiotext], axis=1))}
+
+
+def candidate_pairs(clips: list[Clip], scores: dict[str, np.ndarray]) -> pd.DataFrame:
+    """All candidate (winner, loser) pairs before the α/β/Δ filters."""
+    rows = []
+    by_prompt: dict[str, list[Clip]] = {}
+    for c in clips:
+        by_prompt.setdefault(c.prompt, []).append(c)
+    for prompt, cs in by_prompt.items():
+        mean = {c.clip_id: float(scores[c.clip_id].mean()) for c in cs}
+        best_s12 = max((c for c in cs if c.group == "S1.2"), key=lambda c: mean[c.clip_id], default=None)
+        for group in ("S1.1", "S1.2"):
+            members = [c for c in cs if c.group == group]
+            if len(members) > 1:
+                w = max(members, key=lambda c: mean[c.clip_id])
+                rows += [(prompt, group, w, c) for c in members if c is not w]
+        for c in cs:
+            if c.group in ("S2", "S3") and best_s12 is not None and mean[best_s12.clip_id] > mean[c.clip_id]:
+                rows.append((prompt, c.group, best_s12, c))
+    df = pd.DataFrame([{
+        "prompt": p, "strategy": g, "chosen_id": w.clip_id, "rejected_id": l.clip_id,
+        "chosen_caption": w.caption, "rejected_caption": l.caption,
+        "chosen_score": float(scores[w.clip_id].mean()), "rejected_score": float(scores[l.clip_id].mean()),
+        "chosen_scores": scores[w.clip_id].tolist(), "rejected_scores": scores[l.clip_id].tolist(),
+        "chosen_seed": w.seed, "rejected_seed": l.seed, "chosen_steps": w.steps, "rejected_steps": l.steps,
+    } for p, g, w, l in rows])
+    if len(df):
+        df["margin"] = df.chosen_score - df.rejected_score
+    return df
+
+
+def calibrate_filters(cands: pd.DataFrame, config: PreferenceConfig) -> dict:
+    """α, β, Δ_min, Δ_max on our score scale, from quantiles of the candidate pairs."""
+    return {"alpha": float(cands.chosen_score.quantile(config.alpha_quantile)),
+            "beta": float(cands.rejected_score.quantile(config.beta_quantile)),
+            "delta_min": float(cands.margin.quantile(config.delta_min_quantile)),
+            "delta_max": float(cands.margin.quantile(config.delta_max_quantile))}
+
+
+def apply_filters(cands: pd.DataFrame, t: dict) -> pd.DataFrame:
+    keep = ((cands.chosen_score >= t["alpha"]) & (cands.rejected_score <= t["beta"])
+            & (cands.margin >= t["delta_min"]) & (cands.margin <= t["delta_max"]))
+    return cands[keep].reset_index(drop=True)
+
+
+def judge_pairs(judges, pairs: pd.DataFrame, audio: dict) -> pd.DataFrame:
+    """The judges' verdict on each clip against the seed prompt: all prompted events present,
+    and (temporal prompts) in order. ``truth`` = +1 winner really better, 0 tie, -1 worse."""
+    ids = list(dict.fromkeys(pairs.chosen_id.tolist() + pairs.rejected_id.tolist()))
+    prompt_of = dict(zip(pairs.chosen_id, pairs.prompt)) | dict(zip(pairs.rejected_id, pairs.prompt))
+    table = judge_clips(judges, waves_to_mel(np.stack([audio[i] for i in ids])), [prompt_of[i] for i in ids], ids).table
+    quality = {r.id: r.all_present + (0.0 if np.isnan(r.order) else r.order) for r in table.itertuples()}
+    out = pairs.copy()
+    out["chosen_judge"] = out.chosen_id.map(quality)
+    out["rejected_judge"] = out.rejected_id.map(quality)
+    out["truth"] = np.sign(out.chosen_judge - out.rejected_judge)
+    return out
+
+
+def statistics_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Tango 2's Table 2 layout (+ what it could not measure: how often the winner is right)."""
+    rows = []
+    for name, g in [*((s, pairs[pairs.strategy == s]) for s in STRATEGIES), ("all", pairs)]:
+        row = {"strategy": name, "pairs": len(g), "winner score": g.chosen_score.mean(),
+               "loser score": g.rejected_score.mean(), "margin": g.margin.mean()}
+        if "truth" in g:
+            row.update({"winner really better": (g.truth > 0).mean(), "tie": (g.truth == 0).mean(),
+                        "winner really worse": (g.truth < 0).mean()})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("strategy")
+
+
+def write_preference_set(out_dir, pairs: pd.DataFrame, thresholds: dict, config: PreferenceConfig) -> Path:
+    """audio-alpaca columns (prompt, chosen, rejected, strategy) + scores, seeds, steps."""
+    out_dir = Path(out_dir)
+    df = pairs.copy()
+    df.insert(1, "chosen", [f"audio/{i}.wav" for i in df.chosen_id])
+    df.insert(2, "rejected", [f"audio/{i}.wav" for i in df.rejected_id])
+    df.to_parquet(out_dir / "preferences.parquet", index=False)
+    (out_dir / "preferences.json").write_text(json.dumps({"thresholds": thresholds, "config": asdict(config),
+                                                          "pairs": len(df)}, indent=2))
+    return out_dir / "preferences.parquet"

@@ -1,0 +1,127 @@
+"""``TangoPipeline``: text -> audio, as a diffusers ``DiffusionPipeline``.
+
+    pipe = TangoPipeline.from_pretrained("papermill_runs/default/base")
+    out = pipe(["A dog barks, then a siren wails"], num_inference_steps=10, guidance_scale=3.0,
+               generator=torch.Generator().manual_seed(0))
+    out.audios  # (B, 40960) float32 at 16 kHz;  out.mels  # (B, 64, 256) log-mels
+
+Classifier-free guidance runs the unconditional and conditional halves in one batched UNet
+forward: ε̂ = ε̂_∅ + w (ε̂_c − ε̂_∅). ``save_pretrained`` writes one folder of safetensors and
+configs per component (diffusers' layout), ``from_pretrained`` reads it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from tqdm.auto import tqdm
+
+from .autoencoder import image_to_mel
+
+
+@dataclass
+class TangoOutput(BaseOutput):
+    audios: np.ndarray  # (B, samples) float32, 16 kHz
+    mels: np.ndarray  # (B, 64, T) log-mels decoded by the VAE
+    latents: np.ndarray | None = None
+
+
+class TangoPipeline(DiffusionPipeline):
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, vocoder=None):
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                              scheduler=scheduler, vocoder=vocoder)
+
+    @property
+    def conditioning(self) -> str:
+        """``cross_attention`` (Tango: T5 token states) or ``class_embedding`` (AudioLDM: one
+        CLAP text embedding added to the timestep embedding)."""
+        return "class_embedding" if self.unet.config.class_embed_type == "simple_projection" else "cross_attention"
+
+    def latent_shape(self, n_frames: int | None = None) -> tuple[int, int, int]:
+        """(C, H, W) of a latent; ``n_frames`` mel frames set H (the VAE halves time per level)."""
+        size = self.unet.config.sample_size
+        h, w = size if isinstance(size, (list, tuple)) else (size, size)
+        if n_frames:
+            h = n_frames // 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.unet.config.in_channels, h, w
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str], max_length: int | None = None):
+        """Text states (B, L, D) and attention mask (B, L) from the frozen T5 encoder; for
+        class-embedding conditioning, the normalised text embeddings (B, D) and no mask."""
+        tok = self.tokenizer(list(prompts), padding="max_length" if max_length else True, max_length=max_length,
+                             truncation=True, return_tensors="pt")
+        ids, mask = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
+        if self.conditioning == "class_embedding":
+            embeds = self.text_encoder(input_ids=ids, attention_mask=mask).text_embeds
+            return torch.nn.functional.normalize(embeds, dim=-1), None
+        return self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask
+
+    def _predict(self, x, t, states, mask):
+        if self.conditioning == "class_embedding":
+            return self.unet(x, t, encoder_hidden_states=None, class_labels=states.to(self.unet.dtype)).sample
+        return self.unet(x, t, encoder_hidden_states=states.to(self.unet.dtype), encoder_attention_mask=mask).sample
+
+    @torch.no_grad()
+    def latents_to_audio(self, latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        from .vocoder import vocode
+
+        mel = image_to_mel(self.vae.decode(latents / self.vae.config.scaling_factor).sample)
+        audio = vocode(mel.float().cpu(), self.vocoder)
+        return audio[:, : mel.shape[-1] * 160], mel.float().cpu().numpy()  # real HiFi-GAN adds 32 samples
+
+    @torch.no_grad()
+    def __call__(self, prompts: str | list[str], num_inference_steps: int = 10, guidance_scale: float = 3.0,
+                 generator: torch.Generator | None = None, batch_size: int = 32, latents: torch.Tensor | None = None,
+                 n_frames: int | None = None, return_latents: bool = False, progress: bool = True) -> TangoOutput:
+        """Generate one clip per prompt (repeat a prompt for several samples). Batches of
+        ``batch_size`` prompts; noise is drawn in prompt order from ``generator`` on the CPU, so
+        the same seed gives the same audio on any device and batch size."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if latents is None:
+            latents = torch.randn((len(prompts), *self.latent_shape(n_frames)), generator=generator)
+        audios, mels, finals = [], [], []
+        use_cfg = guidance_scale != 1.0
+        bar = tqdm(total=len(prompts), desc="sampling", disable=not progress or len(prompts) <= batch_size)
+        for i in range(0, len(prompts), batch_size):
+            batch = prompts[i:i + batch_size]
+            states, mask = self.encode_prompt(([""] * len(batch) if use_cfg else []) + batch)
+            x = latents[i:i + batch_size].to(self.device, self.unet.dtype) * self.scheduler.init_noise_sigma
+            self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+            for t in self.scheduler.timesteps:
+                inp = torch.cat([x, x]) if use_cfg else x
+                inp = self.scheduler.scale_model_input(inp, t)
+                pred = self._predict(inp, t, states, mask)
+                if use_cfg:
+                    uncond, cond = pred.chunk(2)
+                    pred = uncond + guidance_scale * (cond - uncond)
+                x = self.scheduler.step(pred, t, x).prev_sample
+            audio, mel = self.latents_to_audio(x.float())
+            audios.append(audio)
+            mels.append(mel)
+            finals.append(x.float().cpu().numpy())
+            bar.update(len(batch))
+        bar.close()
+        return TangoOutput(np.concatenate(audios), np.concatenate(mels),
+                           np.concatenate(finals) if return_latents else None)
+
+
+def pipeline_from_checkpoint(path, **kw) -> TangoPipeline:
+    """A TangoPipeline over real weights: a Tango / Tango 2 snapshot or a diffusers AudioLDM
+    folder (see :mod:`t2a_lib.checkpoints`). Nothing is downloaded; absent weights raise
+    ``WeightsNotFoundError`` saying what to fetch."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from .checkpoints import load_real_checkpoint
+
+    c = load_real_checkpoint(path, **kw)
+    if c.get("scale_factor") is not None:
+        c["vae"].register_to_config(scaling_factor=float(c["scale_factor"]))
+    scheduler = DPMSolverMultistepScheduler.from_config(c["scheduler"].config)
+    return TangoPipeline(vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"], unet=c["unet"],
+                         scheduler=scheduler, vocoder=c.get("vocoder"))

@@ -1,0 +1,283 @@
+"""Log-mel -> 16 kHz waveform: a small HiFi-GAN trained on the world, Griffin-Lim as fallback.
+
+Layouts. Our mels are ``(B, 64, T)`` (``t2a_lib.mel`` / ``features.waves_to_mel``: T = samples
+// 160). transformers' ``SpeechT5HifiGan`` takes Tango's layout ``(B, T, 64)`` and returns
+``(B, T * 160)`` samples (the product of its upsample rates is the hop), so every call here
+transposes: ``model(log_mel.transpose(1, 2))``. ``vocode`` does this for you.
+
+Training (``train_vocoder``) has no discriminator, which a 2-core CPU cannot afford. The
+generator is fitted on random mel segments and the matching audio with
+
+    loss = mel_weight * | logmel(G(m)) - logmel(x) |_1                   (our MelFrontEnd)
+         + stft_weight * mean_r [ SC_r + LogMag_r ]                      (multi-resolution STFT)
+    SC_r     = || |S_r(x)| - |S_r(G(m))| ||_F / || |S_r(x)| ||_F          (spectral convergence)
+    LogMag_r = mean | log|S_r(x)| - log|S_r(G(m))| |                      (log-magnitude L1)
+
+over resolutions r = (n_fft, hop) in ``VocoderConfig.stft_resolutions``, |S| =
+sqrt(max(re^2 + im^2, 1e-7)), periodic Hann window of length n_fft, centred STFT. Without an
+adversary the phase is only constrained through the overlapping STFT frames, so the audio sounds
+a little buzzy, but its log-mel -- all the judges and rankers see -- is close to the input.
+
+Griffin-Lim (``griffin_lim``) needs no training: exp of the log-mel, a non-negative inverse of
+the mel filterbank (pseudo-inverse, then multiplicative updates), then fast Griffin-Lim
+(Perraudin, Balazs & Sondergaard 2013: Griffin-Lim with momentum) on Tango's STFT.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .mel import MelConfig, MelFrontEnd, mel_filterbank
+
+HOP = 160
+
+
+@dataclass
+class VocoderConfig:
+    """A small HiFi-GAN (``SpeechT5HifiGanConfig`` fields) and how to train it."""
+
+    # -- the generator (SpeechT5HifiGanConfig fields)
+    model_in_dim: int = 64
+    sampling_rate: int = 16000
+    upsample_rates: list = field(default_factory=lambda: [5, 4, 2, 2, 2])  # product = hop 160
+    # kernel - stride must be even so each layer upsamples exactly (L -> rate * L)
+    upsample_kernel_sizes: list = field(default_factory=lambda: [11, 8, 4, 4, 4])
+    upsample_initial_channel: int = 128
+    resblock_kernel_sizes: list = field(default_factory=lambda: [3, 7])
+    resblock_dilation_sizes: list = field(default_factory=lambda: [[1, 3], [1, 3]])
+    leaky_relu_slope: float = 0.1
+    normalize_before: bool = False  # our mels are raw log-mels
+    # -- training
+    steps: int = 600
+    batch_size: int = 16
+    segment_frames: int = 32  # 0.32 s of audio per example
+    lr: float = 2e-3
+    mel_weight: float = 1.0
+    stft_weight: float = 1.0
+    stft_resolutions: list = field(default_factory=lambda: [[256, 64], [512, 128], [1024, 256]])
+    seed: int = 0
+
+    def __post_init__(self):
+        prod = int(np.prod(self.upsample_rates))
+        if prod != HOP:
+            raise ValueError(f"upsample_rates must multiply to the hop {HOP}, got {self.upsample_rates} = {prod}")
+        if len(self.upsample_kernel_sizes) != len(self.upsample_rates):
+            raise ValueError("upsample_kernel_sizes and upsample_rates need the same length")
+        for k, r in zip(self.upsample_kernel_sizes, self.upsample_rates):
+            if k < r or (k - r) % 2:
+                raise ValueError(f"upsample kernel {k} with rate {r}: need kernel >= rate and kernel - rate even "
+                                 "(otherwise the output is not exactly rate x longer)")
+        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
+            raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes need the same length")
+        if self.segment_frames * HOP <= 1024 // 2:
+            raise ValueError(f"segment_frames must exceed {1024 // 2 // HOP} (the mel loss reflect-pads 512 samples)")
+
+    def hifigan_config(self):
+        from transformers import SpeechT5HifiGanConfig
+
+        return SpeechT5HifiGanConfig(
+            model_in_dim=self.model_in_dim, sampling_rate=self.sampling_rate,
+            upsample_initial_channel=self.upsample_initial_channel,
+            upsample_rates=list(self.upsample_rates), upsample_kernel_sizes=list(self.upsample_kernel_sizes),
+            resblock_kernel_sizes=list(self.resblock_kernel_sizes),
+            resblock_dilation_sizes=[list(d) for d in self.resblock_dilation_sizes],
+            leaky_relu_slope=self.leaky_relu_slope, normalize_before=self.normalize_before,
+        )
+
+
+def make_hifigan(config: VocoderConfig | None = None):
+    """A freshly initialised ``SpeechT5HifiGan`` for ``config`` (seed it with ``torch.manual_seed``).
+
+    transformers initialises every conv with N(0, 0.01), as HiFi-GAN does under weight norm;
+    without weight norm that makes a 5-stage generator start near silence and learn slowly, so
+    the convolutions are re-initialised with PyTorch's default (Kaiming-uniform) scheme.
+    """
+    from transformers import SpeechT5HifiGan
+
+    config = config or VocoderConfig()
+    model = SpeechT5HifiGan(config.hifigan_config())
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+            m.reset_parameters()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# losses
+
+
+def stft_magnitude(wave: torch.Tensor, n_fft: int, hop: int, eps: float = 1e-7) -> torch.Tensor:
+    """(B, N) -> (B, n_fft//2 + 1, frames): sqrt(max(|STFT|^2, eps)), periodic Hann, centred."""
+    window = torch.hann_window(n_fft, periodic=True, dtype=wave.dtype, device=wave.device)
+    spec = torch.stft(wave, n_fft=n_fft, hop_length=hop, win_length=n_fft, window=window, center=True,
+                      pad_mode="reflect", return_complex=True)
+    return torch.sqrt(torch.clamp(spec.real ** 2 + spec.imag ** 2, min=eps))
+
+
+def stft_loss(pred: torch.Tensor, target: torch.Tensor, n_fft: int, hop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spectral convergence and log-magnitude L1 at one resolution (see the module docstring)."""
+    p, t = stft_magnitude(pred, n_fft, hop), stft_magnitude(target, n_fft, hop)
+    sc = torch.linalg.vector_norm(t - p) / torch.linalg.vector_norm(t)
+    log_mag = (torch.log(t) - torch.log(p)).abs().mean()
+    return sc, log_mag
+
+
+def multi_resolution_stft_loss(pred: torch.Tensor, target: torch.Tensor,
+                               resolutions=((256, 64), (512, 128), (1024, 256))) -> torch.Tensor:
+    """mean over resolutions of (spectral convergence + log-magnitude L1); 0 iff the magnitudes match."""
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    total = pred.new_zeros(())
+    for n_fft, hop in resolutions:
+        sc, log_mag = stft_loss(pred, target, int(n_fft), int(hop))
+        total = total + sc + log_mag
+    return total / len(resolutions)
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def _segments(waves: torch.Tensor, mels: torch.Tensor, batch_size: int, frames: int,
+              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (mel (B, 64, frames), audio (B, frames * 160)) pairs: mel frame t is centred on sample 160 t."""
+    idx = torch.randint(len(waves), (batch_size,), generator=gen)
+    start = torch.randint(mels.shape[-1] - frames + 1, (batch_size,), generator=gen)
+    mel = torch.stack([mels[i, :, s:s + frames] for i, s in zip(idx.tolist(), start.tolist())])
+    audio = torch.stack([waves[i, s * HOP:(s + frames) * HOP] for i, s in zip(idx.tolist(), start.tolist())])
+    return mel.float(), audio.float()
+
+
+def train_vocoder(waves: np.ndarray, config: VocoderConfig | None = None, progress: bool = True):
+    """Fit a small HiFi-GAN on ``waves`` (N, S) float32 at 16 kHz; returns ``(model, losses)``.
+
+    Each step draws ``batch_size`` random segments of ``segment_frames`` mel frames and the
+    matching ``segment_frames * 160`` samples (a seeded ``torch.Generator``), and minimises the
+    mel L1 + multi-resolution STFT loss of the module docstring with AdamW and a one-cycle
+    schedule. ``losses`` is one dict per step: total, mel (log-mel L1) and stft. The model is
+    returned in eval mode on the CPU.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    from .features import waves_to_mel
+
+    config = config or VocoderConfig()
+    waves = np.asarray(waves, dtype=np.float32)
+    if waves.ndim != 2:
+        raise ValueError(f"waves must be (N, samples), got shape {waves.shape}")
+    if not np.isfinite(waves).all():
+        raise ValueError("waves contain NaN or inf")
+    n_frames = waves.shape[1] // HOP
+    if n_frames < config.segment_frames:
+        raise ValueError(f"clips of {waves.shape[1]} samples give {n_frames} frames, fewer than "
+                         f"segment_frames = {config.segment_frames}")
+    wave_t = torch.from_numpy(waves)
+    mels = waves_to_mel(wave_t)  # (N, 64, S // 160), exactly what the VAE is trained on
+
+    torch.manual_seed(config.seed)
+    model = make_hifigan(config)
+    front = MelFrontEnd(MelConfig())
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.8, 0.99), weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=max(config.steps, 1), pct_start=0.1)
+    acc = Accelerator()
+    model, opt, front = acc.prepare(model, opt, front)
+    gen = torch.Generator().manual_seed(config.seed)
+    resolutions = [tuple(r) for r in config.stft_resolutions]
+
+    losses = []
+    bar = tqdm(total=config.steps, desc="vocoder (HiFi-GAN)", disable=not progress)
+    model.train()
+    for _ in range(config.steps):
+        mel, audio = _segments(wave_t, mels, config.batch_size, config.segment_frames, gen)
+        mel, audio = mel.to(acc.device), audio.to(acc.device)
+        pred = model(mel.transpose(1, 2))  # (B, frames, 64) -> (B, frames * 160)
+        mel_l1 = (front(pred) - front(audio)).abs().mean()
+        stft = multi_resolution_stft_loss(pred, audio, resolutions)
+        loss = config.mel_weight * mel_l1 + config.stft_weight * stft
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        sched.step()
+        losses.append({"total": loss.item(), "mel": mel_l1.item(), "stft": stft.item()})
+        bar.update()
+        bar.set_postfix(mel=f"{mel_l1.item():.3f}", stft=f"{stft.item():.3f}")
+    bar.close()
+    return acc.unwrap_model(model).cpu().eval(), losses
+
+
+# ---------------------------------------------------------------------------------------------
+# Griffin-Lim
+
+
+_MEL_BASIS: dict = {}
+
+
+def _mel_basis(dtype=torch.float32) -> torch.Tensor:
+    c = MelConfig()
+    if dtype not in _MEL_BASIS:
+        fb = mel_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.fmin, c.fmax)
+        _MEL_BASIS[dtype] = torch.from_numpy(fb).to(dtype)
+    return _MEL_BASIS[dtype]
+
+
+def mel_to_linear(mel: torch.Tensor, n_iter: int = 64) -> torch.Tensor:
+    """Non-negative linear magnitude (B, 513, T) whose mel (filterbank @ it) matches ``mel`` (B, 64, T).
+
+    ``mel`` is linear (exp of a log-mel). Start from the pseudo-inverse clamped to >= 0 (raised to
+    a small floor so no bin is stuck at 0), then ``n_iter`` multiplicative updates that minimise
+    the generalised KL divergence between ``mel`` and ``M x`` (Lee & Seung):
+    x <- x * M^T(mel / M x) / M^T 1. They keep x >= 0 and fit relative (log-domain) error, which is
+    what a log-mel sees. Bins no filter covers (0 Hz and 8 kHz) come out 0.
+    """
+    basis = _mel_basis(mel.dtype).to(mel.device)  # (64, 513)
+    inv = torch.linalg.pinv(basis.double()).to(mel.dtype)  # (513, 64)
+    x = torch.clamp(inv @ mel, min=0.0)
+    x = torch.maximum(x, 1e-3 * (basis.T @ mel) / basis.sum(0).clamp(min=1e-12)[:, None])
+    col = basis.sum(0)[:, None]  # M^T 1
+    covered = (col > 0).to(mel.dtype)
+    for _ in range(n_iter):
+        ratio = mel / (basis @ x).clamp(min=1e-12)
+        x = x * (basis.T @ ratio) / col.clamp(min=1e-12)
+    return x * covered
+
+
+def griffin_lim(log_mel: torch.Tensor, n_iter: int = 32, momentum: float = 0.99, seed: int = 0) -> torch.Tensor:
+    """(B, 64, T) log-mel -> (B, T * 160) waveform by fast Griffin-Lim on Tango's STFT.
+
+    exp -> ``mel_to_linear`` -> magnitude |S|; phase starts from a seeded random draw (the same
+    for the same ``seed``, so the result is deterministic) and is refined by ``n_iter`` rounds of
+    ``t_n = stft(istft(|S| e^{i phase_n}))``, ``e^{i phase_{n+1}} = phase of t_n + momentum (t_n - t_{n-1})``
+    (only the phase is kept, so this is the phase of t_n - momentum / (1 + momentum) t_{n-1}). STFT: n_fft = win
+    = 1024, hop 160, periodic Hann, centred; the last frame's sample 160 T is cut.
+    """
+    if log_mel.dim() == 2:
+        return griffin_lim(log_mel[None], n_iter, momentum, seed)[0]
+    if log_mel.dim() != 3 or log_mel.shape[1] != MelConfig().n_mels:
+        raise ValueError(f"griffin_lim expects (B, 64, T), got {tuple(log_mel.shape)}")
+    c = MelConfig()
+    log_mel = log_mel.float()
+    mag = mel_to_linear(torch.exp(log_mel))  # (B, 513, T)
+    b, _, t = mag.shape
+    length = t * c.hop_length
+    window = torch.hann_window(c.win_length, periodic=True, dtype=mag.dtype, device=mag.device)
+    kw = dict(n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=window, center=True)
+    gen = torch.Generator().manual_seed(seed)
+    phase = torch.rand(mag.shape, generator=gen, dtype=mag.dtype) * (2 * np.pi)
+    angles = torch.polar(torch.ones_like(mag), phase.to(mag.device))
+    prev = torch.zeros_like(angles)
+    alpha = momentum / (1 + momentum)
+    for _ in range(n_iter):
+        wave = torch.istft(mag * angles, length=length, **kw)
+        rebuilt = torch.stft(wave, pad_mode="reflect", return_complex=True, **kw)[..., :t]
+        angles = rebuilt - alpha * prev if momentum else rebuilt
+        angles = angles / angles.abs().clamp(min=1e-16)
+        prev = rebuilt
+    return torch.istft(mag * angles, length=length, **kw)
