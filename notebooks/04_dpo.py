@@ -124,12 +124,11 @@ plt.show()
 
 # %%
 t0 = time.time()
-crpo_pipe = dpo.with_unet(base, base_model.UNet2DConditionModel.from_pretrained(run_dir / "base" / "pipeline" / "unet"))
 crpo_pool = preferences.seed_prompts(load_split(run_dir / "world", "train"), crpo_prompts, seed + 1)
-crpo_log = dpo.run_crpo(crpo_pipe, rankers, crpo_pool, crpo_rounds, crpo_samples,
-                        dpo.DPOConfig(steps=crpo_steps, beta=beta, batch_size=batch_size, lr=lr, seed=seed + 5),
-                        sample_steps, guidance, out_dir=models_dir / "crpo")
-runs["CRPO"] = (crpo_pipe.unet, [h for r in crpo_log for h in r["history"]])
+crpo_unet, crpo_log = dpo.fit_crpo(models_dir / "crpo", base, rankers, crpo_pool, crpo_rounds, crpo_samples,
+                                   dpo.DPOConfig(steps=crpo_steps, beta=beta, batch_size=batch_size, lr=lr, seed=seed + 5),
+                                   sample_steps, guidance)
+runs["CRPO"] = (crpo_unet, [h for r in crpo_log for h in r["history"]])
 timings["crpo"] = time.time() - t0
 display(pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in crpo_log]))
 
@@ -144,7 +143,7 @@ prompts = evaluation.evaluation_prompts(load_split(run_dir / "world", "test"), e
 tables, audio = {}, {}
 for name, unet in [("base", base.unet)] + [(k, v[0]) for k, v in runs.items()]:
     j, audio[name] = evaluation.judge_model(dpo.with_unet(base, unet), judges, prompts, seed + 1, sample_steps,
-                                            guidance, progress=False)
+                                            guidance, progress=False, cache_dir=run_dir / "samples")
     tables[name] = j.table
 timings["evaluation"] = time.time() - t0
 effects = evaluation.paired_effects(tables, "base", metrics=("presence", "all_present", "order", "clap"),

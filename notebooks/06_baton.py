@@ -129,7 +129,8 @@ eval_prompts = reward.baton_prompts(eval_integrity, eval_temporal, seed=seed + 9
 captions = eval_prompts.caption.tolist()
 tables, audio = {}, {}
 for name, unet in [("base", base.unet)] + [(k, v[0]) for k, v in runs.items()]:
-    audio[name] = evaluation.generate(dpo.with_unet(base, unet), captions, seed + 7, sample_steps, guidance, progress=False)
+    audio[name] = evaluation.generate(dpo.with_unet(base, unet), captions, seed + 7, sample_steps, guidance,
+                                      progress=False, cache_dir=run_dir / "samples")
     t = judge_clips(judges, waves_to_mel(audio[name]), captions).table
     t["task"] = eval_prompts.task.to_numpy()
     tables[name] = t

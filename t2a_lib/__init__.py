@@ -1,16 +1,47 @@
 """t2a_lib: a thin library for aligning text-to-audio diffusion models with preferences.
 
-One flat module per concern:
+One flat module per concern.
 
-- ``world``     the procedural sound world (synthesisers, scenes, timelines)
-- ``captions``  the caption grammar: render, parse, perturb
-- ``datasets``  writing world datasets (wavs + Tango-format manifests)
-- ``audio``     wav reading/writing, resampling, checks
-- ``mel``       Tango's mel front end in torch
-- ``manifest``  Tango / BATON JSON-lines readers and writers
-- ``metrics``   FAD, KL, IS, CLAP score, presence, order accuracy, event F1, bootstrap
-- ``pipeline``  the papermill runner over the ordered notebooks
-- ``report``    the HTML report and summary
+The world and its data
+- ``world``        the procedural sound world: 12 synthesisers, scenes and their timelines
+- ``captions``     the caption grammar: render, parse back, perturb (swap/drop/add/reorder)
+- ``datasets``     world splits: wavs + Tango-format JSON-lines manifests (no caption leakage)
+- ``audio``        wav reading/writing with clear errors, resampling
+- ``mel``          Tango's mel front end in torch
+- ``manifest``     Tango / BATON JSON-lines readers and writers
+- ``features``     cached log-mels per split, frame targets
+- ``text``         an offline word-level tokenizer over the world's vocabulary
+
+Scorers and metrics
+- ``encoders``     small audio trunks and text encoders
+- ``detector``     the frame-level event detector
+- ``audiotext``    the order-aware CLAP-style audio-text model
+- ``scorers``      judges vs rankers (never mixed) and ``judge_clips``
+- ``clap_real``    optional real CLAP backends (transformers ClapModel, laion_clap)
+- ``metrics``      FAD, KL, IS, CLAP score, presence, order accuracy, event F1, bootstrap CIs
+- ``corrupt``      controlled corruptions of ground-truth clips
+
+The model
+- ``components``   Tango in miniature: VAE, T5 encoder, UNet, schedulers from small configs
+- ``autoencoder``  training the mel VAE; mel <-> latent
+- ``vocoder``      a small HiFi-GAN and the Griffin-Lim fallback
+- ``diffusion``    the diffusion loss (v/eps, min-SNR) and the one training loop
+- ``tango``        ``TangoPipeline`` (a diffusers DiffusionPipeline)
+- ``base_model``   training the base model component by component, resumable
+- ``checkpoints``  loaders for real Tango / Tango 2 snapshots and diffusers AudioLDM folders
+
+The methods
+- ``preferences``  Tango 2's audio-alpaca preference set (S1.1, S1.2, S2, S3; alpha/beta/delta filters)
+- ``dpo``          Diffusion-DPO, SFT on winners, CRPO online rounds
+- ``reward``       BATON's prompts, simulated annotators, the reward model
+- ``baton``        reward-weighted fine-tuning
+- ``widgets``      listening to pairs and labelling audio in the notebook (ipywidgets)
+
+Running and reporting
+- ``evaluation``   held-out prompts, generation (cached), per-kind summaries, paired effects
+- ``reproduce``    the papers' tables and the claims table
+- ``pipeline``     the papermill runner over the ordered notebooks
+- ``report``       the HTML report and summary.json
 """
 
 __version__ = "0.1.0"

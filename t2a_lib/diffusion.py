@@ -178,7 +178,8 @@ def train_loop(unet, n_items: int, config, step_loss, out_dir=None, progress: bo
             with torch.no_grad():
                 for k, v in acc.unwrap_model(unet).state_dict().items():
                     ema[k].mul_(config.ema_decay).add_(v.float(), alpha=1 - config.ema_decay)
-        history.append({"loss": round(loss.item(), 6), **{k: round(float(v), 6) for k, v in logs.items()}})
+        history.append({"loss": round(loss.item(), 6),
+                        **{k: round(float(v.detach() if torch.is_tensor(v) else v), 6) for k, v in logs.items()}})
         bar.update()
         bar.set_postfix(loss=f"{sum(h['loss'] for h in history[-20:]) / len(history[-20:]):.4f}")
         if ckpt is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):

@@ -241,3 +241,26 @@ def with_unet(pipe, unet):
                         scheduler=copy.deepcopy(pipe.scheduler), vocoder=pipe.vocoder)
     new.set_progress_bar_config(disable=True)
     return new
+
+
+def fit_crpo(folder, base_pipe, rankers, prompts: list[str], rounds: int, n_samples: int, config: DPOConfig,
+             steps: int, guidance: float, progress: bool = True):
+    """CRPO from the base model, saved as ``folder/unet`` (or loaded when done with the same
+    settings). Returns ``(unet, per-round log)``."""
+    import json
+    from dataclasses import asdict
+
+    from diffusers import UNet2DConditionModel
+
+    folder = Path(folder)
+    key = {"config": asdict(config), "rounds": rounds, "n_samples": n_samples, "prompts": prompts,
+           "steps": steps, "guidance": guidance}
+    if (folder / "fit.json").exists():
+        fit = json.loads((folder / "fit.json").read_text())
+        if fit["key"] == json.loads(json.dumps(key)):
+            return UNet2DConditionModel.from_pretrained(folder / "unet").eval(), fit["log"]
+    pipe = with_unet(base_pipe, copy.deepcopy(base_pipe.unet))
+    log = run_crpo(pipe, rankers, prompts, rounds, n_samples, config, steps, guidance, folder, progress)
+    pipe.unet.save_pretrained(folder / "unet")
+    (folder / "fit.json").write_text(json.dumps({"key": key, "log": log}))
+    return pipe.unet.eval(), log

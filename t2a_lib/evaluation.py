@@ -8,13 +8,16 @@ as the base-model issue asks) and CLAP score per prompt kind with 95% bootstrap 
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 
 from .captions import parse_caption
 from .features import waves_to_mel
-from .metrics import bootstrap_ci
+from .metrics import bootstrap_ci, content_key
 from .scorers import Judgement, judge_clips, require_role
 
 KIND_ORDER = ["single", "background", "then", "followed", "before", "after", "while"]
@@ -35,17 +38,42 @@ def evaluation_prompts(records, per_kind: int, seed: int = 0) -> list[str]:
     return out
 
 
+def model_fingerprint(*modules) -> str:
+    """sha256 of the modules' weights: what a cache of their samples is keyed by."""
+    h = hashlib.sha256()
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
 def generate(pipe, prompts: list[str], seed: int, steps: int, guidance: float, batch_size: int = 32,
-             progress: bool = True) -> np.ndarray:
+             progress: bool = True, cache_dir=None) -> np.ndarray:
+    """One clip per prompt. With ``cache_dir``, samples are stored under a key of the model's
+    weights, prompts, seed, steps and guidance, and reused when all of them match."""
+    path = None
+    if cache_dir is not None:
+        key = content_key(model_fingerprint(pipe.unet, pipe.vae, pipe.text_encoder), list(prompts), seed, steps,
+                          guidance, model_fingerprint(pipe.vocoder) if pipe.vocoder is not None else "griffin-lim")
+        path = Path(cache_dir) / f"{key[:24]}.npy"
+        if path.exists():
+            return np.load(path)
     g = torch.Generator().manual_seed(seed)
-    return pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=g,
-                batch_size=batch_size, progress=progress).audios
+    audios = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=g,
+                  batch_size=batch_size, progress=progress).audios
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npy")
+        np.save(tmp, audios)
+        tmp.replace(path)
+    return audios
 
 
 def judge_model(pipe, judges, prompts: list[str], seed: int, steps: int, guidance: float,
-                batch_size: int = 32, progress: bool = True) -> tuple[Judgement, np.ndarray]:
+                batch_size: int = 32, progress: bool = True, cache_dir=None) -> tuple[Judgement, np.ndarray]:
     require_role(judges, "judge", "model evaluation")
-    audios = generate(pipe, prompts, seed, steps, guidance, batch_size, progress)
+    audios = generate(pipe, prompts, seed, steps, guidance, batch_size, progress, cache_dir)
     return judge_clips(judges, waves_to_mel(audios), prompts), audios
 
 

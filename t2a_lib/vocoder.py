@@ -183,6 +183,9 @@ def train_vocoder(waves: np.ndarray, config: VocoderConfig | None = None, progre
 
     torch.manual_seed(config.seed)
     model = make_hifigan(config)
+    if config.normalize_before:  # per-bin statistics of the training mels, stored in the model's buffers
+        model.mean.copy_(mels.mean(dim=(0, 2)))
+        model.scale.copy_(mels.std(dim=(0, 2)).clamp(min=1e-3))
     front = MelFrontEnd(MelConfig())
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.8, 0.99), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=max(config.steps, 1), pct_start=0.1)
