@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
@@ -103,8 +103,7 @@ class AudioTextModel(nn.Module):
     def save(self, folder) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.contiguous() for k, v in self.state_dict().items()}
-        save_file(state, folder / "model.safetensors")
+        save_model(self, str(folder / "model.safetensors"))  # handles tied weights (T5's shared embedding)
         (folder / "config.json").write_text(json.dumps({"kind": "audio_text", **asdict(self.config)}, indent=2))
         self.tokenizer.save_pretrained(folder / "tokenizer")
         return folder
@@ -120,7 +119,7 @@ class AudioTextModel(nn.Module):
         model = cls(AudioTextConfig(**cfg), AutoTokenizer.from_pretrained(folder / "tokenizer"))
         if role is not None and model.role != role:
             raise ValueError(f"{folder} holds a {model.role}, asked for a {role}: judges and rankers never mix")
-        model.load_state_dict(load_file(folder / "model.safetensors"))
+        load_model(model, str(folder / "model.safetensors"))
         return model.eval()
 
 

@@ -25,7 +25,7 @@ from .audiotext import AudioTextConfig, AudioTextModel, evaluate_audiotext, trai
 from .autoencoder import VAETrainConfig, calibrate_scaling, encode_mels, train_vae
 from .components import MiniTangoConfig, make_sample_scheduler, make_train_scheduler, make_unet, make_vae
 from .diffusion import TextBank, TrainConfig, train_unet
-from .tango import TangoPipeline
+from .tango import TangoPipeline, realigned
 
 
 def _matches(folder: Path, config: dict) -> bool:
@@ -50,7 +50,7 @@ def fit_text_encoder(folder, mels, captions, test=None, epochs: int = 4, seed: i
     config = {"epochs": epochs, "seed": seed, "dim": cfg.text_dim, "n": len(captions)}
     if _matches(folder, config):
         model = AudioTextModel.load(folder / "audiotext", role="base")
-        return model.text.t5.eval(), model.tokenizer, _read(folder)
+        return realigned(model.text.t5).eval(), model.tokenizer, _read(folder)
     at_cfg = AudioTextConfig(role="base", seed=seed, text_arch="t5", text_dim=cfg.text_dim, epochs=epochs)
     t0 = time.time()
     model, losses = train_audiotext(at_cfg, mels, captions, progress)
@@ -67,7 +67,7 @@ def fit_vae(folder, mels, config: VAETrainConfig, cfg: MiniTangoConfig = MiniTan
     folder = Path(folder)
     key = {"train": asdict(config), "model": cfg.to_dict(), "n": len(mels)}
     if _matches(folder, key):
-        return AutoencoderKL.from_pretrained(folder / "vae").eval(), _read(folder)
+        return realigned(AutoencoderKL.from_pretrained(folder / "vae")).eval(), _read(folder)
     vae = make_vae(cfg)
     out = train_vae(vae, mels, config, progress)
     factor = calibrate_scaling(vae, mels[: min(len(mels), 512)])
@@ -86,7 +86,7 @@ def fit_vocoder(folder, waves, config, progress: bool = True):
         return None, {"vocoder": "griffin-lim"}
     key = {"train": asdict(config), "n": len(waves)}
     if _matches(folder, key):
-        return load_vocoder(folder / "vocoder"), _read(folder)
+        return realigned(load_vocoder(folder / "vocoder")), _read(folder)
     t0 = time.time()
     model, losses = train_vocoder(waves, config, progress)
     model.save_pretrained(folder / "vocoder")
@@ -113,7 +113,7 @@ def fit_unet(folder, latents, bank: TextBank, config: TrainConfig, cfg: MiniTang
     folder = Path(folder)
     key = {"train": asdict(config), "model": cfg.to_dict(), "n": len(latents)}
     if _matches(folder, key):
-        return UNet2DConditionModel.from_pretrained(folder / "unet").eval(), _read(folder)
+        return realigned(UNet2DConditionModel.from_pretrained(folder / "unet")).eval(), _read(folder)
     torch.manual_seed(config.seed)
     unet = make_unet(cfg)
     out = train_unet(unet, make_train_scheduler(cfg), latents, bank, config, out_dir=folder, progress=progress)
@@ -126,6 +126,9 @@ def fit_unet(folder, latents, bank: TextBank, config: TrainConfig, cfg: MiniTang
 
 
 def assemble(vae, text_encoder, tokenizer, unet, vocoder, cfg: MiniTangoConfig = MiniTangoConfig()) -> TangoPipeline:
+    for module in (vae, text_encoder, unet, vocoder):
+        if module is not None:
+            module.eval()  # training mode can pick other attention kernels: outputs would drift
     pipe = TangoPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                          scheduler=make_sample_scheduler(cfg), vocoder=vocoder)
     pipe.set_progress_bar_config(disable=True)

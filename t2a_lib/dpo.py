@@ -252,13 +252,15 @@ def fit_crpo(folder, base_pipe, rankers, prompts: list[str], rounds: int, n_samp
 
     from diffusers import UNet2DConditionModel
 
+    from .tango import realigned
+
     folder = Path(folder)
     key = {"config": asdict(config), "rounds": rounds, "n_samples": n_samples, "prompts": prompts,
            "steps": steps, "guidance": guidance}
     if (folder / "fit.json").exists():
         fit = json.loads((folder / "fit.json").read_text())
         if fit["key"] == json.loads(json.dumps(key)):
-            return UNet2DConditionModel.from_pretrained(folder / "unet").eval(), fit["log"]
+            return realigned(UNet2DConditionModel.from_pretrained(folder / "unet")).eval(), fit["log"]
     pipe = with_unet(base_pipe, copy.deepcopy(base_pipe.unet))
     log = run_crpo(pipe, rankers, prompts, rounds, n_samples, config, steps, guidance, folder, progress)
     pipe.unet.save_pretrained(folder / "unet")

@@ -18,6 +18,7 @@ from scipy.special import softmax
 
 from . import metrics
 from .scorers import require_role
+from .tango import realigned
 
 # display name -> folder under <run_dir>/models (None: the base pipeline's own UNet)
 MODELS = {
@@ -53,7 +54,7 @@ def load_models(run_dir) -> dict:
     for name, folder in MODELS.items():
         path = Path(run_dir) / "models" / str(folder) / "unet"
         if folder and path.exists():
-            out[name] = UNet2DConditionModel.from_pretrained(path).eval()
+            out[name] = realigned(UNet2DConditionModel.from_pretrained(path)).eval()
     return out
 
 

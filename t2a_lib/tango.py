@@ -23,6 +23,18 @@ from tqdm.auto import tqdm
 from .autoencoder import image_to_mel
 
 
+def realigned(module):
+    """Copy every parameter and buffer into freshly allocated memory. Weights loaded from
+    safetensors are memory-mapped at arbitrary byte offsets; oneDNN picks other kernels for
+    unaligned tensors and the outputs drift by ~1e-6, so a reloaded model would not reproduce
+    the audio bit for bit. Returns the module."""
+    if isinstance(module, torch.nn.Module):
+        with torch.no_grad():
+            for t in list(module.parameters()) + list(module.buffers()):
+                t.data = t.data.clone()
+    return module
+
+
 @dataclass
 class TangoOutput(BaseOutput):
     audios: np.ndarray  # (B, samples) float32, 16 kHz
@@ -31,10 +43,21 @@ class TangoOutput(BaseOutput):
 
 
 class TangoPipeline(DiffusionPipeline):
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, vocoder=None):
+    # the vocoder may be None (Griffin-Lim); it must still be a positional component, since
+    # diffusers treats arguments with defaults as plain keyword arguments, not modules
+    _optional_components = ["vocoder"]
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, vocoder):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                               scheduler=scheduler, vocoder=vocoder)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        pipe = super().from_pretrained(*args, **kwargs)
+        for name in ("vae", "text_encoder", "unet", "vocoder"):
+            realigned(getattr(pipe, name))
+        return pipe
 
     @property
     def conditioning(self) -> str:
@@ -43,12 +66,14 @@ class TangoPipeline(DiffusionPipeline):
         return "class_embedding" if self.unet.config.class_embed_type == "simple_projection" else "cross_attention"
 
     def latent_shape(self, n_frames: int | None = None) -> tuple[int, int, int]:
-        """(C, H, W) of a latent; ``n_frames`` mel frames set H (the VAE halves time per level)."""
+        """(C, H, W) of a latent for ``n_frames`` mel frames: the VAE halves time and the 64 mel
+        bins per level. Without ``n_frames``: the UNet's (H, W) sample size when it has one,
+        else Tango's 10.24 s (1024 frames)."""
+        f = 2 ** (len(self.vae.config.block_out_channels) - 1)
         size = self.unet.config.sample_size
-        h, w = size if isinstance(size, (list, tuple)) else (size, size)
-        if n_frames:
-            h = n_frames // 2 ** (len(self.vae.config.block_out_channels) - 1)
-        return self.unet.config.in_channels, h, w
+        if n_frames is None:
+            n_frames = size[0] * f if isinstance(size, (list, tuple)) else 1024
+        return self.vae.config.latent_channels, n_frames // f, 64 // f
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str], max_length: int | None = None):
@@ -81,7 +106,8 @@ class TangoPipeline(DiffusionPipeline):
                  n_frames: int | None = None, return_latents: bool = False, progress: bool = True) -> TangoOutput:
         """Generate one clip per prompt (repeat a prompt for several samples). Batches of
         ``batch_size`` prompts; noise is drawn in prompt order from ``generator`` on the CPU, so
-        the same seed gives the same audio on any device and batch size."""
+        the same seed gives the same noise on any device and batch size (and the same audio up
+        to floating-point rounding; bit for bit on the same machine and batch size)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if latents is None:
             latents = torch.randn((len(prompts), *self.latent_shape(n_frames)), generator=generator)

@@ -57,6 +57,8 @@ class VocoderConfig:
     steps: int = 600
     batch_size: int = 16
     segment_frames: int = 32  # 0.32 s of audio per example
+    context_frames: int = 0  # extra mel frames fed on each side; their audio is cut before the loss
+    weight_norm: bool = False
     lr: float = 2e-3
     mel_weight: float = 1.0
     stft_weight: float = 1.0
@@ -144,12 +146,13 @@ def multi_resolution_stft_loss(pred: torch.Tensor, target: torch.Tensor,
 # training
 
 
-def _segments(waves: torch.Tensor, mels: torch.Tensor, batch_size: int, frames: int,
+def _segments(waves: torch.Tensor, mels: torch.Tensor, batch_size: int, frames: int, context: int,
               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random (mel (B, 64, frames), audio (B, frames * 160)) pairs: mel frame t is centred on sample 160 t."""
+    """Random (mel (B, 64, frames + 2 context), audio (B, frames * 160)) pairs; mel frame t is
+    centred on sample 160 t, the audio covers the central ``frames`` frames."""
     idx = torch.randint(len(waves), (batch_size,), generator=gen)
-    start = torch.randint(mels.shape[-1] - frames + 1, (batch_size,), generator=gen)
-    mel = torch.stack([mels[i, :, s:s + frames] for i, s in zip(idx.tolist(), start.tolist())])
+    start = context + torch.randint(mels.shape[-1] - frames - 2 * context + 1, (batch_size,), generator=gen)
+    mel = torch.stack([mels[i, :, s - context:s + frames + context] for i, s in zip(idx.tolist(), start.tolist())])
     audio = torch.stack([waves[i, s * HOP:(s + frames) * HOP] for i, s in zip(idx.tolist(), start.tolist())])
     return mel.float(), audio.float()
 
@@ -175,9 +178,9 @@ def train_vocoder(waves: np.ndarray, config: VocoderConfig | None = None, progre
     if not np.isfinite(waves).all():
         raise ValueError("waves contain NaN or inf")
     n_frames = waves.shape[1] // HOP
-    if n_frames < config.segment_frames:
+    if n_frames < config.segment_frames + 2 * config.context_frames:
         raise ValueError(f"clips of {waves.shape[1]} samples give {n_frames} frames, fewer than "
-                         f"segment_frames = {config.segment_frames}")
+                         f"segment_frames + 2 context_frames = {config.segment_frames + 2 * config.context_frames}")
     wave_t = torch.from_numpy(waves)
     mels = waves_to_mel(wave_t)  # (N, 64, S // 160), exactly what the VAE is trained on
 
@@ -186,7 +189,10 @@ def train_vocoder(waves: np.ndarray, config: VocoderConfig | None = None, progre
     if config.normalize_before:  # per-bin statistics of the training mels, stored in the model's buffers
         model.mean.copy_(mels.mean(dim=(0, 2)))
         model.scale.copy_(mels.std(dim=(0, 2)).clamp(min=1e-3))
+    if config.weight_norm:
+        model.apply_weight_norm()
     front = MelFrontEnd(MelConfig())
+    ctx = config.context_frames
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.8, 0.99), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=max(config.steps, 1), pct_start=0.1)
     acc = Accelerator()
@@ -198,9 +204,10 @@ def train_vocoder(waves: np.ndarray, config: VocoderConfig | None = None, progre
     bar = tqdm(total=config.steps, desc="vocoder (HiFi-GAN)", disable=not progress)
     model.train()
     for _ in range(config.steps):
-        mel, audio = _segments(wave_t, mels, config.batch_size, config.segment_frames, gen)
+        mel, audio = _segments(wave_t, mels, config.batch_size, config.segment_frames, ctx, gen)
         mel, audio = mel.to(acc.device), audio.to(acc.device)
         pred = model(mel.transpose(1, 2))  # (B, frames, 64) -> (B, frames * 160)
+        pred = pred[:, ctx * HOP:pred.shape[1] - ctx * HOP]
         mel_l1 = (front(pred) - front(audio)).abs().mean()
         stft = multi_resolution_stft_loss(pred, audio, resolutions)
         loss = config.mel_weight * mel_l1 + config.stft_weight * stft
@@ -213,7 +220,14 @@ def train_vocoder(waves: np.ndarray, config: VocoderConfig | None = None, progre
         bar.update()
         bar.set_postfix(mel=f"{mel_l1.item():.3f}", stft=f"{stft.item():.3f}")
     bar.close()
-    return acc.unwrap_model(model).cpu().eval(), losses
+    model = acc.unwrap_model(model).cpu().eval()
+    if config.weight_norm:  # fold g * v / |v| back into plain weights so the saved model is a plain HiFi-GAN
+        from torch.nn.utils import parametrize
+
+        for m in model.modules():
+            if parametrize.is_parametrized(m, "weight"):
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    return model, losses
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,7 +287,8 @@ def griffin_lim(log_mel: torch.Tensor, n_iter: int = 32, momentum: float = 0.99,
     window = torch.hann_window(c.win_length, periodic=True, dtype=mag.dtype, device=mag.device)
     kw = dict(n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=window, center=True)
     gen = torch.Generator().manual_seed(seed)
-    phase = torch.rand(mag.shape, generator=gen, dtype=mag.dtype) * (2 * np.pi)
+    # one draw per clip shape, shared by every clip: a clip's audio does not depend on its batch
+    phase = (torch.rand(mag.shape[1:], generator=gen, dtype=mag.dtype) * (2 * np.pi)).expand_as(mag)
     angles = torch.polar(torch.ones_like(mag), phase.to(mag.device))
     prev = torch.zeros_like(angles)
     alpha = momentum / (1 + momentum)
@@ -284,3 +299,69 @@ def griffin_lim(log_mel: torch.Tensor, n_iter: int = 32, momentum: float = 0.99,
         angles = angles / angles.abs().clamp(min=1e-16)
         prev = rebuilt
     return torch.istft(mag * angles, length=length, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# inference and persistence
+
+
+@torch.no_grad()
+def vocode(log_mel, vocoder=None, batch_size: int = 32, n_iter: int = 32) -> np.ndarray:
+    """(B, 64, T) log-mel (torch or numpy) -> (B, T * 160) float32 waveform at 16 kHz.
+
+    With ``vocoder`` (a ``SpeechT5HifiGan``, e.g. from ``load_vocoder``) the mel is transposed to
+    (B, T, 64) and run through it; without one, ``griffin_lim`` with ``n_iter`` iterations (the
+    fallback when no trained vocoder is available). Runs in batches of ``batch_size`` under
+    ``torch.no_grad``. Each clip whose peak exceeds 1 is scaled down to peak 1. An unbatched
+    (64, T) mel gives a (T * 160,) wave. Raises ``ValueError`` if the mel or the audio has NaN.
+    """
+    mel = torch.as_tensor(log_mel)
+    if mel.dim() == 2:
+        return vocode(mel[None], vocoder, batch_size, n_iter)[0]
+    if mel.dim() != 3 or mel.shape[1] != MelConfig().n_mels:
+        raise ValueError(f"vocode expects a (B, 64, T) log-mel, got shape {tuple(mel.shape)}")
+    mel = mel.float()
+    if torch.isnan(mel).any():
+        raise ValueError(f"vocode: the log-mel contains NaN ({int(torch.isnan(mel).sum())} values)")
+    outs = []
+    if vocoder is not None:
+        vocoder.eval()
+        param = next(vocoder.parameters())
+    for i in range(0, len(mel), batch_size):
+        chunk = mel[i:i + batch_size]
+        if vocoder is None:
+            wave = griffin_lim(chunk, n_iter=n_iter)
+        else:
+            wave = vocoder(chunk.transpose(1, 2).to(param.device, param.dtype)).float().cpu()
+        outs.append(wave)
+    wave = torch.cat(outs) if outs else mel.new_zeros((0, mel.shape[-1] * HOP))
+    if torch.isnan(wave).any():
+        source = "the HiFi-GAN vocoder" if vocoder is not None else "Griffin-Lim"
+        raise ValueError(f"vocode: {source} produced NaN audio")
+    peak = wave.abs().amax(dim=-1, keepdim=True)
+    wave = torch.where(peak > 1.0, wave / peak.clamp(min=1.0), wave)
+    return wave.numpy().astype(np.float32)
+
+
+def save_vocoder(model, folder, card: dict | None = None) -> Path:
+    """``model.save_pretrained(folder)`` (config.json + model.safetensors), plus an optional
+    ``vocoder_card.json`` (training config, seconds, losses...)."""
+    import json
+
+    folder = Path(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    if card is not None:
+        (folder / "vocoder_card.json").write_text(json.dumps(card, indent=2, default=float))
+    return folder
+
+
+def load_vocoder(folder):
+    """The ``SpeechT5HifiGan`` saved in ``folder`` by ``save_vocoder`` / ``save_pretrained``, in eval mode."""
+    from transformers import SpeechT5HifiGan
+
+    folder = Path(folder)
+    missing = [n for n in ("config.json", "model.safetensors") if not (folder / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"no vocoder in {folder} ({', '.join(missing)} missing); train one with "
+                                "t2a_lib.vocoder.train_vocoder, or call vocode(mel) without one for Griffin-Lim")
+    return SpeechT5HifiGan.from_pretrained(folder).eval()
