@@ -99,7 +99,7 @@ print(f"generated and ranked {len(clips)} clips in {time.time() - t0:.0f} s ({le
 cands = preferences.candidate_pairs(clips, scores)
 thresholds = preferences.calibrate_filters(cands, config)
 pairs = preferences.judge_pairs(judges, preferences.apply_filters(cands, thresholds), audio)
-preferences.write_preference_set(pref_dir, pairs, thresholds, config)
+pairs = preferences.write_preference_set(pref_dir, pairs, thresholds, config)
 print("thresholds on our score scale:", {k: round(v, 4) for k, v in thresholds.items()})
 print(f"{len(cands)} candidate pairs → {len(pairs)} kept")
 table2 = preferences.statistics_table(pairs)

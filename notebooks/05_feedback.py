@@ -141,8 +141,7 @@ majority = float(max(y[~test_mask].mean(), 1 - y[~test_mask].mean()))
 majority_label = y[~test_mask].mean() >= 0.5
 acc = float(((scores_test >= 0.5) == y_test).mean())
 auc = reward.roc_auc(y_test, scores_test)
-auc_ci = metrics.bootstrap_ci_fn(len(y_test), lambda idx: reward.roc_auc(y_test[idx], scores_test[idx]),
-                                 n_boot=n_boot, seed=seed)
+auc_ci = reward.auc_ci(y_test, scores_test, n_boot=n_boot, seed=seed)  # stratified: no resample loses a class
 acc_ci = metrics.bootstrap_ci(((scores_test >= 0.5) == y_test).astype(float), n_boot=n_boot, seed=seed)
 base_acc = float((y_test == majority_label).mean())
 rm_table = pd.DataFrame({"held-out accuracy": [f"{acc_ci[0]:.3f} [{acc_ci[1]:.3f}, {acc_ci[2]:.3f}]"],

@@ -207,8 +207,9 @@ def statistics_table(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("strategy")
 
 
-def write_preference_set(out_dir, pairs: pd.DataFrame, thresholds: dict, config: PreferenceConfig) -> Path:
-    """audio-alpaca columns (prompt, chosen, rejected, strategy) + scores, seeds, steps."""
+def write_preference_set(out_dir, pairs: pd.DataFrame, thresholds: dict, config: PreferenceConfig) -> pd.DataFrame:
+    """audio-alpaca columns (prompt, chosen, rejected, strategy) + scores, seeds, steps, as
+    ``preferences.parquet`` (wav paths relative to ``out_dir``); returns what it wrote."""
     out_dir = Path(out_dir)
     df = pairs.copy()
     df.insert(1, "chosen", [f"audio/{i}.wav" for i in df.chosen_id])
@@ -216,4 +217,4 @@ def write_preference_set(out_dir, pairs: pd.DataFrame, thresholds: dict, config:
     df.to_parquet(out_dir / "preferences.parquet", index=False)
     (out_dir / "preferences.json").write_text(json.dumps({"thresholds": thresholds, "config": asdict(config),
                                                           "pairs": len(df)}, indent=2))
-    return out_dir / "preferences.parquet"
+    return df

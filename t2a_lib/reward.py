@@ -175,3 +175,17 @@ def sample_set(pipe, prompts: pd.DataFrame, per_prompt: int, steps: int, guidanc
     save_file({i: torch.from_numpy(z).contiguous() for i, z in zip(rows.id, out.latents)}, out_dir / "latents.safetensors")
     rows.to_parquet(out_dir / "clips.parquet", index=False)
     return rows
+
+
+def auc_ci(labels, scores, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+    """AUC with a stratified percentile bootstrap (positives and negatives resampled apart, so
+    no resample loses a class); NaNs when the labels hold one class only."""
+    y, s = np.asarray(labels, bool), np.asarray(scores, float)
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    boots = [roc_auc(np.r_[np.ones(len(pos)), np.zeros(len(neg))],
+                     np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]) for _ in range(n_boot)]
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return roc_auc(y, s), float(lo), float(hi)

@@ -116,3 +116,14 @@ def test_reward_weighted_loss_is_beta_pretrain_plus_mean_r_times_loss():
     assert out["history"][0]["loss"] == pytest.approx((0.25 * l_pre + l_fb).item(), rel=1e-4)
     with pytest.raises(ValueError, match="one number in"):
         train_reward_weighted(unet, sched, pre, pre_t, fb, fb_t, torch.tensor([1.0, 2.0, 0.0, 0.0]), cfg, progress=False)
+
+
+def test_auc_interval_is_stratified_and_contains_the_estimate():
+    from t2a_lib.reward import auc_ci
+
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(5), np.zeros(40)].astype(bool)  # few positives: plain resampling would lose them
+    s = y * 0.3 + rng.random(45)
+    est, lo, hi = auc_ci(y, s, n_boot=300, seed=0)
+    assert est == pytest.approx(roc_auc(y, s)) and lo <= est <= hi and hi - lo > 0
+    assert all(np.isnan(auc_ci(np.ones(4, bool), rng.random(4))))
