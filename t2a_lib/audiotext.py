@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from .captions import CaptionError, GrammarPerturber, parse_caption, reorder_twin
-from .encoders import AUDIO_TRUNKS, TEXT_ENCODERS, masked_mean
+from .encoders import AUDIO_TRUNKS, TEXT_ENCODERS, masked_mean, read_model_config
 from .text import build_world_tokenizer
 
 ROLES = ("judge", "ranker", "base")  # "base": a component of the generator (its text encoder)
@@ -111,14 +111,8 @@ class AudioTextModel(nn.Module):
     @classmethod
     def load(cls, folder, role: str | None = None) -> "AudioTextModel":
         folder = Path(folder)
-        if not (folder / "config.json").exists():
-            raise FileNotFoundError(f"no audio-text model in {folder} (config.json missing); train it in notebook 01")
-        cfg = json.loads((folder / "config.json").read_text())
-        if cfg.pop("kind", None) != "audio_text":
-            raise ValueError(f"{folder} does not hold an audio-text model")
+        cfg = read_model_config(folder, "audio_text", "audio-text model", role)
         model = cls(AudioTextConfig(**cfg), AutoTokenizer.from_pretrained(folder / "tokenizer"))
-        if role is not None and model.role != role:
-            raise ValueError(f"{folder} holds a {model.role}, asked for a {role}: judges and rankers never mix")
         load_model(model, str(folder / "model.safetensors"))
         return model.eval()
 

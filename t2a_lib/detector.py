@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .encoders import AUDIO_TRUNKS
+from .encoders import AUDIO_TRUNKS, read_model_config
 from .metrics import Event, event_f1_corpus, events_from_frames, order_correct, presence
 from .world import CLASSES
 
@@ -102,14 +102,7 @@ class EventDetector(nn.Module):
     @classmethod
     def load(cls, folder, role: str | None = None) -> "EventDetector":
         folder = Path(folder)
-        if not (folder / "config.json").exists():
-            raise FileNotFoundError(f"no event detector in {folder} (config.json missing); train it in notebook 01")
-        cfg = json.loads((folder / "config.json").read_text())
-        if cfg.pop("kind", None) != "event_detector":
-            raise ValueError(f"{folder} does not hold an event detector")
-        model = cls(DetectorConfig(**cfg))
-        if role is not None and model.role != role:
-            raise ValueError(f"{folder} holds a {model.role}, asked for a {role}: judges and rankers never mix")
+        model = cls(DetectorConfig(**read_model_config(folder, "event_detector", "event detector", role)))
         model.load_state_dict(load_file(folder / "model.safetensors"))
         return model.eval()
 

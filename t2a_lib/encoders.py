@@ -13,7 +13,9 @@ BiGRU (order-aware by construction).
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -121,3 +123,17 @@ TEXT_ENCODERS = {"transformer": TransformerTextEncoder, "gru": GRUTextEncoder, "
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(x.dtype).unsqueeze(-1)
     return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def read_model_config(folder, kind: str, what: str, role: str | None = None) -> dict:
+    """A saved scorer's config.json, checked: it exists, holds a ``kind`` model, and (when
+    ``role`` is given) has that role — judges and rankers never load as each other."""
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"no {what} in {folder} (config.json missing); train it in notebook 01")
+    cfg = json.loads((folder / "config.json").read_text())
+    if cfg.pop("kind", None) != kind:
+        raise ValueError(f"{folder} does not hold an {what}" if what[0] in "aeiou" else f"{folder} does not hold a {what}")
+    if role is not None and cfg.get("role") != role:
+        raise ValueError(f"{folder} holds a {cfg.get('role')}, asked for a {role}: judges and rankers never mix")
+    return cfg
