@@ -1,0 +1,96 @@
+"""Speed benchmarks that print figures (never timed tests).
+
+    python -m t2a_lib.bench                       # default-size model, random weights
+    python -m t2a_lib.bench --pipeline papermill_runs/default/base/pipeline
+
+Prints: sampling throughput (clips/s at batch 32 for several step counts, guidance 3, VAE and
+vocoder included), one UNet training step (batch 16), one VAE step, and one DPO step (8 pairs).
+Random weights cost the same as trained ones, so the default needs no trained model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def _time(fn, repeats: int = 3) -> float:
+    fn()  # warm-up (kernel selection)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+def build_random_pipeline(hifigan: bool = True):
+    from .base_model import assemble
+    from .components import MiniTangoConfig, make_text_encoder, make_unet, make_vae
+    from .text import build_world_tokenizer
+    from .vocoder import VocoderConfig, make_hifigan
+
+    torch.manual_seed(0)
+    cfg, tok = MiniTangoConfig(), build_world_tokenizer()
+    return assemble(make_vae(cfg), make_text_encoder(cfg, len(tok)), tok, make_unet(cfg),
+                    make_hifigan(VocoderConfig()) if hifigan else None, cfg)
+
+
+def run(pipeline: str | None = None, batch: int = 32, steps=(10, 20), repeats: int = 2) -> dict:
+    from .autoencoder import mel_to_image
+    from .base_model import load_pipeline
+    from .diffusion import TextBank
+    from .dpo import DPOConfig, PairBank, train_dpo
+    from .components import MiniTangoConfig, make_train_scheduler
+
+    pipe = load_pipeline(pipeline) if pipeline else build_random_pipeline()
+    prompts = ["A dog barks, then a siren wails"] * batch
+    out = {"threads": torch.get_num_threads(), "batch": batch,
+           "vocoder": "hifigan" if pipe.vocoder is not None else "griffin-lim"}
+    for s in steps:
+        sec = _time(lambda: pipe(prompts, num_inference_steps=s, guidance_scale=3.0,
+                                 generator=torch.Generator().manual_seed(0), progress=False), repeats)
+        out[f"sampling_clips_per_s_{s}_steps"] = round(batch / sec, 2)
+    sched = make_train_scheduler(MiniTangoConfig())
+    unet = pipe.unet.train()
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-5)
+    x, ctx = torch.randn(16, *pipe.latent_shape()), torch.randn(16, 20, unet.config.cross_attention_dim)
+
+    def unet_step():
+        loss = unet(x, torch.randint(0, 1000, (16,)), encoder_hidden_states=ctx).sample.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    out["unet_train_step_s_batch16"] = round(_time(unet_step, repeats), 3)
+    vae = pipe.vae.train()
+    vopt = torch.optim.AdamW(vae.parameters(), lr=1e-5)
+    mel = mel_to_image(torch.randn(16, 64, 64) - 6)
+
+    def vae_step():
+        loss = (vae(mel).sample - mel).abs().mean()
+        vopt.zero_grad()
+        loss.backward()
+        vopt.step()
+
+    out["vae_train_step_s_batch16_crop64"] = round(_time(vae_step, repeats), 3)
+    bank = PairBank(torch.randn(8, *pipe.latent_shape()), torch.randn(8, *pipe.latent_shape()),
+                    TextBank(ctx[:8], torch.ones(8, 20, dtype=torch.long), ctx[:1], torch.ones(1, 20, dtype=torch.long)))
+    t0 = time.perf_counter()
+    train_dpo(unet, sched, bank, DPOConfig(steps=3, batch_size=8), progress=False)
+    out["dpo_step_s_8_pairs"] = round((time.perf_counter() - t0) / 3, 3)
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pipeline", help="a saved TangoPipeline folder (default: random weights)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, nargs="+", default=[10, 20])
+    args = ap.parse_args(argv)
+    print(json.dumps(run(args.pipeline, args.batch, tuple(args.steps)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
