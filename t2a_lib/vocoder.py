@@ -62,7 +62,6 @@ class VocoderConfig:
     batch_size: int = 8
     segment_frames: int = 16  # 0.16 s of audio per example
     context_frames: int = 0  # extra mel frames fed on each side; their audio is cut before the loss
-    weight_norm: bool = False
     lr: float = 2e-3
     mel_weight: float = 4.0
     stft_weight: float = 1.0
@@ -193,8 +192,6 @@ def train_vocoder(waves: np.ndarray, config: VocoderConfig | None = None, progre
     if config.normalize_before:  # per-bin statistics of the training mels, stored in the model's buffers
         model.mean.copy_(mels.mean(dim=(0, 2)))
         model.scale.copy_(mels.std(dim=(0, 2)).clamp(min=1e-3))
-    if config.weight_norm:
-        model.apply_weight_norm()
     front = MelFrontEnd(MelConfig())
     ctx = config.context_frames
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.8, 0.99), weight_decay=0.0)
@@ -224,14 +221,7 @@ def train_vocoder(waves: np.ndarray, config: VocoderConfig | None = None, progre
         bar.update()
         bar.set_postfix(mel=f"{mel_l1.item():.3f}", stft=f"{stft.item():.3f}")
     bar.close()
-    model = acc.unwrap_model(model).cpu().eval()
-    if config.weight_norm:  # fold g * v / |v| back into plain weights so the saved model is a plain HiFi-GAN
-        from torch.nn.utils import parametrize
-
-        for m in model.modules():
-            if parametrize.is_parametrized(m, "weight"):
-                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-    return model, losses
+    return acc.unwrap_model(model).cpu().eval(), losses
 
 
 # ---------------------------------------------------------------------------------------------
