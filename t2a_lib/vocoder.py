@@ -16,7 +16,25 @@ generator is fitted on random mel segments and the matching audio with
 over resolutions r = (n_fft, hop) in ``VocoderConfig.stft_resolutions``, |S| =
 sqrt(max(re^2 + im^2, 1e-7)), periodic Hann window of length n_fft, centred STFT. Without an
 adversary the phase is only constrained through the overlapping STFT frames, so the audio sounds
-a little buzzy, but its log-mel -- all the judges and rankers see -- is close to the input.
+a little buzzy, but its log-mel -- all the judges and rankers see -- stays close to the input.
+A deterministic generator that steps by the hop also turns a steady mel into a 160-sample-periodic
+wave (harmonics of 100 Hz), so steady tones below ~2 kHz land up to half a harmonic off.
+
+Measured on the default world (2800 steps of 8 x 0.16 s, 3000 training clips, 200 held-out test
+clips; "F1" is the event F1 of a detector trained on clean audio, collar 0.2 s, 0.961 on the
+originals; log-mel L1 is between the re-analysed vocoded audio and the original's log-mel):
+
+    vocoder                                   train        log-mel L1   F1      clips/s (batch 32)
+    HiFi-GAN, this config (431K parameters)   ~150 s *     0.38         0.93    ~13 *
+    Griffin-Lim, 32 momentum iterations       none         0.11         0.96    ~4 *
+
+    (* two otherwise idle cores; the same run on one shared core: 238 s, 7.7 and 3.9 clips/s)
+
+Alternatives, same 2800 steps on 1500 clips (log-mel L1 / F1): mel_weight 4 -> 0.387 / 0.923;
+lr 1e-3 -> 0.397 / 0.917; lr 5e-3 -> 0.416 / 0.903; HiFi-GAN's five stages [5, 4, 2, 2, 2]
+(4 channels at 16 kHz) -> 0.481 / 0.879. Steps matter most (lr 5e-3, mel_weight 4): 600 / 1200 /
+2800 steps -> 0.51 / 0.45 / 0.42. Griffin-Lim is the more faithful inversion at this budget;
+HiFi-GAN is about 3x faster to run.
 
 Griffin-Lim (``griffin_lim``) needs no training: exp of the log-mel, a non-negative inverse of
 the mel filterbank (pseudo-inverse, then multiplicative updates), then fast Griffin-Lim
@@ -57,13 +75,13 @@ class VocoderConfig:
     # statistics live in the model's own ``mean`` / ``scale`` buffers (saved with it), so callers
     # still pass raw log-mels.
     normalize_before: bool = True
-    # -- training: many small steps beat few large ones on a CPU (see the report in the docstring)
+    # -- training: many small steps beat few large ones on a CPU (figures in the module docstring)
     steps: int = 2800
     batch_size: int = 8
     segment_frames: int = 16  # 0.16 s of audio per example
     context_frames: int = 0  # extra mel frames fed on each side; their audio is cut before the loss
     lr: float = 2e-3
-    mel_weight: float = 4.0
+    mel_weight: float = 1.0
     stft_weight: float = 1.0
     stft_resolutions: list = field(default_factory=lambda: [[256, 64], [512, 128], [1024, 256]])
     seed: int = 0
@@ -425,9 +443,10 @@ if __name__ == "__main__":
     parser.add_argument("--n-train", type=int, default=3000)
     parser.add_argument("--n-eval", type=int, default=200)
     parser.add_argument("--steps", type=int, help="override VocoderConfig.steps")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--detector", help="a saved EventDetector folder, for event F1 on vocoded audio")
     args = parser.parse_args()
     if not args.bench:
         parser.error("nothing to do: pass --bench")
-    cfg = VocoderConfig(**({"steps": args.steps} if args.steps else {}))
+    cfg = VocoderConfig(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
     print(json.dumps(bench(args.world, args.n_train, args.n_eval, args.detector, cfg), indent=2))
