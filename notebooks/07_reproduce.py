@@ -97,6 +97,8 @@ for name, unet in unets.items():
     pipe = dpo.with_unet(base, unet)
     judged[name], audio[name] = evaluation.judge_model(pipe, judges, prompts, seed + 1, sample_steps, guidance,
                                                        progress=False, cache_dir=run_dir / "samples")
+    if name != reproduce.BASE and not name.startswith("BATON"):
+        continue  # the BATON prompt set scores the BATON family against the base (clips cached by notebook 06)
     wav = evaluation.generate(pipe, baton_prompts.caption.tolist(), seed + 7, sample_steps, guidance,
                               progress=False, cache_dir=run_dir / "samples")
     baton_tables[name] = judge_clips(judges, waves_to_mel(wav), baton_prompts.caption.tolist()).table.assign(
@@ -230,13 +232,14 @@ if beta_sweep:
     bank, _ = dpo.load_preference_pairs(run_dir / "preferences", base.text_encoder, base.tokenizer)
     sched = dpo.make_train_scheduler_like(base)
     temporal = evaluation.SUBSETS["temporal"](base_table).to_numpy()
+    temporal_prompts = [p for p, keep in zip(prompts, temporal) if keep]
     for b in beta_sweep:
         unet, _ = dpo.fit_preference_model(run_dir / "models" / f"beta_{b:g}", base.unet, sched, bank,
                                            dpo.DPOConfig(steps=beta_sweep_steps, beta=float(b), seed=seed), progress=False)
-        j, _ = evaluation.judge_model(dpo.with_unet(base, unet), judges, prompts, seed + 1, sample_steps, guidance,
-                                      progress=False, cache_dir=run_dir / "samples")
+        j, _ = evaluation.judge_model(dpo.with_unet(base, unet), judges, temporal_prompts, seed + 1, sample_steps,
+                                      guidance, progress=False, cache_dir=run_dir / "samples")
         for metric in ("order", "presence", "clap"):
-            v = j.table[metric].to_numpy(float)[temporal]
+            v = j.table[metric].to_numpy(float)
             est, lo, hi = metrics.bootstrap_ci(v[~np.isnan(v)], n_boot=n_boot, seed=seed)
             sweep.append({"beta": b, "metric": metric, "value": est, "low": lo, "high": hi})
     timings["beta_sweep"] = time.time() - t0

@@ -65,7 +65,8 @@ def fit_text_encoder(folder, mels, captions, test=None, epochs: int = 4, seed: i
 
 def fit_vae(folder, mels, config: VAETrainConfig, cfg: MiniTangoConfig = MiniTangoConfig(), progress: bool = True):
     folder = Path(folder)
-    key = {"train": asdict(config), "model": cfg.to_dict(), "n": len(mels)}
+    vae_fields = ("n_frames", "n_mels", "latent_channels", "vae_channels")  # the UNet's settings don't matter here
+    key = {"train": asdict(config), "model": {k: cfg.to_dict()[k] for k in vae_fields}, "n": len(mels)}
     if _matches(folder, key):
         return realigned(AutoencoderKL.from_pretrained(folder / "vae")).eval(), _read(folder)
     vae = make_vae(cfg)

@@ -42,7 +42,7 @@ def run(pipeline: str | None = None, batch: int = 32, steps=(10, 20), repeats: i
     from .base_model import load_pipeline
     from .diffusion import TextBank
     from .dpo import DPOConfig, PairBank, train_dpo
-    from .components import MiniTangoConfig, make_train_scheduler
+    from .components import MiniTangoConfig, add_time_channel, make_train_scheduler
 
     pipe = load_pipeline(pipeline) if pipeline else build_random_pipeline()
     prompts = ["A dog barks, then a siren wails"] * batch
@@ -58,7 +58,7 @@ def run(pipeline: str | None = None, batch: int = 32, steps=(10, 20), repeats: i
     x, ctx = torch.randn(16, *pipe.latent_shape()), torch.randn(16, 20, unet.config.cross_attention_dim)
 
     def unet_step():
-        loss = unet(x, torch.randint(0, 1000, (16,)), encoder_hidden_states=ctx).sample.pow(2).mean()
+        loss = unet(add_time_channel(unet, x), torch.randint(0, 1000, (16,)), encoder_hidden_states=ctx).sample.pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

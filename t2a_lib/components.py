@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
+
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 from transformers import T5Config, T5EncoderModel
 
@@ -34,6 +36,11 @@ class MiniTangoConfig:
     unet_layers_per_block: int = 1
     unet_head_dim: int = 16
     prediction_type: str = "v_prediction"
+    # one extra UNet input channel holding the frame's position in time (-1 .. 1). Convolutions
+    # and diffusers' attention blocks carry no absolute position, and "which event comes first"
+    # is exactly a decision about position; with this channel the model learns order in far
+    # fewer steps (figures in the base-model notebook). Real checkpoints have no such channel.
+    time_channel: bool = True
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -61,12 +68,25 @@ def make_unet(cfg: MiniTangoConfig) -> UNet2DConditionModel:
     """No attention at the highest resolution (1,024 tokens is where CPU time goes)."""
     ch = tuple(cfg.unet_channels)
     return UNet2DConditionModel(
-        sample_size=(cfg.n_frames // 4, cfg.n_mels // 4), in_channels=cfg.latent_channels,
+        sample_size=(cfg.n_frames // 4, cfg.n_mels // 4), in_channels=cfg.latent_channels + int(cfg.time_channel),
         out_channels=cfg.latent_channels, block_out_channels=ch, layers_per_block=cfg.unet_layers_per_block,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(ch) - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (len(ch) - 1) + ("UpBlock2D",),
         cross_attention_dim=cfg.text_dim, attention_head_dim=cfg.unet_head_dim, norm_num_groups=8,
         use_linear_projection=True)
+
+
+def add_time_channel(unet, latents: torch.Tensor) -> torch.Tensor:
+    """The UNet's input: the latents, plus a linear ramp over time (axis 2) when the UNet was built
+    with ``time_channel`` (its ``in_channels`` is one more than the latents have)."""
+    extra = unet.config.in_channels - latents.shape[1]
+    if extra == 0:
+        return latents
+    if extra != 1:
+        raise ValueError(f"UNet expects {unet.config.in_channels} input channels, latents have {latents.shape[1]}")
+    b, _, h, w = latents.shape
+    ramp = torch.linspace(-1.0, 1.0, h, device=latents.device, dtype=latents.dtype)
+    return torch.cat([latents, ramp.view(1, 1, h, 1).expand(b, 1, h, w)], dim=1)
 
 
 def _noise_schedule(cfg: MiniTangoConfig) -> dict:

@@ -25,6 +25,8 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .components import add_time_channel
+
 
 def snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
     ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
@@ -49,7 +51,8 @@ def noisy_and_target(scheduler, latents, noise, timesteps):
 def per_sample_mse(unet, scheduler, latents, states, mask, noise, timesteps) -> torch.Tensor:
     """Unweighted MSE per sample, averaged over C×H×W: shape (B,). The quantity DPO compares."""
     noisy, target = noisy_and_target(scheduler, latents, noise, timesteps)
-    pred = unet(noisy, timesteps, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+    pred = unet(add_time_channel(unet, noisy), timesteps, encoder_hidden_states=states,
+                encoder_attention_mask=mask).sample
     return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
 
 

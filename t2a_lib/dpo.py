@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .diffusion import TextBank, noisy_and_target, sample_timesteps, train_loop
+from .diffusion import TextBank, per_sample_mse, sample_timesteps, train_loop
 
 
 def dpo_loss(mse_w, mse_l, ref_w, ref_l, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,9 +102,7 @@ def reference_of(unet, frozen_copy):
 
 
 def _errors(model, scheduler, x, states, mask, noise, t) -> torch.Tensor:
-    noisy, target = noisy_and_target(scheduler, x, noise, t)
-    pred = model(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
-    return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+    return per_sample_mse(model, scheduler, x, states, mask, noise, t)
 
 
 def train_dpo(unet, scheduler, pairs: PairBank, config: DPOConfig, out_dir=None, progress: bool = True) -> dict:

@@ -241,3 +241,20 @@ def build_report(run_dir, report_dir, profile) -> Path:
                "provenance": prov, **figures}
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return index
+
+
+# keys whose values measure the machine or the moment, not the result: dropped when two runs are compared
+VOLATILE = re.compile(r"(^|\.)(wall_time_s|provenance|stage_parameters)(\.|$)|seconds|_s$|per_s|"
+                      r"clips_per|elapsed|started|updated|generated|run_dir|profile_file")
+
+
+def result_figures(summary: dict) -> dict:
+    """The summary's figures with timings, provenance and paths removed: what a rerun must reproduce.
+
+    Tables (lists of dicts) are kept whole, minus their volatile columns."""
+    flat, tables = flatten(summary)
+    out = {k: v for k, v in flat.items() if not VOLATILE.search(k)}
+    for key, rows in tables.items():
+        if not VOLATILE.search(key):
+            out[key] = [{c: v for c, v in row.items() if not VOLATILE.search(str(c))} for row in rows]
+    return out

@@ -21,6 +21,7 @@ from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
 from .autoencoder import image_to_mel
+from .components import add_time_channel
 
 
 def realigned(module):
@@ -88,6 +89,7 @@ class TangoPipeline(DiffusionPipeline):
         return self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask
 
     def _predict(self, x, t, states, mask):
+        x = add_time_channel(self.unet, x)
         if self.conditioning == "class_embedding":
             return self.unet(x, t, encoder_hidden_states=None, class_labels=states.to(self.unet.dtype)).sample
         return self.unet(x, t, encoder_hidden_states=states.to(self.unet.dtype), encoder_attention_mask=mask).sample

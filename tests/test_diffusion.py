@@ -6,7 +6,7 @@ import torch
 
 from t2a_lib.base_model import assemble, load_pipeline, text_bank
 from t2a_lib.captions import reorder_twin
-from t2a_lib.components import (MiniTangoConfig, make_sample_scheduler, make_text_encoder, make_train_scheduler,
+from t2a_lib.components import (MiniTangoConfig, add_time_channel, make_sample_scheduler, make_text_encoder, make_train_scheduler,
                                 make_unet, make_vae)
 from t2a_lib.diffusion import (TextBank, TrainConfig, diffusion_loss, min_snr_weight, noisy_and_target,
                                per_sample_mse, train_unet)
@@ -50,11 +50,26 @@ def test_per_sample_loss_is_mean_over_chw():
     with torch.no_grad():
         got = per_sample_mse(unet, sched, x0, states, mask, eps, t)
         noisy, target = noisy_and_target(sched, x0, eps, t)
-        pred = unet(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+        ramp = torch.linspace(-1, 1, 64).view(1, 1, 64, 1).expand(3, 1, 64, 16)  # the time channel, by hand
+        pred = unet(torch.cat([noisy, ramp], 1), t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
         for i in range(3):  # one sample at a time: no cross-talk between rows
             assert got[i].item() == pytest.approx(((pred[i] - target[i]) ** 2).mean().item(), rel=1e-5)
         weighted = diffusion_loss(unet, sched, x0, states, mask, eps, t, 5.0)
     np.testing.assert_allclose(weighted, got * min_snr_weight(sched, t, 5.0), rtol=1e-5)
+
+
+def test_time_channel_is_a_ramp_over_time_and_absent_for_real_layouts():
+    x = torch.randn(2, 8, 64, 16)
+    with_channel, without = make_unet(TINY), make_unet(MiniTangoConfig(**{**TINY.__dict__, "time_channel": False}))
+    assert with_channel.config.in_channels == 9 and without.config.in_channels == 8
+    y = add_time_channel(with_channel, x)
+    assert torch.equal(y[:, :8], x)
+    ramp = y[:, 8]
+    assert torch.equal(ramp[0], ramp[1]) and (ramp[:, :, 0:1] == ramp).all()  # constant across mel bins
+    assert ramp[0, 0, 0] == -1 and ramp[0, -1, 0] == 1 and (ramp[0, 1:, 0] > ramp[0, :-1, 0]).all()
+    assert add_time_channel(without, x) is x  # Tango / AudioLDM checkpoints: latents unchanged
+    with pytest.raises(ValueError, match="input channels"):
+        add_time_channel(with_channel, torch.randn(2, 6, 64, 16))
 
 
 def _tiny_bank(n=24, length=6, dim=32):
@@ -125,8 +140,9 @@ def test_guidance_is_one_batched_forward_equal_to_two_separate_ones(tiny_pipe):
     x = noise.clone()
     with torch.no_grad():
         for t in sched.timesteps:
-            e_c = pipe.unet(x, t, encoder_hidden_states=cond, encoder_attention_mask=cmask).sample
-            e_u = pipe.unet(x, t, encoder_hidden_states=unc, encoder_attention_mask=umask).sample
+            xin = torch.cat([x, torch.linspace(-1, 1, x.shape[2]).view(1, 1, -1, 1).expand(2, 1, -1, x.shape[3])], 1)
+            e_c = pipe.unet(xin, t, encoder_hidden_states=cond, encoder_attention_mask=cmask).sample
+            e_u = pipe.unet(xin, t, encoder_hidden_states=unc, encoder_attention_mask=umask).sample
             x = sched.step(e_u + w * (e_c - e_u), t, x).prev_sample
     np.testing.assert_allclose(got, x.numpy(), atol=1e-4)
 

@@ -82,7 +82,7 @@ def test_lora_reference_is_the_same_unet_with_adapters_off():
         for n, p in unet.named_parameters():
             if "lora_B" in n:
                 p.add_(0.1)  # make the adapters matter
-    x, t, s = torch.randn(2, 8, 64, 16), torch.tensor([10, 500]), torch.randn(2, 4, 32)
+    x, t, s = torch.randn(2, 9, 64, 16), torch.tensor([10, 500]), torch.randn(2, 4, 32)  # 8 latent + time channel
     plain = make_unet(TINY)
     plain.load_state_dict(base)
     with torch.no_grad():

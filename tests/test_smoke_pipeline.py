@@ -5,12 +5,23 @@ import json
 import pytest
 
 from t2a_lib.pipeline import run_pipeline
+from t2a_lib.report import result_figures
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """Two complete smoke runs in separate empty folders, same profile and seed: [(run_dir, report_dir, result)]."""
+    runs = []
+    for name in ("a", "b"):
+        root = tmp_path_factory.mktemp(f"smoke_{name}")
+        runs.append((root / "run", root / "report", run_pipeline("smoke", run_dir=root / "run",
+                                                                  report_dir=root / "report")))
+    return runs
 
 
 @pytest.mark.slow
-def test_smoke_profile_runs_every_notebook(tmp_path):
-    run_dir, report_dir = tmp_path / "run", tmp_path / "report"
-    result = run_pipeline("smoke", run_dir=run_dir, report_dir=report_dir)
+def test_smoke_profile_runs_every_notebook(smoke_runs):
+    run_dir, report_dir, result = smoke_runs[0]
     assert result["status"] == "ok", result
     stages = {s["stage"]: s for s in json.loads((run_dir / "pipeline.json").read_text())["stages"]}
     assert stages and all(s["status"] == "ok" for s in stages.values()), stages
@@ -23,3 +34,27 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
     summary = json.loads((report_dir / "summary.json").read_text())
     assert set(stages) <= set(summary)
     assert (report_dir / "index.html").read_text().count("<table") >= 2
+
+
+@pytest.mark.slow
+def test_two_smoke_runs_with_the_same_seed_give_identical_figures(smoke_runs):
+    """Determinism: every figure in summary.json (timings and provenance aside) is reproduced exactly."""
+    figures = []
+    for run_dir, report_dir, result in smoke_runs:
+        assert result["status"] == "ok", result
+        figures.append(result_figures(json.loads((report_dir / "summary.json").read_text())))
+    a, b = figures
+    assert len(a) > 100  # the comparison covers the run's figures, not an empty dict
+    assert any(k.startswith("07_reproduce") for k in a)
+    differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    assert not differing, {k: (a.get(k), b.get(k)) for k in differing[:10]}
+
+
+def test_result_figures_drop_timings_and_provenance_but_keep_results():
+    summary = {"wall_time_s": {"00_world": 3.2}, "provenance": {"git_commit": "abc"},
+               "02_base_model": {"unet": {"seconds": 12.0, "final_loss": 0.1}, "clips_per_s": 5.0,
+                                 "by_kind": {"single": {"presence": 0.9}}},
+               "07_reproduce": {"claims": [{"claim": "x", "ours": "+0.1", "train_seconds": 4}]}}
+    figures = result_figures(summary)
+    assert figures == {"02_base_model.unet.final_loss": 0.1, "02_base_model.by_kind.single.presence": 0.9,
+                       "07_reproduce.claims": [{"claim": "x", "ours": "+0.1"}]}
