@@ -47,6 +47,7 @@ guidance = 3.0
 n_boot = 1000
 beta_sweep = []
 beta_sweep_steps = 100
+dpo_lr = 2e-5  # as notebook 04's lr
 
 # %%
 import json
@@ -235,7 +236,7 @@ if beta_sweep:
     temporal_prompts = [p for p, keep in zip(prompts, temporal) if keep]
     for b in beta_sweep:
         unet, _ = dpo.fit_preference_model(run_dir / "models" / f"beta_{b:g}", base.unet, sched, bank,
-                                           dpo.DPOConfig(steps=beta_sweep_steps, beta=float(b), seed=seed), progress=False)
+                                           dpo.DPOConfig(steps=beta_sweep_steps, beta=float(b), lr=dpo_lr, seed=seed), progress=False)
         j, _ = evaluation.judge_model(dpo.with_unet(base, unet), judges, temporal_prompts, seed + 1, sample_steps,
                                       guidance, progress=False, cache_dir=run_dir / "samples")
         for metric in ("order", "presence", "clap"):
