@@ -276,8 +276,9 @@ for n in names:
 # %%
 for name, t in (("claims", claims_table), ("table3", table3), ("table4", table4), ("table5", table5),
                 ("baton", baton_table)):
-    t.to_csv(tables_dir / f"{name}.csv")
-    (tables_dir / f"{name}.md").write_text(t.to_markdown())
+    keep_index = not isinstance(t.index, pd.RangeIndex)  # row numbers are not worth a column
+    t.to_csv(tables_dir / f"{name}.csv", index=keep_index)
+    (tables_dir / f"{name}.md").write_text(t.to_markdown(index=keep_index))
 figures = {
     "profile": profile,
     "claims": claims,
