@@ -18,14 +18,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL
 from transformers import T5EncoderModel
 
 from .audiotext import AudioTextConfig, AudioTextModel, evaluate_audiotext, train_audiotext
 from .autoencoder import VAETrainConfig, calibrate_scaling, encode_mels, train_vae
 from .components import MiniTangoConfig, make_sample_scheduler, make_train_scheduler, make_unet, make_vae
 from .diffusion import TextBank, TrainConfig, train_unet
-from .tango import TangoPipeline, realigned
+from .tango import TangoPipeline, load_unet, realigned
 
 
 def _matches(folder: Path, config: dict) -> bool:
@@ -65,8 +65,9 @@ def fit_text_encoder(folder, mels, captions, test=None, epochs: int = 4, seed: i
 
 def fit_vae(folder, mels, config: VAETrainConfig, cfg: MiniTangoConfig = MiniTangoConfig(), progress: bool = True):
     folder = Path(folder)
-    vae_fields = ("n_frames", "n_mels", "latent_channels", "vae_channels")  # the UNet's settings don't matter here
-    key = {"train": asdict(config), "model": {k: cfg.to_dict()[k] for k in vae_fields}, "n": len(mels)}
+    model = {k: v for k, v in cfg.to_dict().items()  # the VAE's own fields: UNet settings don't matter here
+             if k in ("n_frames", "n_mels", "latent_channels", "vae_channels")}
+    key = {"train": asdict(config), "model": model, "n": len(mels)}
     if _matches(folder, key):
         return realigned(AutoencoderKL.from_pretrained(folder / "vae")).eval(), _read(folder)
     vae = make_vae(cfg)
@@ -114,7 +115,7 @@ def fit_unet(folder, latents, bank: TextBank, config: TrainConfig, cfg: MiniTang
     folder = Path(folder)
     key = {"train": asdict(config), "model": cfg.to_dict(), "n": len(latents)}
     if _matches(folder, key):
-        return realigned(UNet2DConditionModel.from_pretrained(folder / "unet")).eval(), _read(folder)
+        return load_unet(folder / "unet"), _read(folder)
     torch.manual_seed(config.seed)
     unet = make_unet(cfg)
     out = train_unet(unet, make_train_scheduler(cfg), latents, bank, config, out_dir=folder, progress=progress)

@@ -215,15 +215,13 @@ def fit_finetuned(folder, base_unet, key: dict, train_fn, fuse_lora: bool = Fals
     ``(unet, history)``."""
     import copy
 
-    from diffusers import UNet2DConditionModel
-
-    from .tango import realigned
+    from .tango import load_unet
 
     folder = Path(folder)
     if (folder / "fit.json").exists():
         fit = json.loads((folder / "fit.json").read_text())
         if fit["key"] == json.loads(json.dumps(key)):
-            return realigned(UNet2DConditionModel.from_pretrained(folder / "unet")).eval(), fit["history"]
+            return load_unet(folder / "unet"), fit["history"]
     unet = copy.deepcopy(base_unet)
     out = train_fn(unet)
     if fuse_lora:

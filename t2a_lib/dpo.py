@@ -101,10 +101,6 @@ def reference_of(unet, frozen_copy):
         unet.enable_adapters()
 
 
-def _errors(model, scheduler, x, states, mask, noise, t) -> torch.Tensor:
-    return per_sample_mse(model, scheduler, x, states, mask, noise, t)
-
-
 def train_dpo(unet, scheduler, pairs: PairBank, config: DPOConfig, out_dir=None, progress: bool = True) -> dict:
     """Fine-tune ``unet`` in place (or its LoRA adapters) on preference pairs.
 
@@ -125,14 +121,13 @@ def train_dpo(unet, scheduler, pairs: PairBank, config: DPOConfig, out_dir=None,
         drop = torch.rand(len(idx), generator=g) < config.p_uncond
         states, mask = (v.to(device) for v in pairs.text.batch(idx, drop))
         if config.loss == "sft" or step < config.sft_first_steps:
-            mse = _errors(model, scheduler, xw, states, mask, noise, t)
+            mse = per_sample_mse(model, scheduler, xw, states, mask, noise, t)
             return mse.mean(), {"phase": 0.0, "mse_w": mse.mean()}
-        both = _errors(model, scheduler, torch.cat([xw, xl]), states.repeat(2, 1, 1), mask.repeat(2, 1),
-                       noise.repeat(2, 1, 1, 1), t.repeat(2))
-        mse_w, mse_l = both.chunk(2)
+        # winner and loser in one batch, sharing text, noise and timestep; the reference sees the same
+        both = (torch.cat([xw, xl]), states.repeat(2, 1, 1), mask.repeat(2, 1), noise.repeat(2, 1, 1, 1), t.repeat(2))
+        mse_w, mse_l = per_sample_mse(model, scheduler, *both).chunk(2)
         with torch.no_grad(), reference_of(model, frozen) as ref:
-            ref_w, ref_l = _errors(ref, scheduler, torch.cat([xw, xl]), states.repeat(2, 1, 1), mask.repeat(2, 1),
-                                   noise.repeat(2, 1, 1, 1), t.repeat(2)).chunk(2)
+            ref_w, ref_l = per_sample_mse(ref, scheduler, *both).chunk(2)
         loss, acc = dpo_loss(mse_w, mse_l, ref_w, ref_l, config.beta)
         total = loss.mean() + (mse_w.mean() if config.loss == "crpo" else 0.0)
         return total, {"phase": 1.0, "dpo_loss": loss.mean(), "implicit_acc": acc.mean(), "mse_w": mse_w.mean(),
@@ -248,9 +243,7 @@ def fit_crpo(folder, base_pipe, rankers, prompts: list[str], rounds: int, n_samp
     import json
     from dataclasses import asdict
 
-    from diffusers import UNet2DConditionModel
-
-    from .tango import realigned
+    from .tango import load_unet
 
     folder = Path(folder)
     key = {"config": asdict(config), "rounds": rounds, "n_samples": n_samples, "prompts": prompts,
@@ -258,7 +251,7 @@ def fit_crpo(folder, base_pipe, rankers, prompts: list[str], rounds: int, n_samp
     if (folder / "fit.json").exists():
         fit = json.loads((folder / "fit.json").read_text())
         if fit["key"] == json.loads(json.dumps(key)):
-            return realigned(UNet2DConditionModel.from_pretrained(folder / "unet")).eval(), fit["log"]
+            return load_unet(folder / "unet"), fit["log"]
     pipe = with_unet(base_pipe, copy.deepcopy(base_pipe.unet))
     log = run_crpo(pipe, rankers, prompts, rounds, n_samples, config, steps, guidance, folder, progress)
     pipe.unet.save_pretrained(folder / "unet")

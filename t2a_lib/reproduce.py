@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from diffusers import UNet2DConditionModel
 from scipy.special import softmax
 
 from . import metrics
 from .scorers import require_role
-from .tango import realigned
+from .tango import load_unet
 
 # display name -> folder under <run_dir>/models (None: the base pipeline's own UNet)
 MODELS = {
@@ -54,7 +53,7 @@ def load_models(run_dir) -> dict:
     for name, folder in MODELS.items():
         path = Path(run_dir) / "models" / str(folder) / "unet"
         if folder and path.exists():
-            out[name] = realigned(UNet2DConditionModel.from_pretrained(path)).eval()
+            out[name] = load_unet(path)
     return out
 
 

@@ -36,6 +36,13 @@ def realigned(module):
     return module
 
 
+def load_unet(folder):
+    """A saved ``UNet2DConditionModel`` in eval mode, its weights in fresh memory (see ``realigned``)."""
+    from diffusers import UNet2DConditionModel
+
+    return realigned(UNet2DConditionModel.from_pretrained(folder)).eval()
+
+
 @dataclass
 class TangoOutput(BaseOutput):
     audios: np.ndarray  # (B, samples) float32, 16 kHz

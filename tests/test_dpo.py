@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from t2a_lib.components import MiniTangoConfig, make_train_scheduler, make_unet
-from t2a_lib.diffusion import TextBank
-from t2a_lib.dpo import DPOConfig, PairBank, _errors, dpo_loss, reference_of, add_lora, train_dpo
+from t2a_lib.diffusion import TextBank, per_sample_mse
+from t2a_lib.dpo import DPOConfig, PairBank, dpo_loss, reference_of, add_lora, train_dpo
 
 torch.set_num_threads(2)
 TINY = MiniTangoConfig(unet_channels=(16, 16, 16), unet_head_dim=8, text_dim=32)
@@ -57,15 +57,15 @@ def test_first_step_is_ln2_and_training_raises_implicit_accuracy(lora_rank):
     noise, t = torch.randn(8, 8, 64, 16, generator=g), torch.randint(100, 900, (8,), generator=g)
     s, m = pairs.text.states, pairs.text.mask
     with torch.no_grad():
-        mw, ml = (_errors(unet, sched, x, s, m, noise, t) for x in (pairs.winners, pairs.losers))
+        mw, ml = (per_sample_mse(unet, sched, x, s, m, noise, t) for x in (pairs.winners, pairs.losers))
         ctx = reference_of(unet, None) if lora_rank else None
         if lora_rank:
             with ctx as ref:
-                rw, rl = (_errors(ref, sched, x, s, m, noise, t) for x in (pairs.winners, pairs.losers))
+                rw, rl = (per_sample_mse(ref, sched, x, s, m, noise, t) for x in (pairs.winners, pairs.losers))
         else:
             torch.manual_seed(0)
             ref = make_unet(TINY).eval()
-            rw, rl = (_errors(ref, sched, x, s, m, noise, t) for x in (pairs.winners, pairs.losers))
+            rw, rl = (per_sample_mse(ref, sched, x, s, m, noise, t) for x in (pairs.winners, pairs.losers))
     margin = ((mw - ml) - (rw - rl)).mean().item()
     assert margin < 0, margin
     assert np.mean([x["implicit_acc"] for x in h[-4:]]) > 0.5
