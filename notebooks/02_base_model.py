@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -36,20 +38,34 @@
 #
 # **Order is the hard part.** Cross-attention sees the text tokens as a set; if the text states
 # do not carry position, "bark then siren" and "siren then bark" look identical to the UNet.
-# Tango freezes a pre-trained FLAN-T5; we pre-train a small T5 contrastively on the world's
-# clips with reordered captions as hard negatives (the loss of notebook 01), then freeze it.
+# Tango freezes a pre-trained FLAN-T5; we pre-train a small T5 on the world's clips, then freeze
+# it. Its pre-training has two terms: the contrastive loss of notebook 01 (reordered captions as
+# hard negatives), and a *timeline* term that asks each word of an event's phrase ("a dog
+# barks") to say when its event sounds, as the share of each of $K$ stretches of the clip it
+# fills ($\tau_{k}$, from the world's ground truth):
+#
+# $$\mathcal{L}_\text{text} = \mathcal{L}_\text{contrastive} + \frac{1}{|W|}\sum_{w \in W}
+#   \frac{1}{K}\sum_{k=1}^{K} \mathrm{BCE}\big(\sigma(h_w^\top a_k + b_k),\ \tau_{k}(w)\big) ,$$
+#
+# $W$ the event words of the caption, $h_w$ their token states. The UNet's cross-attention can
+# then match a latent frame's position (its time channel) against a token's "when". A second
+# obstacle sat in the loss weighting: min-SNR-$\gamma$ for v-prediction weights a timestep by
+# $\min(\mathrm{SNR}_t, \gamma)/(\mathrm{SNR}_t + 1)$, which is below 0.1 for the noisiest third of the
+# schedule, exactly where the layout of a clip (which event comes first) is decided.
 
 # %% tags=["parameters"]
 run_dir = "papermill_runs/dev"
 profile = "dev"
 seed = 0
 text_epochs = 4
+timeline_bins = 8  # 0: contrastive pre-training only
 vae_steps = 300
 vocoder_steps = 600
 use_hifigan = True
 unet_steps = 1200
 batch_size = 16
 lr = 1e-3
+min_snr_gamma = 5.0  # None: plain v-loss
 ema_decay = None
 sample_steps = 10
 guidance = 3.0
@@ -70,6 +86,7 @@ import torch
 from IPython.display import Audio, Markdown, display
 
 from t2a_lib import base_model, evaluation, metrics, scorers
+from t2a_lib.audiotext import timeline_targets
 from t2a_lib.autoencoder import VAETrainConfig, decode_latents, encode_mels
 from t2a_lib.captions import parse_caption, reorder_twin
 from t2a_lib.components import MiniTangoConfig, make_train_scheduler
@@ -93,9 +110,10 @@ print(f"{len(train_recs)} training clips, {len(test_recs)} held-out; judges load
 
 # %%
 t0 = time.time()
+timeline = timeline_targets(train_recs, timeline_bins, train_mels.shape[-1]) if timeline_bins else None
 text_encoder, tokenizer, text_fig = base_model.fit_text_encoder(base_dir / "text", train_mels, captions,
                                                                 test=(test_mels, test_recs), epochs=text_epochs,
-                                                                seed=seed + 7)
+                                                                seed=seed + 7, timeline=timeline)
 timings["text_encoder"] = time.time() - t0
 text_encoder.requires_grad_(False)
 print({k: v for k, v in text_fig.items() if k != "losses"})
@@ -167,6 +185,7 @@ t0 = time.time()
 latents = encode_mels(vae, train_mels)
 bank = base_model.text_bank(text_encoder, tokenizer, captions)
 train_cfg = TrainConfig(steps=unet_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed + 17,
+                        min_snr_gamma=min_snr_gamma,
                         mixed_precision="bf16" if torch.cuda.is_available() else "no")
 unet, unet_fig = base_model.fit_unet(base_dir / "unet", latents, bank, train_cfg)
 timings["unet"] = time.time() - t0

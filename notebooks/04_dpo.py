@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -50,7 +52,6 @@ eval_per_kind = 40
 sample_steps = 10
 guidance = 3.0
 n_boot = 1000
-ablations = False
 
 # %%
 import json
@@ -91,12 +92,6 @@ t0 = time.time()
 runs["SFT on winners"] = dpo.fit_preference_model(models_dir / "sft", base.unet, sched, bank,
                                                   dpo.DPOConfig(steps=dpo_steps, loss="sft", **common))
 timings["sft"] = time.time() - t0
-if ablations:
-    for name, strategies in (("DPO w/o S1", ["S2", "S3"]), ("DPO w/o S2&S3", ["S1.1", "S1.2"])):
-        sub, _ = dpo.load_preference_pairs(run_dir / "preferences", base.text_encoder, base.tokenizer, strategies)
-        folder = models_dir / name.lower().replace(" ", "_").replace("/", "").replace("&", "")
-        runs[name] = dpo.fit_preference_model(folder, base.unet, sched, sub,
-                                              dpo.DPOConfig(steps=dpo_steps, beta=beta, **common))
 
 # %%
 hist = pd.DataFrame(runs["DPO (Tango 2)"][1])

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -47,7 +49,11 @@ guidance = 3.0
 n_boot = 1000
 beta_sweep = []
 beta_sweep_steps = 100
-dpo_lr = 2e-5  # as notebook 04's lr
+ablations = True  # train Tango 2's ablations (DPO without S1; without S2 and S3) here
+dpo_steps = 300  # as notebook 04: the ablations must differ from DPO only in their pairs
+dpo_batch_size = 8
+dpo_beta = 2000.0
+dpo_lr = 2e-5
 
 # %%
 import json
@@ -72,6 +78,24 @@ fig_dir.mkdir(parents=True, exist_ok=True)
 t_start, timings = time.time(), {}
 base = base_model.load_pipeline(run_dir / "base" / "pipeline")
 judges = scorers.load_judges(run_dir)
+
+# %% [markdown]
+# ## Tango 2's ablations: DPO on a subset of the strategies
+#
+# The same DPO as notebook 04 (steps, β, batch, learning rate, seed), trained on the pairs of
+# S2 and S3 only ("w/o S1") or of S1.1 and S1.2 only ("w/o S2&S3").
+
+# %%
+precision = "bf16" if torch.cuda.is_available() else "no"
+if ablations:
+    t0 = time.time()
+    sched = dpo.make_train_scheduler_like(base)
+    for name, strategies in (("Tango 2 w/o S1", ["S2", "S3"]), ("Tango 2 w/o S2&S3", ["S1.1", "S1.2"])):
+        sub, _ = dpo.load_preference_pairs(run_dir / "preferences", base.text_encoder, base.tokenizer, strategies)
+        dpo.fit_preference_model(run_dir / "models" / reproduce.MODELS[name], base.unet, sched, sub,
+                                 dpo.DPOConfig(steps=dpo_steps, beta=dpo_beta, batch_size=dpo_batch_size, lr=dpo_lr,
+                                               seed=seed, mixed_precision=precision), progress=False)
+    timings["ablations"] = time.time() - t0
 unets = {reproduce.BASE: base.unet, **reproduce.load_models(run_dir)}
 print("models:", list(unets))
 
@@ -236,7 +260,8 @@ if beta_sweep:
     temporal_prompts = [p for p, keep in zip(prompts, temporal) if keep]
     for b in beta_sweep:
         unet, _ = dpo.fit_preference_model(run_dir / "models" / f"beta_{b:g}", base.unet, sched, bank,
-                                           dpo.DPOConfig(steps=beta_sweep_steps, beta=float(b), lr=dpo_lr, seed=seed), progress=False)
+                                           dpo.DPOConfig(steps=beta_sweep_steps, beta=float(b), batch_size=dpo_batch_size, lr=dpo_lr, seed=seed,
+                                                         mixed_precision=precision), progress=False)
         j, _ = evaluation.judge_model(dpo.with_unet(base, unet), judges, temporal_prompts, seed + 1, sample_steps,
                                       guidance, progress=False, cache_dir=run_dir / "samples")
         for metric in ("order", "presence", "clap"):

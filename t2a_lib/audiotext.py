@@ -22,9 +22,11 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from .captions import CaptionError, GrammarPerturber, parse_caption, reorder_twin
+from .captions import CaptionError, GrammarPerturber, parse_caption, reorder_twin, word_labels
 from .encoders import AUDIO_TRUNKS, TEXT_ENCODERS, masked_mean, read_model_config
+from .features import frame_targets
 from .text import build_world_tokenizer
+from .world import CLASSES
 
 ROLES = ("judge", "ranker", "base")  # "base": a component of the generator (its text encoder)
 N_SEGMENTS = 4
@@ -45,6 +47,12 @@ class AudioTextConfig:
     batch_size: int = 64
     lr: float = 2e-3
     hard_negatives: bool = True
+    # > 0: a head reads, from each word of an event's phrase, when that event sounds (the share of
+    # each of ``timeline_bins`` stretches of the clip it fills). Only the base model's text encoder
+    # uses it: it puts *when* into the token states themselves, where the UNet's cross-attention
+    # keys can match it against a latent frame's position, not only into the pooled caption
+    # vector the contrastive loss sees.
+    timeline_bins: int = 0
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -65,6 +73,8 @@ class AudioTextModel(nn.Module):
         self.text = TEXT_ENCODERS[config.text_arch](config.vocab_size, config.text_dim)
         self.text_proj = nn.Linear(self.text.out_dim, config.dim)
         self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
+        if config.timeline_bins:
+            self.timeline_head = nn.Linear(self.text.out_dim, config.timeline_bins)
 
     @property
     def role(self) -> str:
@@ -134,8 +144,42 @@ def contrastive_loss(a: torch.Tensor, t: torch.Tensor, h: torch.Tensor | None, s
     return (loss_a + loss_t) / 2
 
 
+def timeline_targets(records, n_bins: int, n_frames: int, hop_seconds: float = 0.01,
+                     max_words: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per word of each caption, *when its own event sounds*: ``(N, max_words, n_bins)``, the share
+    of each of ``n_bins`` equal stretches of the clip that the event the word names fills (ground
+    truth from the manifest's ``events``), and a ``(N, max_words)`` mask, 1 on words inside an
+    event's phrase ("a dog barks"), 0 on connectives ("then", "after") and padding."""
+    if n_frames % n_bins:
+        raise ValueError(f"{n_frames} frames do not split into {n_bins} timeline bins")
+    frames = frame_targets(records, n_frames, hop_seconds)  # (N, T, C)
+    per_class = frames.view(len(records), n_bins, n_frames // n_bins, -1).mean(2)  # (N, K, C)
+    targets = torch.zeros(len(records), max_words, n_bins)
+    mask = torch.zeros(len(records), max_words)
+    for i, r in enumerate(records):
+        for j, lab in enumerate(word_labels(r.captions)[:max_words]):
+            if lab is not None:
+                targets[i, j], mask[i, j] = per_class[i, :, CLASSES.index(lab)], 1.0
+    return targets, mask
+
+
+def timeline_loss(model: AudioTextModel, captions: list[str], targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BCE between each event word's timeline prediction and its event's timeline (the world
+    tokenizer is word-level, so token j is word j)."""
+    tok = model.tokenizer(list(captions), padding=True, return_tensors="pt")
+    ids, attn = tok.input_ids.to(targets.device), tok.attention_mask.to(targets.device)
+    logits = model.timeline_head(model.text(ids, attn))  # (B, L, K)
+    n = min(logits.shape[1], targets.shape[1])
+    bce = nn.functional.binary_cross_entropy_with_logits(logits[:, :n], targets[:, :n], reduction="none").mean(-1)
+    return (bce * mask[:, :n]).sum() / mask[:, :n].sum().clamp(min=1.0)
+
+
 def train_audiotext(config: AudioTextConfig, mels: torch.Tensor, captions: list[str],
-                    progress: bool = True) -> tuple[AudioTextModel, list[float]]:
+                    progress: bool = True, timeline: torch.Tensor | None = None) -> tuple[AudioTextModel, list[float]]:
+    """``timeline``: the (targets, mask) pair from ``timeline_targets`` when the config asks for the
+    timeline head."""
+    if bool(config.timeline_bins) != (timeline is not None):
+        raise ValueError("timeline targets are needed exactly when config.timeline_bins > 0")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = AudioTextModel(config)
@@ -160,6 +204,9 @@ def train_audiotext(config: AudioTextConfig, mels: torch.Tensor, captions: list[
             a, t = m.encode_audio(x), m.encode_text([captions[j] for j in idx])
             h = m.encode_text([negatives[j] for j in idx]) if negatives else None
             loss = contrastive_loss(a, t, h, m.logit_scale.exp().clamp(max=100))
+            if timeline is not None:
+                loss = loss + timeline_loss(m, [captions[j] for j in idx], timeline[0][idx].to(acc.device),
+                                            timeline[1][idx].to(acc.device))
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             opt.step()

@@ -44,16 +44,21 @@ def _read(folder: Path) -> dict:
 
 
 def fit_text_encoder(folder, mels, captions, test=None, epochs: int = 4, seed: int = 0,
-                     cfg: MiniTangoConfig = MiniTangoConfig(), progress: bool = True):
-    """Returns (T5EncoderModel, tokenizer, figures). The audio side is thrown away."""
+                     cfg: MiniTangoConfig = MiniTangoConfig(), progress: bool = True, timeline=None):
+    """Returns (T5EncoderModel, tokenizer, figures). The audio side is thrown away.
+
+    ``timeline``: the (targets, mask) pair from ``audiotext.timeline_targets`` for the clips; with
+    it each event word's state is also trained to say when its event sounds."""
     folder = Path(folder)
-    config = {"epochs": epochs, "seed": seed, "dim": cfg.text_dim, "n": len(captions)}
+    bins = 0 if timeline is None else timeline[0].shape[-1]
+    config = {"epochs": epochs, "seed": seed, "dim": cfg.text_dim, "n": len(captions), "timeline_bins": bins}
     if _matches(folder, config):
         model = AudioTextModel.load(folder / "audiotext", role="base")
         return realigned(model.text.t5).eval(), model.tokenizer, _read(folder)
-    at_cfg = AudioTextConfig(role="base", seed=seed, text_arch="t5", text_dim=cfg.text_dim, epochs=epochs)
+    at_cfg = AudioTextConfig(role="base", seed=seed, text_arch="t5", text_dim=cfg.text_dim, epochs=epochs,
+                             timeline_bins=bins)
     t0 = time.time()
-    model, losses = train_audiotext(at_cfg, mels, captions, progress)
+    model, losses = train_audiotext(at_cfg, mels, captions, progress, timeline=timeline)
     figures = {"seconds": round(time.time() - t0, 1), "final_loss": sum(losses[-20:]) / 20}
     if test is not None:
         figures.update(evaluate_audiotext(model, test[0], [r.captions for r in test[1]],

@@ -196,6 +196,20 @@ def parse_caption(caption: str) -> CaptionSpec:
     return CaptionSpec((_phrase(text, _GERUND, caption),), "single", bg)
 
 
+def word_labels(caption: str) -> list[str | None]:
+    """For each word of a caption (words and commas, as the world tokenizer splits them), the
+    class whose phrase it belongs to, or None ("then", "with", ...). Longest phrases match first."""
+    words = re.findall(r"[a-z]+|,", caption.lower())
+    out: list[str | None] = [None] * len(words)
+    phrases = sorted(((p.split(), lab) for lab, forms in PHRASES.items() for p in forms[0] + forms[1]),
+                     key=lambda x: -len(x[0]))
+    for pw, lab in phrases:
+        for i in range(len(words) - len(pw) + 1):
+            if words[i:i + len(pw)] == pw and all(o is None for o in out[i:i + len(pw)]):
+                out[i:i + len(pw)] = [lab] * len(pw)
+    return out
+
+
 def phrase_choices(caption: str) -> dict[str, int]:
     """Which synonym each class uses in a caption (index into its clause or gerund list)."""
     text, out = _norm(caption), {}

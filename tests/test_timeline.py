@@ -1,0 +1,75 @@
+"""The base text encoder's timeline term: which words name which event, and when that event sounds."""
+
+import numpy as np
+import torch
+
+from t2a_lib.audiotext import AudioTextConfig, AudioTextModel, timeline_loss, timeline_targets
+from t2a_lib.captions import CaptionSpec, render_caption
+from t2a_lib.manifest import ManifestRecord
+from t2a_lib.captions import word_labels
+from t2a_lib.world import CLASSES, TEXTURES
+
+CONNECTIVES = {"then", "followed", "by", "before", "after", "while", "with", "in", "background", ","}
+
+
+def test_word_labels_name_each_phrase_and_nothing_else():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        fg = [c for c in rng.permutation(CLASSES) if c not in TEXTURES][:3]
+        relation = str(rng.choice(["single", "then", "followed", "before", "after", "while"]))
+        n = 1 if relation == "single" else (3 if relation in ("then", "followed") and rng.random() < 0.3 else 2)
+        bg = str(rng.choice(TEXTURES)) if rng.random() < 0.4 else None
+        spec = CaptionSpec(tuple(fg[:n]), relation, bg)
+        caption = render_caption(spec, rng)
+        labels = word_labels(caption)
+        words = caption.lower().replace(",", " ,").split()
+        assert len(labels) == len(words), caption
+        assert set(labels) - {None} == set(spec.all_labels), caption
+        for w, lab in zip(words, labels):
+            if w in CONNECTIVES - {"the"}:  # "the" also opens phrases ("the wind howls")
+                assert lab is None, (caption, w)
+        # each named event's words are one contiguous run, in the caption's word order
+        runs = [lab for i, lab in enumerate(labels) if lab is not None and (i == 0 or labels[i - 1] != lab)]
+        assert runs == list(spec.labels) + ([bg] if bg else []), caption
+
+
+def test_timeline_targets_against_hand_computed_shares():
+    # 2.56 s clip, 256 frames of 10 ms, 8 bins of 0.32 s. The dog fills bins 0-3 exactly; the
+    # siren starts halfway through bin 5 (1.76 s) and runs to the end.
+    rec = ManifestRecord("world", "x.wav", "A dog barks, then a siren wails",
+                         events=[{"label": "dog_bark", "onset": 0.0, "offset": 1.28},
+                                 {"label": "siren", "onset": 1.76, "offset": 2.56}])
+    targets, mask = timeline_targets([rec], n_bins=8, n_frames=256)
+    dog = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=np.float32)
+    siren = np.array([0, 0, 0, 0, 0, 0.5, 1, 1], dtype=np.float32)
+    expected = [dog, dog, dog, None, None, siren, siren, siren]  # a dog barks , then a siren wails
+    for j, e in enumerate(expected):
+        if e is None:
+            assert mask[0, j] == 0 and targets[0, j].abs().sum() == 0
+        else:
+            assert mask[0, j] == 1
+            np.testing.assert_allclose(targets[0, j].numpy(), e, atol=1e-6)
+    assert mask[0, len(expected):].sum() == 0
+
+
+def test_timeline_loss_equals_masked_bce_computed_by_hand():
+    torch.manual_seed(0)
+    model = AudioTextModel(AudioTextConfig(role="base", text_arch="t5", timeline_bins=4))
+    captions = ["A dog barks, then a siren wails", "Rain falls"]
+    targets = torch.rand(2, 32, 4)
+    mask = torch.zeros(2, 32)
+    mask[0, [0, 1, 2, 5, 6, 7]] = 1
+    mask[1, [0, 1]] = 1
+    with torch.no_grad():
+        got = timeline_loss(model, captions, targets, mask)
+        tok = model.tokenizer(captions, padding=True, return_tensors="pt")
+        logits = model.timeline_head(model.text(tok.input_ids, tok.attention_mask))
+    total, count = 0.0, 0
+    for i in range(2):
+        for j in range(logits.shape[1]):
+            if mask[i, j]:
+                p = torch.sigmoid(logits[i, j])
+                y = targets[i, j]
+                total += float((-(y * torch.log(p) + (1 - y) * torch.log(1 - p))).mean())
+                count += 1
+    assert abs(float(got) - total / count) < 1e-5
