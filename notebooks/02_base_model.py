@@ -38,27 +38,30 @@
 #
 # **Order is the hard part.** Cross-attention sees the text tokens as a set; if the text states
 # do not carry position, "bark then siren" and "siren then bark" look identical to the UNet.
-# Tango freezes a pre-trained FLAN-T5; we pre-train a small T5 on the world's clips, then freeze
-# it. Its pre-training has two terms: the contrastive loss of notebook 01 (reordered captions as
-# hard negatives), and a *timeline* term that asks each word of an event's phrase ("a dog
+# Tango freezes a pre-trained FLAN-T5; we pre-train a small T5 on the world's clips with the
+# contrastive loss of notebook 01 (reordered captions as hard negatives), then freeze it.
+# Optionally (`timeline_bins > 0`) a *timeline* term asks each word of an event's phrase ("a dog
 # barks") to say when its event sounds, as the share of each of $K$ stretches of the clip it
-# fills ($\tau_{k}$, from the world's ground truth):
+# fills ($\tau_k(w)$, from the world's ground truth):
 #
 # $$\mathcal{L}_\text{text} = \mathcal{L}_\text{contrastive} + \frac{1}{|W|}\sum_{w \in W}
-#   \frac{1}{K}\sum_{k=1}^{K} \mathrm{BCE}\big(\sigma(h_w^\top a_k + b_k),\ \tau_{k}(w)\big) ,$$
+#   \frac{1}{K}\sum_{k=1}^{K} \mathrm{BCE}\big(\sigma(h_w^\top a_k + b_k),\ \tau_k(w)\big) ,$$
 #
-# $W$ the event words of the caption, $h_w$ their token states. The UNet's cross-attention can
-# then match a latent frame's position (its time channel) against a token's "when". A second
-# obstacle sat in the loss weighting: min-SNR-$\gamma$ for v-prediction weights a timestep by
-# $\min(\mathrm{SNR}_t, \gamma)/(\mathrm{SNR}_t + 1)$, which is below 0.1 for the noisiest third of the
-# schedule, exactly where the layout of a clip (which event comes first) is decided.
+# $W$ the event words of the caption, $h_w$ their token states, so that cross-attention could
+# match a latent frame's position (its time channel) against a token's "when". Measured on the
+# default world (1,000 UNet steps, 30 held-out prompts per kind): order given both present
+# 0.43 without it, 0.33 with it, 0.36 with it and without min-SNR weighting (which gives the
+# noisiest third of the schedule, where layout is decided, weights below 0.1). The UNet did
+# not read order in any of them (its loss under a caption and under its word-swapped twin
+# differs by < 2e-4): at this budget order is limited by optimiser steps, not by what the text
+# states carry. The term stays off by default.
 
 # %% tags=["parameters"]
 run_dir = "papermill_runs/dev"
 profile = "dev"
 seed = 0
 text_epochs = 4
-timeline_bins = 8  # 0: contrastive pre-training only
+timeline_bins = 0  # 8: add the timeline term to the text encoder's pre-training
 vae_steps = 300
 vocoder_steps = 600
 use_hifigan = True

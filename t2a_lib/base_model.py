@@ -51,7 +51,9 @@ def fit_text_encoder(folder, mels, captions, test=None, epochs: int = 4, seed: i
     it each event word's state is also trained to say when its event sounds."""
     folder = Path(folder)
     bins = 0 if timeline is None else timeline[0].shape[-1]
-    config = {"epochs": epochs, "seed": seed, "dim": cfg.text_dim, "n": len(captions), "timeline_bins": bins}
+    config = {"epochs": epochs, "seed": seed, "dim": cfg.text_dim, "n": len(captions)}
+    if bins:  # keyed only when used, so encoders trained before the term existed still load
+        config["timeline_bins"] = bins
     if _matches(folder, config):
         model = AudioTextModel.load(folder / "audiotext", role="base")
         return realigned(model.text.t5).eval(), model.tokenizer, _read(folder)

@@ -73,3 +73,43 @@ def test_timeline_loss_equals_masked_bce_computed_by_hand():
                 total += float((-(y * torch.log(p) + (1 - y) * torch.log(1 - p))).mean())
                 count += 1
     assert abs(float(got) - total / count) < 1e-5
+
+
+def test_training_with_the_timeline_term_learns_when_and_checks_its_inputs():
+    import pytest
+    from t2a_lib.audiotext import train_audiotext
+
+    rng = np.random.default_rng(1)
+    recs = []
+    for i in range(128):  # "A then B": A in the first half, B in the second
+        a, b = rng.choice([c for c in CLASSES if c not in TEXTURES], 2, replace=False)
+        spec = CaptionSpec((str(a), str(b)), "then")
+        recs.append(ManifestRecord("world", f"{i}.wav", render_caption(spec, rng),
+                                   events=[{"label": str(a), "onset": 0.1, "offset": 1.1},
+                                           {"label": str(b), "onset": 1.4, "offset": 2.4}]))
+    targets, mask = timeline_targets(recs, n_bins=4, n_frames=256)
+    mels = torch.randn(len(recs), 64, 256)
+    cfg = AudioTextConfig(role="base", text_arch="t5", timeline_bins=4, epochs=40, batch_size=32, seed=0)
+    with pytest.raises(ValueError, match="timeline"):
+        train_audiotext(cfg, mels, [r.captions for r in recs], progress=False)
+    torch.manual_seed(0)
+    before = float(timeline_loss(AudioTextModel(cfg), [r.captions for r in recs], targets, mask).detach())
+    model, _ = train_audiotext(cfg, mels, [r.captions for r in recs], progress=False, timeline=(targets, mask))
+    with torch.no_grad():
+        after = float(timeline_loss(model, [r.captions for r in recs], targets, mask))
+        tok = model.tokenizer([r.captions for r in recs], padding=True, return_tensors="pt")
+        p = torch.sigmoid(model.timeline_head(model.text(tok.input_ids, tok.attention_mask)))
+    # BCE against soft targets cannot go below their entropy: measure progress above that floor
+    t = targets.clamp(1e-6, 1 - 1e-6)
+    entropy = -(t * t.log() + (1 - t) * (1 - t).log()).mean(-1)
+    floor = float((entropy * mask).sum() / mask.sum())
+    assert after - floor < 0.5 * (before - floor), (before, after, floor)
+    # the first event's words say "early", the second's "late" (the same words occur in both roles)
+    right = []
+    for i, r in enumerate(recs):
+        labels = word_labels(r.captions)
+        first = [j for j, lab in enumerate(labels) if lab == r.events[0]["label"]]
+        second = [j for j, lab in enumerate(labels) if lab == r.events[1]["label"]]
+        early = lambda js: float(p[i, js, :2].mean() - p[i, js, 2:].mean())  # noqa: E731
+        right.append(early(first) > 0 > early(second))
+    assert np.mean(right) > 0.9, np.mean(right)
