@@ -22,7 +22,7 @@ from diffusers import AutoencoderKL
 from transformers import T5EncoderModel
 
 from .audiotext import AudioTextConfig, AudioTextModel, evaluate_audiotext, train_audiotext
-from .autoencoder import VAETrainConfig, calibrate_scaling, encode_mels, train_vae
+from .autoencoder import VAETrainConfig, calibrate_scaling, train_vae
 from .components import MiniTangoConfig, make_sample_scheduler, make_train_scheduler, make_unet, make_vae
 from .diffusion import TextBank, TrainConfig, train_unet
 from .tango import TangoPipeline, load_unet, realigned
