@@ -86,15 +86,15 @@ judges = scorers.load_judges(run_dir)
 # S2 and S3 only ("w/o S1") or of S1.1 and S1.2 only ("w/o S2&S3").
 
 # %%
-precision = "bf16" if torch.cuda.is_available() else "no"
+sched = dpo.make_train_scheduler_like(base)
+dpo_common = dict(batch_size=dpo_batch_size, lr=dpo_lr, seed=seed,
+                  mixed_precision="bf16" if torch.cuda.is_available() else "no")
 if ablations:
     t0 = time.time()
-    sched = dpo.make_train_scheduler_like(base)
     for name, strategies in (("Tango 2 w/o S1", ["S2", "S3"]), ("Tango 2 w/o S2&S3", ["S1.1", "S1.2"])):
         sub, _ = dpo.load_preference_pairs(run_dir / "preferences", base.text_encoder, base.tokenizer, strategies)
         dpo.fit_preference_model(run_dir / "models" / reproduce.MODELS[name], base.unet, sched, sub,
-                                 dpo.DPOConfig(steps=dpo_steps, beta=dpo_beta, batch_size=dpo_batch_size, lr=dpo_lr,
-                                               seed=seed, mixed_precision=precision), progress=False)
+                                 dpo.DPOConfig(steps=dpo_steps, beta=dpo_beta, **dpo_common), progress=False)
     timings["ablations"] = time.time() - t0
 unets = {reproduce.BASE: base.unet, **reproduce.load_models(run_dir)}
 print("models:", list(unets))
@@ -255,13 +255,11 @@ sweep = []
 if beta_sweep:
     t0 = time.time()
     bank, _ = dpo.load_preference_pairs(run_dir / "preferences", base.text_encoder, base.tokenizer)
-    sched = dpo.make_train_scheduler_like(base)
     temporal = evaluation.SUBSETS["temporal"](base_table).to_numpy()
     temporal_prompts = [p for p, keep in zip(prompts, temporal) if keep]
     for b in beta_sweep:
         unet, _ = dpo.fit_preference_model(run_dir / "models" / f"beta_{b:g}", base.unet, sched, bank,
-                                           dpo.DPOConfig(steps=beta_sweep_steps, beta=float(b), batch_size=dpo_batch_size, lr=dpo_lr, seed=seed,
-                                                         mixed_precision=precision), progress=False)
+                                           dpo.DPOConfig(steps=beta_sweep_steps, beta=float(b), **dpo_common), progress=False)
         j, _ = evaluation.judge_model(dpo.with_unet(base, unet), judges, temporal_prompts, seed + 1, sample_steps,
                                       guidance, progress=False, cache_dir=run_dir / "samples")
         for metric in ("order", "presence", "clap"):

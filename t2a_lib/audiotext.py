@@ -87,10 +87,17 @@ class AudioTextModel(nn.Module):
         segments = [s.mean(1) for s in h.chunk(N_SEGMENTS, dim=1)]
         return nn.functional.normalize(self.audio_proj(torch.cat(segments + [h.amax(1)], -1)), dim=-1)
 
-    def encode_text(self, captions: list[str]) -> torch.Tensor:
+    def token_states(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text encoder's per-token states ``(B, L, D)`` and their attention mask ``(B, L)``."""
         tok = self.tokenizer(list(captions), padding=True, return_tensors="pt")
         ids, mask = tok.input_ids.to(self.logit_scale.device), tok.attention_mask.to(self.logit_scale.device)
-        return nn.functional.normalize(self.text_proj(masked_mean(self.text(ids, mask), mask)), dim=-1)
+        return self.text(ids, mask), mask
+
+    def pool_text(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.text_proj(masked_mean(states, mask)), dim=-1)
+
+    def encode_text(self, captions: list[str]) -> torch.Tensor:
+        return self.pool_text(*self.token_states(captions))
 
     @torch.no_grad()
     def embed_audio(self, mels: torch.Tensor, batch_size: int = 256) -> np.ndarray:
@@ -163,19 +170,23 @@ def timeline_targets(records, n_bins: int, n_frames: int, hop_seconds: float = 0
     return targets, mask
 
 
-def timeline_loss(model: AudioTextModel, captions: list[str], targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """BCE between each event word's timeline prediction and its event's timeline (the world
-    tokenizer is word-level, so token j is word j)."""
-    tok = model.tokenizer(list(captions), padding=True, return_tensors="pt")
-    ids, attn = tok.input_ids.to(targets.device), tok.attention_mask.to(targets.device)
-    logits = model.timeline_head(model.text(ids, attn))  # (B, L, K)
+def timeline_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean BCE over the masked words between per-token timeline logits ``(B, L, K)`` and targets
+    ``(B, max_words, K)`` (the world tokenizer is word-level, so token j is word j)."""
     n = min(logits.shape[1], targets.shape[1])
     bce = nn.functional.binary_cross_entropy_with_logits(logits[:, :n], targets[:, :n], reduction="none").mean(-1)
     return (bce * mask[:, :n]).sum() / mask[:, :n].sum().clamp(min=1.0)
 
 
+def timeline_loss(model: AudioTextModel, captions: list[str], targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BCE between each event word's timeline prediction and its event's timeline."""
+    states, _ = model.token_states(captions)
+    return timeline_bce(model.timeline_head(states), targets.to(states.device), mask.to(states.device))
+
+
 def train_audiotext(config: AudioTextConfig, mels: torch.Tensor, captions: list[str],
-                    progress: bool = True, timeline: torch.Tensor | None = None) -> tuple[AudioTextModel, list[float]]:
+                    progress: bool = True, timeline: tuple[torch.Tensor, torch.Tensor] | None = None
+                    ) -> tuple[AudioTextModel, list[float]]:
     """``timeline``: the (targets, mask) pair from ``timeline_targets`` when the config asks for the
     timeline head."""
     if bool(config.timeline_bins) != (timeline is not None):
@@ -201,12 +212,13 @@ def train_audiotext(config: AudioTextConfig, mels: torch.Tensor, captions: list[
             x = mels[idx].float().to(acc.device)
             x = x + torch.randn(len(x), 1, 1, generator=gen).to(acc.device) * 0.5
             m = acc.unwrap_model(model)
-            a, t = m.encode_audio(x), m.encode_text([captions[j] for j in idx])
+            states, mask = m.token_states([captions[j] for j in idx])  # once: pooled and per-token losses
+            a, t = m.encode_audio(x), m.pool_text(states, mask)
             h = m.encode_text([negatives[j] for j in idx]) if negatives else None
             loss = contrastive_loss(a, t, h, m.logit_scale.exp().clamp(max=100))
             if timeline is not None:
-                loss = loss + timeline_loss(m, [captions[j] for j in idx], timeline[0][idx].to(acc.device),
-                                            timeline[1][idx].to(acc.device))
+                loss = loss + timeline_bce(m.timeline_head(states), timeline[0][idx].to(acc.device),
+                                           timeline[1][idx].to(acc.device))
             opt.zero_grad(set_to_none=True)
             acc.backward(loss)
             opt.step()

@@ -63,6 +63,8 @@ RELATIONS = ("single", "then", "followed", "before", "after", "while")
 TEMPORAL = ("then", "followed", "before", "after")  # relations that prompt an order
 _CLAUSE = {p: lab for lab, (cl, _) in PHRASES.items() for p in cl}
 _GERUND = {p: lab for lab, (_, ge) in PHRASES.items() for p in ge}
+_PHRASE_WORDS = sorted(((p.split(), lab) for lab, forms in PHRASES.items() for p in forms[0] + forms[1]),
+                       key=lambda x: -len(x[0]))  # every phrase as words, longest first
 _BG = re.compile(r"^(.*?),? with (.+) in the background$")
 
 
@@ -201,9 +203,7 @@ def word_labels(caption: str) -> list[str | None]:
     class whose phrase it belongs to, or None ("then", "with", ...). Longest phrases match first."""
     words = re.findall(r"[a-z]+|,", caption.lower())
     out: list[str | None] = [None] * len(words)
-    phrases = sorted(((p.split(), lab) for lab, forms in PHRASES.items() for p in forms[0] + forms[1]),
-                     key=lambda x: -len(x[0]))
-    for pw, lab in phrases:
+    for pw, lab in _PHRASE_WORDS:
         for i in range(len(words) - len(pw) + 1):
             if words[i:i + len(pw)] == pw and all(o is None for o in out[i:i + len(pw)]):
                 out[i:i + len(pw)] = [lab] * len(pw)
