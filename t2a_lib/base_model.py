@@ -24,7 +24,7 @@ from transformers import T5EncoderModel
 from .audiotext import AudioTextConfig, AudioTextModel, evaluate_audiotext, train_audiotext
 from .autoencoder import VAETrainConfig, calibrate_scaling, train_vae
 from .components import MiniTangoConfig, make_sample_scheduler, make_train_scheduler, make_unet, make_vae
-from .diffusion import TextBank, TrainConfig, train_unet
+from .diffusion import TextBank, TrainConfig, claim_folder, fingerprint, train_unet
 from .tango import TangoPipeline, load_unet, realigned
 
 
@@ -117,20 +117,25 @@ def text_bank(text_encoder, tokenizer, captions: list[str], batch_size: int = 25
 
 
 def fit_unet(folder, latents, bank: TextBank, config: TrainConfig, cfg: MiniTangoConfig = MiniTangoConfig(),
-             progress: bool = True):
-    """Train (resuming from ``folder/checkpoint`` if interrupted) or load the base UNet."""
+             progress: bool = True, timeline=None):
+    """Train (resuming from ``folder/checkpoint`` if interrupted) or load the base UNet.
+    ``timeline``: the clips' (targets, mask) for the grounding term (``config.grounding_weight``)."""
     folder = Path(folder)
-    key = {"train": asdict(config), "model": cfg.to_dict(), "n": len(latents)}
+    key = {"train": config.key(), "model": cfg.to_dict(), "n": len(latents),
+           "data": fingerprint(latents, bank.states, bank.mask, *(timeline or ()))}
     if _matches(folder, key):
         return load_unet(folder / "unet"), _read(folder)
+    claim_folder(folder, key)
     torch.manual_seed(config.seed)
     unet = make_unet(cfg)
-    out = train_unet(unet, make_train_scheduler(cfg), latents, bank, config, out_dir=folder, progress=progress)
+    out = train_unet(unet, make_train_scheduler(cfg), latents, bank, config, out_dir=folder, progress=progress,
+                     timeline=timeline)
     if out["ema"] is not None:
         unet.load_state_dict(out["ema"])
     unet.save_pretrained(folder / "unet")
+    parts = {k: [h[k] for h in out["history"]] for k in ("diffusion", "grounding") if k in out["history"][-1]}
     figures = _record(folder, key, seconds=round(out["seconds"], 1), resumed_from=out["resumed_from"],
-                      final_loss=sum(out["losses"][-50:]) / 50, losses=out["losses"])
+                      final_loss=sum(out["losses"][-50:]) / 50, losses=out["losses"], **parts)
     return unet.eval(), figures
 
 

@@ -12,6 +12,7 @@ by (seed, s), so a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -92,6 +93,22 @@ class TrainConfig:
     checkpoint_every: int = 200
     seed: int = 0
     mixed_precision: str = "no"  # "bf16" on a GPU
+    # weight of the grounding term (t2a_lib.grounding): event words' cross-attention pulled to
+    # where their events sound; needs the clips' timelines. 0 = the plain diffusion loss.
+    grounding_weight: float = 0.0
+    # the grounding pass runs on pure noise at timesteps drawn from [grounding_min_t, 1000)
+    grounding_min_t: int = 800
+    grounding_batch: int = 8  # rows in that pass (the first captions of the batch not dropped)
+
+    def key(self) -> dict:
+        """The fields that identify a trained model (new fields only when set, so models
+        trained before they existed still load)."""
+        d = asdict(self)
+        if not d["grounding_weight"]:
+            d.pop("grounding_weight")
+            d.pop("grounding_min_t")
+            d.pop("grounding_batch")
+        return d
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -194,8 +211,14 @@ def train_loop(unet, n_items: int, config, step_loss, out_dir=None, progress: bo
 
 
 def train_unet(unet, scheduler, latents: torch.Tensor, text: TextBank, config: TrainConfig,
-               out_dir=None, progress: bool = True) -> dict:
-    """Train ``unet`` in place on (latent, caption) pairs with the min-SNR diffusion loss."""
+               out_dir=None, progress: bool = True, timeline=None) -> dict:
+    """Train ``unet`` in place on (latent, caption) pairs with the min-SNR diffusion loss, plus
+    ``config.grounding_weight`` × the grounding loss when ``timeline`` (the (targets, mask) pair
+    of ``audiotext.timeline_targets`` for the captions) is given."""
+    from .grounding import grounding_loss, record_cross_attention
+
+    if bool(config.grounding_weight) != (timeline is not None):
+        raise ValueError("timeline targets are needed exactly when config.grounding_weight > 0")
 
     def step_loss(model, idx, g, step, device):
         x0 = latents[idx].to(device)
@@ -203,9 +226,52 @@ def train_unet(unet, scheduler, latents: torch.Tensor, text: TextBank, config: T
         t = sample_timesteps(len(idx), g, config.high_noise_share).to(device)
         drop = torch.rand(len(idx), generator=g) < config.p_uncond
         states, mask = (v.to(device) for v in text.batch(idx, drop))
-        return diffusion_loss(model, scheduler, x0, states, mask, noise, t, config.min_snr_gamma).mean(), {}
+        loss = diffusion_loss(model, scheduler, x0, states, mask, noise, t, config.min_snr_gamma).mean()
+        if timeline is None:
+            return loss, {}
+        # a second pass on pure noise: with no content in the latent to follow, attention can only
+        # place an event from the word's "when" and the frame's position — the layout decision of
+        # the first sampling steps. (On the training latents it learns to follow content instead.)
+        keep = (~drop).nonzero().squeeze(1)[: config.grounding_batch]  # dropped captions have no words
+        pure = torch.randn(x0.shape, generator=g)[keep].to(device)
+        t_pure = torch.randint(config.grounding_min_t, scheduler.config.num_train_timesteps, (len(pure),), generator=g)
+        with record_cross_attention(unet, tuple(x0.shape[2:])) as maps:
+            model(add_time_channel(unet, pure), t_pure.to(device), encoder_hidden_states=states[keep],
+                  encoder_attention_mask=mask[keep])
+        ground = grounding_loss(maps, timeline[0][idx][keep].to(device), timeline[1][idx][keep].to(device))
+        return loss + config.grounding_weight * ground, {"diffusion": loss, "grounding": ground}
 
     return train_loop(unet, len(latents), config, step_loss, out_dir, progress)
+
+
+def fingerprint(*items) -> str:
+    """A short hash of tensors and of modules' weights: what a cached model was trained from.
+    Part of every train-or-load key, so a changed base model or changed data retrains instead
+    of silently loading a model made from the old ones."""
+    h = hashlib.sha1()
+    for item in items:
+        tensors = ([v for _, v in sorted(item.state_dict().items())] if isinstance(item, torch.nn.Module)
+                   else [torch.as_tensor(item)])
+        for t in tensors:
+            t = t.detach().cpu().contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def claim_folder(folder, key: dict) -> None:
+    """Mark ``folder`` as training the model that ``key`` identifies. Checkpoints left there by
+    training anything else (another base model, other data, another config) are moved aside to
+    ``checkpoint.superseded-<hash>``, so a resume never continues another model's run; an
+    interrupted run with the same key still resumes."""
+    folder, key = Path(folder), json.loads(json.dumps(key))
+    marker = folder / "training.json"
+    if not marker.exists() or json.loads(marker.read_text()) != key:
+        old = hashlib.sha1(marker.read_bytes()).hexdigest()[:8] if marker.exists() else "unknown"
+        for ckpt in [p for p in folder.rglob("checkpoint") if p.is_dir()]:
+            os.replace(ckpt, ckpt.with_name(f"checkpoint.superseded-{old}"))
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(key))
 
 
 def fit_finetuned(folder, base_unet, key: dict, train_fn, fuse_lora: bool = False):
@@ -218,10 +284,12 @@ def fit_finetuned(folder, base_unet, key: dict, train_fn, fuse_lora: bool = Fals
     from .tango import load_unet
 
     folder = Path(folder)
+    key = {**key, "base_unet": fingerprint(base_unet)}
     if (folder / "fit.json").exists():
         fit = json.loads((folder / "fit.json").read_text())
         if fit["key"] == json.loads(json.dumps(key)):
             return load_unet(folder / "unet"), fit["history"]
+    claim_folder(folder, key)
     unet = copy.deepcopy(base_unet)
     out = train_fn(unet)
     if fuse_lora:

@@ -216,12 +216,14 @@ def load_preference_pairs(pref_dir, text_encoder, tokenizer, strategies=None) ->
 
 def fit_preference_model(folder, base_unet, scheduler, bank: PairBank, config: DPOConfig, progress: bool = True):
     """Fine-tune a copy of ``base_unet`` (DPO, SFT or CRPO loss), or load it when ``folder``
-    holds a model trained with the same config on as many pairs."""
+    holds a model trained from the same base model with the same config on the same pairs."""
     from dataclasses import asdict
 
-    from .diffusion import fit_finetuned
+    from .diffusion import fingerprint, fit_finetuned
 
-    return fit_finetuned(folder, base_unet, {"config": asdict(config), "pairs": len(bank)},
+    key = {"config": asdict(config), "pairs": len(bank),
+           "data": fingerprint(bank.winners, bank.losers, bank.text.states, bank.text.mask)}
+    return fit_finetuned(folder, base_unet, key,
                          lambda unet: train_dpo(unet, scheduler, bank, config, folder, progress),
                          fuse_lora=bool(config.lora_rank))
 
@@ -243,15 +245,18 @@ def fit_crpo(folder, base_pipe, rankers, prompts: list[str], rounds: int, n_samp
     import json
     from dataclasses import asdict
 
+    from .diffusion import claim_folder, fingerprint
     from .tango import load_unet
 
     folder = Path(folder)
     key = {"config": asdict(config), "rounds": rounds, "n_samples": n_samples, "prompts": prompts,
-           "steps": steps, "guidance": guidance}
+           "steps": steps, "guidance": guidance, "base_unet": fingerprint(base_pipe.unet),
+           "rankers": fingerprint(*rankers.audiotext)}  # CRPO ranks with the audio-text rankers
     if (folder / "fit.json").exists():
         fit = json.loads((folder / "fit.json").read_text())
         if fit["key"] == json.loads(json.dumps(key)):
             return load_unet(folder / "unet"), fit["log"]
+    claim_folder(folder, key)
     pipe = with_unet(base_pipe, copy.deepcopy(base_pipe.unet))
     log = run_crpo(pipe, rankers, prompts, rounds, n_samples, config, steps, guidance, folder, progress)
     pipe.unet.save_pretrained(folder / "unet")

@@ -180,3 +180,46 @@ def test_text_conditioning_is_order_sensitive(tiny_pipe):
         a = per_sample_mse(pipe.unet, sched, x0, true.states, true.mask, eps, t)
         b = per_sample_mse(pipe.unet, sched, x0, twin.states, twin.mask, eps, t)
     assert (a - b).abs().min() > 1e-7
+
+
+def test_fingerprint_sees_every_byte_and_a_new_base_model_retrains(tmp_path):
+    from t2a_lib.components import MiniTangoConfig, make_unet
+    from t2a_lib.diffusion import fingerprint, fit_finetuned
+
+    x = torch.randn(4, 3)
+    y = x.clone()
+    y[2, 1] = torch.nextafter(y[2, 1], torch.tensor(1e9))  # one ulp in one element
+    assert fingerprint(x) == fingerprint(x.clone()) != fingerprint(y)
+    assert fingerprint(x) != fingerprint(x.reshape(3, 4))  # same bytes, other shape
+    assert fingerprint(x) != fingerprint(x.double())
+
+    cfg = MiniTangoConfig(n_frames=64, n_mels=16, unet_channels=(16, 16, 16), text_dim=32)
+    torch.manual_seed(0)
+    base_a, base_b = make_unet(cfg), make_unet(cfg)  # same architecture, other weights
+    calls = []
+
+    def train(unet):
+        calls.append(1)
+        return {"seconds": 0.0, "history": []}
+
+    fit_finetuned(tmp_path, base_a, {"config": 1}, train)
+    fit_finetuned(tmp_path, base_a, {"config": 1}, train)  # cached
+    assert len(calls) == 1
+    fit_finetuned(tmp_path, base_b, {"config": 1}, train)  # a new base: not the old model
+    assert len(calls) == 2
+
+
+def test_a_checkpoint_from_another_model_is_moved_aside_not_resumed(tmp_path):
+    from t2a_lib.diffusion import claim_folder
+
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "state.json").write_text("{}")
+    claim_folder(tmp_path, {"base_unet": "aaa"})  # no marker: whose checkpoint is unknown
+    assert not (tmp_path / "checkpoint").exists()
+    assert (tmp_path / "checkpoint.superseded-unknown" / "state.json").exists()  # kept, not deleted
+    (tmp_path / "round_0" / "checkpoint").mkdir(parents=True)
+    claim_folder(tmp_path, {"base_unet": "aaa"})  # same model: an interrupted run resumes
+    assert (tmp_path / "round_0" / "checkpoint").exists()
+    claim_folder(tmp_path, {"base_unet": "bbb"})  # another base model
+    assert not (tmp_path / "round_0" / "checkpoint").exists()
+    assert len(list((tmp_path / "round_0").glob("checkpoint.superseded-*"))) == 1

@@ -10,7 +10,7 @@ from t2a_lib.audiotext import (AudioTextConfig, AudioTextModel, contrastive_loss
 from t2a_lib.captions import parse_caption, phrase_choices, reorder_twin
 from t2a_lib.datasets import build_world, load_split
 from t2a_lib.detector import DetectorConfig, EventDetector, evaluate_detector, train_detector
-from t2a_lib.features import frame_targets, split_mels, waves_to_mel
+from t2a_lib.features import frame_targets, split_mels
 from t2a_lib.metrics import events_from_frames
 from t2a_lib.scorers import RoleError, Scorers, judge_clips, require_role
 from t2a_lib.world import CLASSES
