@@ -67,7 +67,6 @@ import torch
 from IPython.display import Audio, Markdown, display
 
 from t2a_lib import base_model, dpo, evaluation, metrics, reproduce, reward, scorers
-from t2a_lib.datasets import load_split
 from t2a_lib.features import split_mels, waves_to_mel
 from t2a_lib.scorers import judge_clips
 
