@@ -342,13 +342,14 @@ fig.tight_layout()
 fig.savefig(run_dir / "figures" / "02_word_attention.png", dpi=90)
 plt.show()
 
-two_event = [p for p in prompts if parse_caption(p).is_temporal and len(parse_caption(p).labels) == 2]
+specs = {p: parse_caption(p) for p in prompts}
+two_event = [p for p, spec in specs.items() if spec.is_temporal and len(spec.labels) == 2]
 probe_bank = base_model.text_bank(text_encoder, tokenizer, two_event)
 att = word_time_attention(unet, probe_bank.states, probe_bank.mask, pipe.latent_shape(), timestep=800, seed=seed)
 early = att[:, : att.shape[1] // 2].sum(1)  # (B, L): each word's attention share in the first half
 shares = {"first event's words": [], "last event's words": []}
 for i, p in enumerate(two_event):
-    first, last = parse_caption(p).time_order
+    first, last = specs[p].time_order
     for j, lab in enumerate(word_labels(p)[: early.shape[1]]):
         if lab in (first, last):
             shares["first event's words" if lab == first else "last event's words"].append(float(early[i, j]))

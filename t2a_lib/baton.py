@@ -69,7 +69,6 @@ def fit_baton_model(folder, base_unet, scheduler, pre_latents, pre_text, fb_late
                     config: BatonConfig, progress: bool = True):
     """Train-or-load (see :func:`t2a_lib.diffusion.fit_finetuned`)."""
     key = {"config": asdict(config), "feedback": len(fb_latents), "pretrain": len(pre_latents),
-           "reward_sum": round(float(torch.as_tensor(rewards).sum()), 4),
            "data": fingerprint(pre_latents, pre_text.states, fb_latents, fb_text.states, torch.as_tensor(rewards))}
     return fit_finetuned(folder, base_unet, key,
                          lambda unet: train_reward_weighted(unet, scheduler, pre_latents, pre_text, fb_latents,

@@ -274,6 +274,18 @@ def claim_folder(folder, key: dict) -> None:
     marker.write_text(json.dumps(key))
 
 
+def cached_fit(folder, key: dict) -> dict | None:
+    """``folder/fit.json`` when it records ``key`` (the model in ``folder/unet`` is then the one
+    asked for); otherwise None, and the folder is claimed for training that model."""
+    folder = Path(folder)
+    if (folder / "fit.json").exists():
+        fit = json.loads((folder / "fit.json").read_text())
+        if fit["key"] == json.loads(json.dumps(key)):
+            return fit
+    claim_folder(folder, key)
+    return None
+
+
 def fit_finetuned(folder, base_unet, key: dict, train_fn, fuse_lora: bool = False):
     """Fine-tune a deep copy of ``base_unet`` with ``train_fn(unet) -> train_loop output`` and
     save it under ``folder/unet`` — or load it when ``folder/fit.json`` records the same ``key``.
@@ -285,11 +297,9 @@ def fit_finetuned(folder, base_unet, key: dict, train_fn, fuse_lora: bool = Fals
 
     folder = Path(folder)
     key = {**key, "base_unet": fingerprint(base_unet)}
-    if (folder / "fit.json").exists():
-        fit = json.loads((folder / "fit.json").read_text())
-        if fit["key"] == json.loads(json.dumps(key)):
-            return load_unet(folder / "unet"), fit["history"]
-    claim_folder(folder, key)
+    fit = cached_fit(folder, key)
+    if fit is not None:
+        return load_unet(folder / "unet"), fit["history"]
     unet = copy.deepcopy(base_unet)
     out = train_fn(unet)
     if fuse_lora:

@@ -245,18 +245,16 @@ def fit_crpo(folder, base_pipe, rankers, prompts: list[str], rounds: int, n_samp
     import json
     from dataclasses import asdict
 
-    from .diffusion import claim_folder, fingerprint
+    from .diffusion import cached_fit, fingerprint
     from .tango import load_unet
 
     folder = Path(folder)
     key = {"config": asdict(config), "rounds": rounds, "n_samples": n_samples, "prompts": prompts,
            "steps": steps, "guidance": guidance, "base_unet": fingerprint(base_pipe.unet),
            "rankers": fingerprint(*rankers.audiotext)}  # CRPO ranks with the audio-text rankers
-    if (folder / "fit.json").exists():
-        fit = json.loads((folder / "fit.json").read_text())
-        if fit["key"] == json.loads(json.dumps(key)):
-            return load_unet(folder / "unet"), fit["log"]
-    claim_folder(folder, key)
+    fit = cached_fit(folder, key)
+    if fit is not None:
+        return load_unet(folder / "unet"), fit["log"]
     pipe = with_unet(base_pipe, copy.deepcopy(base_pipe.unet))
     log = run_crpo(pipe, rankers, prompts, rounds, n_samples, config, steps, guidance, folder, progress)
     pipe.unet.save_pretrained(folder / "unet")

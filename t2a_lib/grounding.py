@@ -31,6 +31,8 @@ import math
 
 import torch
 
+from .components import add_time_channel
+
 
 class AttentionRecorder:
     """A cross-attention processor that computes attention explicitly (as diffusers'
@@ -112,8 +114,6 @@ def word_time_attention(unet, states: torch.Tensor, mask: torch.Tensor | None, l
     attention level (mean over its layers), for pure-noise latents at ``timestep``: what the
     UNet makes of the caption *before* the latent shows any content, i.e. where it would put
     each event when layout is decided."""
-    from .components import add_time_channel
-
     x = torch.randn(len(states), *latent_shape, generator=torch.Generator().manual_seed(seed))
     with record_cross_attention(unet, tuple(latent_shape[1:])) as maps:
         unet(add_time_channel(unet, x.to(unet.device, unet.dtype)), torch.full((len(states),), timestep, device=unet.device),
