@@ -34,7 +34,7 @@ class MiniTangoConfig:
     text_heads: int = 4
     unet_channels: tuple = (32, 64, 64)
     unet_layers_per_block: int = 1
-    unet_head_dim: int = 16
+    unet_head_dim: int = 16  # channels per attention head (64 channels -> 4 heads of 16)
     prediction_type: str = "v_prediction"
     # one extra UNet input channel holding the frame's position in time (-1 .. 1). Convolutions
     # and diffusers' attention blocks carry no absolute position, and "which event comes first"
@@ -64,6 +64,16 @@ def make_text_encoder(cfg: MiniTangoConfig, vocab_size: int | None = None) -> T5
     return T5EncoderModel(t5)
 
 
+def unet_heads(cfg: MiniTangoConfig) -> tuple:
+    """Heads per level for ``unet_head_dim`` channels each. diffusers' UNet2DConditionModel reads
+    its ``attention_head_dim`` argument as the number of *heads* (a naming slip it keeps for
+    compatibility), so passing the head size there would give 16 heads of 4 channels: 4x the
+    attention cost on a CPU and 4-dimensional query-key matching."""
+    if any(c % cfg.unet_head_dim for c in cfg.unet_channels):
+        raise ValueError(f"unet_channels {cfg.unet_channels} must be multiples of unet_head_dim {cfg.unet_head_dim}")
+    return tuple(c // cfg.unet_head_dim for c in cfg.unet_channels)
+
+
 def make_unet(cfg: MiniTangoConfig) -> UNet2DConditionModel:
     """No attention at the highest resolution (1,024 tokens is where CPU time goes)."""
     ch = tuple(cfg.unet_channels)
@@ -72,7 +82,7 @@ def make_unet(cfg: MiniTangoConfig) -> UNet2DConditionModel:
         out_channels=cfg.latent_channels, block_out_channels=ch, layers_per_block=cfg.unet_layers_per_block,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(ch) - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (len(ch) - 1) + ("UpBlock2D",),
-        cross_attention_dim=cfg.text_dim, attention_head_dim=cfg.unet_head_dim, norm_num_groups=8,
+        cross_attention_dim=cfg.text_dim, attention_head_dim=unet_heads(cfg), norm_num_groups=8,
         use_linear_projection=True)
 
 

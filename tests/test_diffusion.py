@@ -72,6 +72,29 @@ def test_time_channel_is_a_ramp_over_time_and_absent_for_real_layouts():
         add_time_channel(with_channel, torch.randn(2, 6, 64, 16))
 
 
+def test_unet_heads_have_the_configured_head_size():
+    """diffusers reads ``attention_head_dim`` as a head count; check the built attention layers'
+    own shapes: every head has ``unet_head_dim`` channels, and the per-head softmax matches a
+    hand computation of multi-head attention with that split."""
+    cfg = MiniTangoConfig()
+    unet = make_unet(cfg)
+    attns = [m for n, m in unet.named_modules() if n.endswith(("attn1", "attn2"))]
+    assert len(attns) == 14
+    for m in attns:
+        assert m.to_q.out_features // m.heads == cfg.unet_head_dim == 16
+    m = attns[0]  # self-attention at 64 channels: 4 heads of 16
+    torch.manual_seed(0)
+    x = torch.randn(2, 10, 64)
+    q, k, v = m.to_q(x), m.to_k(x), m.to_v(x)
+    split = lambda t: t.view(2, 10, 4, 16).transpose(1, 2)
+    w = (split(q) @ split(k).transpose(-1, -2) / 4.0).softmax(-1)  # 1/sqrt(16)
+    ref = m.to_out[0]((w @ split(v)).transpose(1, 2).reshape(2, 10, 64))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="multiples"):
+        make_unet(MiniTangoConfig(unet_channels=(32, 48, 64), unet_head_dim=32))
+
+
 def _tiny_bank(n=24, length=6, dim=32):
     g = torch.Generator().manual_seed(1)
     return TextBank(torch.randn(n, length, dim, generator=g), torch.ones(n, length, dtype=torch.long),
