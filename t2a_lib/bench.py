@@ -3,8 +3,9 @@
     python -m t2a_lib.bench                       # default-size model, random weights
     python -m t2a_lib.bench --pipeline papermill_runs/default/base/pipeline
 
-Prints: sampling throughput (clips/s at batch 32 for several step counts, guidance 3, VAE and
-vocoder included), one UNet training step (batch 16), one VAE step, and one DPO step (8 pairs).
+Prints: sampling throughput (clips/s for 32 prompts at several step counts, guidance 3, VAE and
+vocoder included; run in the pipeline's default batches, and for 10 steps also as one batch of
+32), one UNet training step (batch 16), one VAE step, and one DPO step (8 pairs).
 Random weights cost the same as trained ones, so the default needs no trained model.
 """
 
@@ -46,12 +47,17 @@ def run(pipeline: str | None = None, batch: int = 32, steps=(10, 20), repeats: i
 
     pipe = load_pipeline(pipeline) if pipeline else build_random_pipeline()
     prompts = ["A dog barks, then a siren wails"] * batch
-    out = {"threads": torch.get_num_threads(), "batch": batch,
+    out = {"threads": torch.get_num_threads(), "prompts": batch, "default_batch_size": pipe.default_batch_size,
            "vocoder": "hifigan" if pipe.vocoder is not None else "griffin-lim"}
+
+    def sample(s, batch_size=None):
+        return pipe(prompts, num_inference_steps=s, guidance_scale=3.0, generator=torch.Generator().manual_seed(0),
+                    batch_size=batch_size, progress=False)
+
     for s in steps:
-        sec = _time(lambda: pipe(prompts, num_inference_steps=s, guidance_scale=3.0,
-                                 generator=torch.Generator().manual_seed(0), progress=False), repeats)
-        out[f"sampling_clips_per_s_{s}_steps"] = round(batch / sec, 2)
+        out[f"sampling_clips_per_s_{s}_steps"] = round(batch / _time(lambda: sample(s), repeats), 2)
+    out[f"sampling_clips_per_s_{steps[0]}_steps_one_batch_of_{batch}"] = round(
+        batch / _time(lambda: sample(steps[0], batch), repeats), 2)
     sched = make_train_scheduler(MiniTangoConfig())
     unet = pipe.unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-5)

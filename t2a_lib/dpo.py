@@ -146,7 +146,7 @@ def pair_bank(text_encoder, tokenizer, prompts: list[str], winners: torch.Tensor
 
 
 def crpo_round(pipe, rankers, prompts: list[str], n_samples: int, steps: int, guidance: float, seed: int,
-               batch_size: int = 32) -> tuple[PairBank, pd.DataFrame]:
+               batch_size: int | None = None) -> tuple[PairBank, pd.DataFrame]:
     """One round of TangoFlux's CLAP-ranked preference optimisation: ``n_samples`` per prompt
     from the *current* model, the ranker ensemble's best against its worst."""
     from .features import waves_to_mel

@@ -48,7 +48,7 @@ def model_fingerprint(*modules) -> str:
     return h.hexdigest()[:20]
 
 
-def generate(pipe, prompts: list[str], seed: int, steps: int, guidance: float, batch_size: int = 32,
+def generate(pipe, prompts: list[str], seed: int, steps: int, guidance: float, batch_size: int | None = None,
              progress: bool = True, cache_dir=None) -> np.ndarray:
     """One clip per prompt. With ``cache_dir``, samples are stored under a key of the model's
     weights, prompts, seed, steps and guidance, and reused when all of them match."""
@@ -71,7 +71,7 @@ def generate(pipe, prompts: list[str], seed: int, steps: int, guidance: float, b
 
 
 def judge_model(pipe, judges, prompts: list[str], seed: int, steps: int, guidance: float,
-                batch_size: int = 32, progress: bool = True, cache_dir=None) -> tuple[Judgement, np.ndarray]:
+                batch_size: int | None = None, progress: bool = True, cache_dir=None) -> tuple[Judgement, np.ndarray]:
     require_role(judges, "judge", "model evaluation")
     audios = generate(pipe, prompts, seed, steps, guidance, batch_size, progress, cache_dir)
     return judge_clips(judges, waves_to_mel(audios), prompts), audios

@@ -118,7 +118,7 @@ def generate_clips(pipe, clips: list[Clip], config: PreferenceConfig, out_dir, p
             batch = group[i:i + config.batch_size]
             noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(c.seed)) for c in batch])
             out = pipe([c.caption for c in batch], num_inference_steps=steps, guidance_scale=config.guidance,
-                       latents=noise, return_latents=True, batch_size=len(batch), progress=False)
+                       latents=noise, return_latents=True, progress=False)
             for c, a, z in zip(batch, out.audios, out.latents):
                 audio[c.clip_id], latents[c.clip_id] = a, torch.from_numpy(z)
                 write_wav(out_dir / "audio" / f"{c.clip_id}.wav", a, durable=False)

@@ -155,7 +155,7 @@ def write_feedback(path, locations: list[str], captions: list[str], feedback, id
 
 
 def sample_set(pipe, prompts: pd.DataFrame, per_prompt: int, steps: int, guidance: float, seed: int, out_dir,
-               batch_size: int = 32) -> pd.DataFrame:
+               batch_size: int | None = None) -> pd.DataFrame:
     """``per_prompt`` samples of every prompt (BATON: 5), written as wavs with their latents;
     returns one row per clip: id, task, caption, labels, all_labels, location."""
     from pathlib import Path
