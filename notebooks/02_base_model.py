@@ -321,13 +321,17 @@ print(order_sensitivity)
 # | diffusion loss only | 0.50 / 0.50 | 0.89 | 0.74 | 0.33 (82) | +0.5e-4 [−1.9e-4, 2.6e-4] |
 # | grounding on the training latents, λ = 0.1 | 0.49 / 0.54 | 0.65 | 0.36 | 0.52 (25) | −0.3e-4 [−1.2e-4, 0.8e-4] |
 # | grounding on pure noise, λ = 0.5 | 0.58 / 0.47 | 0.53 | 0.28 | 0.60 (20) | **+3.5e-4 [1.4e-4, 5.7e-4]** |
+# | *4 heads of 16 channels (the rows above: 16 heads of 4)*, diffusion loss only, contrastive text encoder | | 0.91 | 0.78 | 0.31 (84) | +2.4e-4 [0.0e-4, 5.1e-4] |
+# | *4 heads of 16*, grounding on pure noise, λ = 0.2 | | 0.56 | 0.27 | 0.42 (19) | +2.6e-4 [1.1e-4, 4.2e-4] |
 #
 # On the training latents the term is met by attending to wherever an event's content already
 # shows, and order stays unread. On pure noise the UNet starts to place words by position and
 # its loss becomes order-sensitive for the first time — but at λ = 0.5 presence collapses
-# (single events 0.25), and the extra pass costs 60% more per step (1.42 s vs 0.89 s). So the
-# term is off by default (`grounding_weight = 0`); a smaller λ over more steps (the `gpu`
-# profile) is the experiment to run next.
+# (single events 0.25), and the extra pass costs 60% more per step (1.42 s vs 0.89 s). With
+# the attention heads fixed to 16 channels each (diffusers reads `attention_head_dim` as a head
+# count, so the first runs had 16 heads of 4), λ = 0.2 still costs presence (0.56) without
+# buying order. So the term is off by default (`grounding_weight = 0`); a weaker term over many
+# more steps (the `gpu` profile) is what is left to try.
 
 # %%
 attention_probe = "A bell rings, then a dog barks"
