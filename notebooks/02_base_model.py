@@ -323,6 +323,7 @@ print(order_sensitivity)
 # | grounding on pure noise, λ = 0.5 | 0.58 / 0.47 | 0.53 | 0.28 | 0.60 (20) | **+3.5e-4 [1.4e-4, 5.7e-4]** |
 # | *4 heads of 16 channels (the rows above: 16 heads of 4)*, diffusion loss only, contrastive text encoder | | 0.91 | 0.78 | 0.31 (84) | +2.4e-4 [0.0e-4, 5.1e-4] |
 # | *4 heads of 16*, grounding on pure noise, λ = 0.2 | | 0.56 | 0.27 | 0.42 (19) | +2.6e-4 [1.1e-4, 4.2e-4] |
+# | *4 heads of 16*, grounding on the first head only (`grounding_heads = 1`), λ = 0.5 | | 0.50 | 0.24 | 0.36 (14) | +3.3e-4 [0.2e-4, 7.7e-4] |
 #
 # On the training latents the term is met by attending to wherever an event's content already
 # shows, and order stays unread. On pure noise the UNet starts to place words by position and
@@ -330,7 +331,8 @@ print(order_sensitivity)
 # (single events 0.25), and the extra pass costs 60% more per step (1.42 s vs 0.89 s). With
 # the attention heads fixed to 16 channels each (diffusers reads `attention_head_dim` as a head
 # count, so the first runs had 16 heads of 4), λ = 0.2 still costs presence (0.56) without
-# buying order. So the term is off by default (`grounding_weight = 0`); a weaker term over many
+# buying order, and supervising one head of four, leaving three free to follow content, costs
+# it as much (0.50; single events 0.25). So the term is off by default (`grounding_weight = 0`); a weaker term over many
 # more steps (the `gpu` profile) is what is left to try.
 
 # %%

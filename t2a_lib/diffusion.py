@@ -99,6 +99,9 @@ class TrainConfig:
     # the grounding pass runs on pure noise at timesteps drawn from [grounding_min_t, 1000)
     grounding_min_t: int = 800
     grounding_batch: int = 8  # rows in that pass (the first captions of the batch not dropped)
+    # supervise only the first k attention heads of each layer (0: the mean of all heads), so the
+    # other heads stay free to follow content wherever it is
+    grounding_heads: int = 0
 
     def key(self) -> dict:
         """The fields that identify a trained model (new fields only when set, so models
@@ -108,6 +111,8 @@ class TrainConfig:
             d.pop("grounding_weight")
             d.pop("grounding_min_t")
             d.pop("grounding_batch")
+        if not d["grounding_heads"]:
+            d.pop("grounding_heads")
         return d
 
     def lr_at(self, step: int) -> float:
@@ -235,7 +240,7 @@ def train_unet(unet, scheduler, latents: torch.Tensor, text: TextBank, config: T
         keep = (~drop).nonzero().squeeze(1)[: config.grounding_batch]  # dropped captions have no words
         pure = torch.randn(x0.shape, generator=g)[keep].to(device)
         t_pure = torch.randint(config.grounding_min_t, scheduler.config.num_train_timesteps, (len(pure),), generator=g)
-        with record_cross_attention(unet, tuple(x0.shape[2:])) as maps:
+        with record_cross_attention(unet, tuple(x0.shape[2:]), heads=config.grounding_heads or None) as maps:
             model(add_time_channel(unet, pure), t_pure.to(device), encoder_hidden_states=states[keep],
                   encoder_attention_mask=mask[keep])
         ground = grounding_loss(maps, timeline[0][idx][keep].to(device), timeline[1][idx][keep].to(device))

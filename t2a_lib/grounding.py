@@ -6,7 +6,8 @@ default budget. The world knows every event's onset and offset, and cross-attent
 word's content enters the latent, so the timelines can supervise it directly (after
 TokenCompose, Wang et al. 2024, who supervise each noun's attention map with its segmentation
 mask). For event word j, let a_j(p) be its cross-attention over the latent's time positions p
-(mean over heads and frequency, normalised over p), and s_j(p) the share of position p that its
+(mean over heads, or over the first ``TrainConfig.grounding_heads``, and frequency; normalised
+over p), and s_j(p) the share of position p that its
 event fills; then
 
     L_ground = mean over event words j of (1 − Σ_p a_j(p) s_j(p))²
@@ -36,11 +37,12 @@ from .components import add_time_channel
 
 class AttentionRecorder:
     """A cross-attention processor that computes attention explicitly (as diffusers'
-    ``AttnProcessor`` does) and keeps each call's map, averaged over heads and frequency:
-    ``(B, T_level, L)`` for a latent of ``latent_hw = (time, freq)`` seen at a coarser level."""
+    ``AttnProcessor`` does) and keeps each call's map, averaged over heads (the first ``heads``
+    of them when given) and frequency: ``(B, T_level, L)`` for a latent of ``latent_hw = (time,
+    freq)`` seen at a coarser level."""
 
-    def __init__(self, maps: list, latent_hw: tuple[int, int]):
-        self.maps, self.latent_hw = maps, latent_hw
+    def __init__(self, maps: list, latent_hw: tuple[int, int], heads: int | None = None):
+        self.maps, self.latent_hw, self.heads = maps, latent_hw, heads
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if hidden_states.ndim != 3 or attn.spatial_norm is not None or attn.group_norm is not None:
@@ -64,16 +66,19 @@ class AttentionRecorder:
         down = math.isqrt(t * f // n_query)  # each level halves both axes
         if (t // down) * (f // down) != n_query:
             raise ValueError(f"{n_query} attention queries do not tile a {t}x{f} latent")
-        return probs.view(batch, heads, t // down, f // down, -1).mean(dim=(1, 3))
+        if self.heads is not None and not 1 <= self.heads <= heads:
+            raise ValueError(f"cannot record the first {self.heads} of {heads} attention heads")
+        return probs.view(batch, heads, t // down, f // down, -1)[:, : self.heads].mean(dim=(1, 3))
 
 
 @contextlib.contextmanager
-def record_cross_attention(unet, latent_hw: tuple[int, int]):
+def record_cross_attention(unet, latent_hw: tuple[int, int], heads: int | None = None):
     """Within the block, every cross-attention layer (``attn2``) of ``unet`` appends its time map
-    to the yielded list; the original processors come back afterwards."""
+    (mean over all heads, or over the first ``heads``) to the yielded list; the original
+    processors come back afterwards."""
     original = unet.attn_processors
     maps: list[torch.Tensor] = []
-    recorder = AttentionRecorder(maps, latent_hw)
+    recorder = AttentionRecorder(maps, latent_hw, heads)
     unet.set_attn_processor({k: recorder if k.endswith("attn2.processor") else p for k, p in original.items()})
     try:
         yield maps

@@ -6,7 +6,7 @@ import torch
 
 from t2a_lib.components import MiniTangoConfig, add_time_channel, make_train_scheduler, make_unet
 from t2a_lib.diffusion import TextBank, TrainConfig, train_unet
-from t2a_lib.grounding import grounding_loss, record_cross_attention, word_time_attention
+from t2a_lib.grounding import AttentionRecorder, grounding_loss, record_cross_attention, word_time_attention
 
 TINY = MiniTangoConfig(n_frames=64, n_mels=16, unet_channels=(16, 16, 16), text_dim=32)  # latent (8, 16, 4)
 
@@ -101,8 +101,31 @@ def test_training_with_grounding_learns_where_each_word_goes():
     assert np.mean(share_early) > 0.7 and np.mean(share_late) < 0.3  # untrained: about 0.5 each
 
 
+def test_recorder_keeps_the_first_heads_as_a_hand_computed_softmax():
+    """A layer with 2 heads of 8: the map of the first head alone (``heads=1``) and of both,
+    against q·k/sqrt(8) softmax per head computed by hand, averaged over frequency."""
+    torch.manual_seed(0)
+    unet = make_unet(MiniTangoConfig(**{**TINY.__dict__, "unet_head_dim": 8}))
+    attn = unet.down_blocks[1].attentions[0].transformer_blocks[0].attn2
+    assert attn.heads == 2
+    hidden, ctx = torch.randn(2, 8 * 2, 16), torch.randn(2, 5, 32)  # level 2: (16, 4) latent seen as 8 x 2
+    q = attn.to_q(hidden).view(2, 16, 2, 8).transpose(1, 2)
+    k = attn.to_k(ctx).view(2, 5, 2, 8).transpose(1, 2)
+    per_head = (q @ k.transpose(-1, -2) / 8 ** 0.5).softmax(-1)  # (B, heads, 16 queries, 5 words)
+    per_head = per_head.view(2, 2, 8, 2, 5).mean(3)  # mean over the 2 frequency rows
+    for heads, want in ((1, per_head[:, 0]), (None, per_head.mean(1))):
+        maps = []
+        with torch.no_grad():
+            AttentionRecorder(maps, (16, 4), heads)(attn, hidden, encoder_hidden_states=ctx)
+        torch.testing.assert_close(maps[0], want.detach(), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="first 3 of 2"):
+        AttentionRecorder([], (16, 4), 3)(attn, hidden, encoder_hidden_states=ctx)
+
+
 def test_grounding_needs_timelines_and_leaves_old_keys_alone():
     assert "grounding_weight" not in TrainConfig().key()  # models trained before it still load
+    assert "grounding_heads" not in TrainConfig(grounding_weight=0.1).key()  # nor grounded ones
+    assert TrainConfig(grounding_weight=0.1, grounding_heads=1).key()["grounding_heads"] == 1
     assert TrainConfig(grounding_weight=0.1).key()["grounding_weight"] == 0.1
     unet = make_unet(TINY)
     bank = TextBank(torch.zeros(2, 3, 32), torch.ones(2, 3), torch.zeros(1, 3, 32), torch.ones(1, 3))
