@@ -7,8 +7,7 @@ word's content enters the latent, so the timelines can supervise it directly (af
 TokenCompose, Wang et al. 2024, who supervise each noun's attention map with its segmentation
 mask). For event word j, let a_j(p) be its cross-attention over the latent's time positions p
 (mean over heads, or over the first ``TrainConfig.grounding_heads``, and frequency; normalised
-over p), and s_j(p) the share of position p that its
-event fills; then
+over p), and s_j(p) the share of position p that its event fills; then
 
     L_ground = mean over event words j of (1 − Σ_p a_j(p) s_j(p))²
 
