@@ -17,12 +17,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL
 from transformers import T5EncoderModel
 
 from .audiotext import AudioTextConfig, AudioTextModel, evaluate_audiotext, train_audiotext
 from .autoencoder import VAETrainConfig, calibrate_scaling, train_vae
+from .captions import TEMPORAL, CaptionError, parse_caption, word_labels
 from .components import MiniTangoConfig, make_sample_scheduler, make_train_scheduler, make_unet, make_vae
 from .diffusion import TextBank, TrainConfig, claim_folder, fingerprint, train_unet
 from .tango import TangoPipeline, load_unet, realigned
@@ -51,7 +53,8 @@ def fit_text_encoder(folder, mels, captions, test=None, epochs: int = 4, seed: i
     it each event word's state is also trained to say when its event sounds."""
     folder = Path(folder)
     bins = 0 if timeline is None else timeline[0].shape[-1]
-    config = {"epochs": epochs, "seed": seed, "dim": cfg.text_dim, "n": len(captions)}
+    config = {"epochs": epochs, "seed": seed, "dim": cfg.text_dim, "n": len(captions),
+              "position_std": MiniTangoConfig().text_position_std}  # the encoder is built from the defaults
     if bins:  # keyed only when used, so encoders trained before the term existed still load
         config["timeline_bins"] = bins
     if _matches(folder, config):
@@ -114,6 +117,60 @@ def text_bank(text_encoder, tokenizer, captions: list[str], batch_size: int = 25
             masks.append(tok.attention_mask)
     s, m = torch.cat(states), torch.cat(masks)
     return TextBank(s[:-1], m[:-1], s[-1:], m[-1:])
+
+
+def _is_temporal(caption: str) -> bool:
+    try:
+        return parse_caption(caption).is_temporal
+    except CaptionError:  # not a grammar caption (AudioCaps): no known order
+        return False
+
+
+def event_word_states(text_encoder, tokenizer, captions: list[str]):
+    """For every event of every temporal grammar caption: the mean state of its phrase's words ``(N, D)``,
+    whether that event comes first *in time* ``(N,)`` and the caption's relation ``(N,)``."""
+    caps = [c for c in captions if _is_temporal(c)]
+    if not caps:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.bool), np.array([])
+    bank = text_bank(text_encoder, tokenizer, caps)
+    feats, first, relation = [], [], []
+    for i, c in enumerate(caps):
+        spec, labels = parse_caption(c), word_labels(c)
+        for lab in spec.labels:
+            words = [j for j, w in enumerate(labels) if w == lab and j < bank.states.shape[1]]
+            feats.append(bank.states[i, words].mean(0))
+            first.append(lab == spec.time_order[0])
+            relation.append(spec.relation)
+    return torch.stack(feats), torch.tensor(first), np.array(relation)
+
+
+def order_probe(text_encoder, tokenizer, train_captions, test_captions, steps: int = 300, l2: float = 1e-3) -> dict:
+    """Can order be read off the frozen text states? A logistic regression from an event's
+    word states to "this event comes first in time", fitted on the training captions and scored
+    on held-out ones, overall and per relation (0.5 = the states do not say). The UNet's
+    cross-attention keys are linear in the same states, so this bounds what it can read."""
+    x, y, _ = event_word_states(text_encoder, tokenizer, train_captions)
+    xt, yt, rel = event_word_states(text_encoder, tokenizer, test_captions)
+    if not len(x) or not len(xt):
+        return {"train": float("nan"), "held_out": float("nan"), "n_held_out": 0}
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    x, xt = (x - mu) / sd, (xt - mu) / sd
+    w = torch.zeros(x.shape[1] + 1, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        logits = x @ w[:-1] + w[-1]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float()) + l2 * w[:-1].pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        hit = ((xt @ w[:-1] + w[-1] > 0) == yt).numpy()
+        train_acc = float(((x @ w[:-1] + w[-1] > 0) == y).float().mean())
+    return {"train": train_acc, "held_out": float(hit.mean()), "n_held_out": int(len(hit)),
+            **{r: float(hit[rel == r].mean()) for r in TEMPORAL if (rel == r).any()}}
 
 
 def fit_unet(folder, latents, bank: TextBank, config: TrainConfig, cfg: MiniTangoConfig = MiniTangoConfig(),

@@ -101,6 +101,30 @@ def _tiny_bank(n=24, length=6, dim=32):
                     torch.zeros(1, length, dim), torch.tensor([[1] + [0] * (length - 1)]))
 
 
+def test_text_encoder_position_bias_is_on_the_scale_of_the_words():
+    """T5 knows word order only through its relative-position bias. At transformers' init
+    (d_model^-0.5) a word's state barely depends on where it stands; at ``text_position_std`` it
+    does: "dog" as the first event and as the second of the same two events."""
+    tok = build_world_tokenizer()
+    ids = tok(["a dog barks, then a bell rings", "a bell rings, then a dog barks"], return_tensors="pt")
+    assert tok.convert_ids_to_tokens(ids.input_ids[0])[1] == tok.convert_ids_to_tokens(ids.input_ids[1])[6] == "dog"
+
+    def shift(std, seed):
+        torch.manual_seed(seed)
+        te = make_text_encoder(MiniTangoConfig(text_position_std=std), len(tok)).eval()
+        bias = te.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
+        with torch.no_grad():
+            s = te(input_ids=ids.input_ids, attention_mask=ids.attention_mask).last_hidden_state
+        return float((s[0, 1] - s[1, 6]).norm() / s[0, 1].norm()), float(bias.std())
+
+    default = MiniTangoConfig().text_position_std
+    for seed in range(3):
+        ours, std = shift(default, seed)
+        theirs, _ = shift(MiniTangoConfig().text_dim ** -0.5, seed)
+        assert abs(std - default) < 0.3 * default  # 64 draws of N(0, std^2)
+        assert ours > 0.2 and theirs < 0.1 and ours > 5 * theirs, (seed, ours, theirs)
+
+
 def test_classifier_free_dropout_replaces_whole_rows():
     bank = _tiny_bank()
     drop = torch.tensor([True, False, True])

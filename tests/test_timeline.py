@@ -113,3 +113,46 @@ def test_training_with_the_timeline_term_learns_when_and_checks_its_inputs():
         early = lambda js: float(p[i, js, :2].mean() - p[i, js, 2:].mean())  # noqa: E731
         right.append(early(first) > 0 > early(second))
     assert np.mean(right) > 0.9, np.mean(right)
+
+
+class _PositionStates(torch.nn.Module):
+    """A stand-in text encoder whose states say only where each token stands (or, with
+    ``bag=True``, only which word it is): the two cases the order probe must tell apart."""
+
+    def __init__(self, bag: bool = False):
+        super().__init__()
+        self.bag = bag
+
+    def forward(self, input_ids, attention_mask):
+        pos = torch.arange(input_ids.shape[1], dtype=torch.float32).expand_as(input_ids)
+        feat = input_ids.float() if self.bag else pos
+        states = torch.stack([feat, torch.ones_like(feat)], -1) * attention_mask[..., None]
+        return type("Out", (), {"last_hidden_state": states})()
+
+
+def test_order_probe_reads_position_and_not_a_bag_of_words():
+    from t2a_lib.base_model import order_probe
+    from t2a_lib.text import build_world_tokenizer
+
+    rng = np.random.default_rng(0)
+    captions = []
+    for _ in range(400):
+        a, b = [c for c in rng.permutation(CLASSES) if c not in TEXTURES][:2]
+        captions.append(render_caption(CaptionSpec((a, b), str(rng.choice(["then", "followed", "before", "after"]))), rng))
+    tok = build_world_tokenizer()
+    # states that carry the word's position: the earlier phrase is first in time except after "after"
+    by_position = order_probe(_PositionStates(), tok, captions[:300], captions[300:])
+    assert by_position["then"] == by_position["followed"] == by_position["before"] == 1.0
+    assert by_position["after"] == 0.0  # the text order is the reverse of the time order
+    # states that carry only the word: each event's phrase looks the same wherever it stands
+    bag = order_probe(_PositionStates(bag=True), tok, captions[:300], captions[300:])
+    assert 0.35 < bag["held_out"] < 0.65
+
+
+def test_order_probe_skips_captions_outside_the_grammar():
+    from t2a_lib.base_model import order_probe
+    from t2a_lib.text import build_world_tokenizer
+
+    free = ["people talk in a crowded hall", "a man speaks, then a crowd cheers loudly"]
+    out = order_probe(_PositionStates(), build_world_tokenizer(), free, free)
+    assert out["n_held_out"] == 0 and np.isnan(out["held_out"])
