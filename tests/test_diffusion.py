@@ -202,8 +202,11 @@ def test_same_seed_same_audio_any_batch_size_and_bit_exact_reload(tiny_pipe, tmp
     assert a.audios.shape == (3, 256 * 160) and a.mels.shape == (3, 64, 256)
     assert np.isfinite(a.audios).all()
     # the same noise whatever the batch size; kernels round differently per batch shape, so the
-    # audio agrees to float precision (Griffin-Lim's iterations amplify 1e-7 to ~1e-4), not bit for bit
-    np.testing.assert_allclose(run(tiny_pipe, 1).audios, a.audios, atol=2e-3)
+    # mels agree to float precision, not bit for bit, and Griffin-Lim's 32 iterations amplify
+    # that to a few 1e-3 in the audio of this random pipeline
+    one = run(tiny_pipe, 1)
+    np.testing.assert_allclose(one.mels, a.mels, atol=1e-4)
+    np.testing.assert_allclose(one.audios, a.audios, atol=1e-2)
     tiny_pipe.save_pretrained(tmp_path / "pipe")
     reloaded = load_pipeline(tmp_path / "pipe")
     assert np.array_equal(run(reloaded, 3).audios, a.audios)
