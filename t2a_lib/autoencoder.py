@@ -73,7 +73,7 @@ def train_vae(vae, mels: torch.Tensor, config: VAETrainConfig, progress: bool = 
 @torch.no_grad()
 def encode_mels(vae, mels: torch.Tensor, batch_size: int = 8, scaled: bool = True) -> torch.Tensor:
     """Posterior means of (N, 64, T) log-mels -> (N, 8, T/4, 16), times ``scaling_factor``.
-    Batches of 8 fit a 2-core CPU's cache: 6,000 clips in ~50 s against ~90 s in batches of 64
+    Batches of 8 fit a 2-core CPU's cache: 6,000 clips in 68 s against 104 s in batches of 64
     (the same latents, bit for bit, measured on the default world)."""
     vae.eval()
     out = torch.cat([vae.encode(mel_to_image(mels[i:i + batch_size].float())).latent_dist.mean

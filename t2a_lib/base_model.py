@@ -119,23 +119,25 @@ def text_bank(text_encoder, tokenizer, captions: list[str], batch_size: int = 25
     return TextBank(s[:-1], m[:-1], s[-1:], m[-1:])
 
 
-def _is_temporal(caption: str) -> bool:
+def _temporal_spec(caption: str):
+    """The caption's spec when it is a temporal grammar caption, else None (AudioCaps: no known order)."""
     try:
-        return parse_caption(caption).is_temporal
-    except CaptionError:  # not a grammar caption (AudioCaps): no known order
-        return False
+        spec = parse_caption(caption)
+    except CaptionError:
+        return None
+    return spec if spec.is_temporal else None
 
 
 def event_word_states(text_encoder, tokenizer, captions: list[str]):
     """For every event of every temporal grammar caption: the mean state of its phrase's words ``(N, D)``,
     whether that event comes first *in time* ``(N,)`` and the caption's relation ``(N,)``."""
-    caps = [c for c in captions if _is_temporal(c)]
-    if not caps:
+    pairs = [(c, spec) for c in captions if (spec := _temporal_spec(c)) is not None]  # duplicates kept
+    if not pairs:
         return torch.zeros(0, 0), torch.zeros(0, dtype=torch.bool), np.array([])
-    bank = text_bank(text_encoder, tokenizer, caps)
+    bank = text_bank(text_encoder, tokenizer, [c for c, _ in pairs])
     feats, first, relation = [], [], []
-    for i, c in enumerate(caps):
-        spec, labels = parse_caption(c), word_labels(c)
+    for i, (c, spec) in enumerate(pairs):
+        labels = word_labels(c)
         for lab in spec.labels:
             words = [j for j, w in enumerate(labels) if w == lab and j < bank.states.shape[1]]
             feats.append(bank.states[i, words].mean(0))
@@ -156,19 +158,19 @@ def order_probe(text_encoder, tokenizer, train_captions, test_captions, steps: i
     mu, sd = x.mean(0), x.std(0) + 1e-6
     x, xt = (x - mu) / sd, (xt - mu) / sd
     w = torch.zeros(x.shape[1] + 1, requires_grad=True)
+    logits = lambda v: v @ w[:-1] + w[-1]  # noqa: E731
     opt = torch.optim.LBFGS([w], max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        logits = x @ w[:-1] + w[-1]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.float()) + l2 * w[:-1].pow(2).sum()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits(x), y.float()) + l2 * w[:-1].pow(2).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
     with torch.no_grad():
-        hit = ((xt @ w[:-1] + w[-1] > 0) == yt).numpy()
-        train_acc = float(((x @ w[:-1] + w[-1] > 0) == y).float().mean())
+        hit = ((logits(xt) > 0) == yt).numpy()
+        train_acc = float(((logits(x) > 0) == y).float().mean())
     return {"train": train_acc, "held_out": float(hit.mean()), "n_held_out": int(len(hit)),
             **{r: float(hit[rel == r].mean()) for r in TEMPORAL if (rel == r).any()}}
 
