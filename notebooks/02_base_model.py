@@ -128,9 +128,11 @@ print(f"{len(train_recs)} training clips, {len(test_recs)} held-out; judges load
 # %%
 t0 = time.time()
 has_timelines = all(r.events is not None for r in train_recs)  # the world's clips: yes; AudioCaps: no
-if timeline_bins and not has_timelines:
-    print("timeline term off: the training manifest has no event timelines (\"events\")")
-timeline = timeline_targets(train_recs, timeline_bins, train_mels.shape[-1]) if timeline_bins and has_timelines else None
+if not has_timelines and (timeline_bins or grounding_weight):
+    # both terms are supervised by the event timelines: without them there is nothing to learn
+    print("timeline term and UNet grounding off: the training manifest has no event timelines (\"events\")")
+    timeline_bins, grounding_weight = 0, 0.0
+timeline = timeline_targets(train_recs, timeline_bins, train_mels.shape[-1]) if timeline_bins else None
 text_encoder, tokenizer, text_fig = base_model.fit_text_encoder(base_dir / "text", train_mels, captions,
                                                                 test=(test_mels, test_recs), epochs=text_epochs,
                                                                 seed=seed + 7, timeline=timeline)
