@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -48,6 +50,7 @@ audiotext_epochs = 4
 n_rankers = 2
 n_demo = 200
 n_boot = 1000
+workers = 1  # > 1: train the five models in that many processes (one thread each on 2 cores)
 real_clap_path = None  # a local laion/clap-htsat-unfused folder (or a laion_clap .pt) to score with too
 
 # %%
@@ -83,18 +86,18 @@ print({name: tuple(m.shape) for name, (m, _) in {"train": train, "val": val, "te
 #
 # A model whose saved config matches is loaded instead of retrained, so re-running the
 # notebook is cheap. Every model gets a `model_card.json` with its held-out scores on the
-# test split.
+# test split. With `workers = 2` (the profiles' setting) the five models train in two
+# processes of one thread each: on two cores a second thread speeds these small recurrent and
+# convolutional models up by far less than a second model running beside them
+# (`t2a_lib.parallel` has the figures).
 
 # %%
-cards = {}
-families = {}
-for role, folder in (("ranker", scorers.rankers_dir(run_dir)), ("judge", scorers.judges_dir(run_dir))):
-    det_cfg, at_cfgs = scorers.scorer_configs(role, scorers.DEFAULT_SEEDS[role] + seed,
-                                              n_rankers if role == "ranker" else 1,
-                                              detector_epochs, audiotext_epochs)
-    families[role], role_cards = scorers.fit_scorers(folder, det_cfg, at_cfgs, train, test)
-    cards.update({f"{role}/{k}": v for k, v in role_cards.items()})
-judges, rankers = families["judge"], families["ranker"]
+families = {role: (folder, *scorers.scorer_configs(role, scorers.DEFAULT_SEEDS[role] + seed,
+                                                   n_rankers if role == "ranker" else 1,
+                                                   detector_epochs, audiotext_epochs))
+            for role, folder in (("ranker", scorers.rankers_dir(run_dir)), ("judge", scorers.judges_dir(run_dir)))}
+fitted, cards = scorers.fit_scorers(families, train, test, workers=workers)
+judges, rankers = fitted["judge"], fitted["ranker"]
 
 # %% [markdown]
 # ## Held-out quality

@@ -89,6 +89,7 @@ eval_per_kind = 40
 n_vocoder_check = 200
 n_boot = 1000
 n_listen = 4
+workers = 1  # > 1: train the vocoder in a second process beside the text encoder and the VAE
 
 # %%
 import json
@@ -101,7 +102,7 @@ import pandas as pd
 import torch
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, evaluation, metrics, scorers
+from t2a_lib import base_model, evaluation, metrics, parallel, scorers
 from t2a_lib.audiotext import timeline_targets
 from t2a_lib.autoencoder import VAETrainConfig, decode_latents, encode_mels
 from t2a_lib.captions import parse_caption, reorder_twin, word_labels
@@ -121,6 +122,20 @@ test_mels, test_recs = split_mels(world_dir / "test.jsonl")
 captions = [r.captions for r in train_recs]
 judges = scorers.load_judges(run_dir)
 print(f"{len(train_recs)} training clips, {len(test_recs)} held-out; judges loaded")
+
+# The vocoder needs nothing from sections 1-2. With workers > 1 it trains in a second process
+# from here to section 3 while this one trains the text encoder and the VAE, each process on
+# half the cores (two threads buy these small models far less than two models side by side do);
+# the UNet then gets every core. Always the same split for the same `workers`: the same numbers.
+vocoder_waves = load_waves(train_recs[: min(len(train_recs), 3000)], train_mels.shape[-1] * 160)
+vocoder_cfg = VocoderConfig(steps=vocoder_steps, seed=seed + 13) if use_hifigan else None
+split_cores = workers > 1
+vocoder_job = None
+if split_cores:
+    vocoder_job = base_model.start_vocoder(base_dir / "vocoder", vocoder_waves, vocoder_cfg, parallel.threads_per_worker(2))
+    torch.set_num_threads(parallel.threads_per_worker(2))
+    print(f"vocoder: {'training in a second process' if vocoder_job else 'nothing to train'}; "
+          f"this process on {torch.get_num_threads()} thread(s) until section 3")
 
 # %% [markdown]
 # ## 1 · The text encoder: a small T5, pre-trained to read order, then frozen
@@ -187,10 +202,14 @@ plt.show()
 
 # %%
 t0 = time.time()
-vocoder, voc_fig = base_model.fit_vocoder(
-    base_dir / "vocoder", load_waves(train_recs[: min(len(train_recs), 3000)], train_mels.shape[-1] * 160),
-    VocoderConfig(steps=vocoder_steps, seed=seed + 13) if use_hifigan else None)
-timings["vocoder"] = time.time() - t0
+if split_cores:  # wait for the second process, load what it saved, and give this one every core back
+    vocoder, voc_fig = base_model.finish_vocoder(vocoder_job, base_dir / "vocoder", vocoder_waves, vocoder_cfg)
+    torch.set_num_threads(parallel.cpu_count())
+    timings["vocoder_wait"] = time.time() - t0
+else:
+    vocoder, voc_fig = base_model.fit_vocoder(base_dir / "vocoder", vocoder_waves, vocoder_cfg)
+    timings["vocoder"] = time.time() - t0
+print(f"vocoder: {voc_fig.get('vocoder')}, trained in {voc_fig.get('seconds')} s")
 
 check = test_recs[:n_vocoder_check]
 check_mels = test_mels[:n_vocoder_check]

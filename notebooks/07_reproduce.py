@@ -54,6 +54,7 @@ dpo_steps = 300  # as notebook 04: the ablations must differ from DPO only in th
 dpo_batch_size = 8
 dpo_beta = 2000.0
 dpo_lr = 2e-5
+workers = 1  # > 1: train the two ablations side by side in worker processes
 
 # %%
 import json
@@ -66,7 +67,7 @@ import pandas as pd
 import torch
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, dpo, evaluation, metrics, reproduce, reward, scorers
+from t2a_lib import base_model, dpo, evaluation, metrics, parallel, reproduce, reward, scorers
 from t2a_lib.features import split_mels, waves_to_mel
 from t2a_lib.scorers import judge_clips
 
@@ -82,18 +83,21 @@ judges = scorers.load_judges(run_dir)
 # ## Tango 2's ablations: DPO on a subset of the strategies
 #
 # The same DPO as notebook 04 (steps, β, batch, learning rate, seed), trained on the pairs of
-# S2 and S3 only ("w/o S1") or of S1.1 and S1.2 only ("w/o S2&S3").
+# S2 and S3 only ("w/o S1") or of S1.1 and S1.2 only ("w/o S2&S3"). The two are independent:
+# with `workers = 2` they train side by side, one thread each (`t2a_lib.parallel`).
 
 # %%
 sched = dpo.make_train_scheduler_like(base)
 dpo_common = dict(batch_size=dpo_batch_size, lr=dpo_lr, seed=seed,
                   mixed_precision="bf16" if torch.cuda.is_available() else "no")
-if ablations:
+if ablations:  # two independent trainings: with workers > 1, side by side in worker processes
     t0 = time.time()
-    for name, strategies in (("Tango 2 w/o S1", ["S2", "S3"]), ("Tango 2 w/o S2&S3", ["S1.1", "S1.2"])):
-        sub, _ = dpo.load_preference_pairs(run_dir / "preferences", base.text_encoder, base.tokenizer, strategies)
-        dpo.fit_preference_model(run_dir / "models" / reproduce.MODELS[name], base.unet, sched, sub,
-                                 dpo.DPOConfig(steps=dpo_steps, beta=dpo_beta, **dpo_common), progress=False)
+    ablation_sets = {"Tango 2 w/o S1": ["S2", "S3"], "Tango 2 w/o S2&S3": ["S1.1", "S1.2"]}
+    parallel.run_jobs(dpo.fit_on_strategies,
+                      [(run_dir, run_dir / "models" / reproduce.MODELS[name], strategies,
+                        dpo.DPOConfig(steps=dpo_steps, beta=dpo_beta, **dpo_common))
+                       for name, strategies in ablation_sets.items()],
+                      workers, names=list(ablation_sets), desc="ablations")
     timings["ablations"] = time.time() - t0
 unets = {reproduce.BASE: base.unet, **reproduce.load_models(run_dir)}
 print("models:", list(unets))

@@ -96,13 +96,49 @@ def fit_vocoder(folder, waves, config, progress: bool = True):
     folder = Path(folder)
     if config is None:
         return None, {"vocoder": "griffin-lim"}
-    key = {"train": asdict(config), "n": len(waves)}
+    key = _vocoder_key(config, waves)
     if _matches(folder, key):
         return realigned(load_vocoder(folder / "vocoder")), _read(folder)
     t0 = time.time()
     model, losses = train_vocoder(waves, config, progress)
     model.save_pretrained(folder / "vocoder")
     return model, _record(folder, key, vocoder="hifigan", seconds=round(time.time() - t0, 1), losses=losses)
+
+
+def _vocoder_key(config, waves) -> dict:
+    return {"train": asdict(config), "n": len(waves)}
+
+
+def _fit_vocoder_from_file(folder, waves_file, config) -> None:
+    fit_vocoder(folder, np.load(waves_file), config, progress=False)
+
+
+def start_vocoder(folder, waves, config, threads: int):
+    """Begin :func:`fit_vocoder` in a spawned process of ``threads`` threads, so the vocoder (which
+    needs nothing else of the base model) trains while this process trains the text encoder and
+    the VAE. Returns a :class:`t2a_lib.parallel.BackgroundJob`, or None when there is nothing to
+    train (Griffin-Lim, or a vocoder of this config is saved). Collect it with :func:`finish_vocoder`."""
+    from . import parallel
+
+    folder = Path(folder)
+    if config is None or _matches(folder, _vocoder_key(config, waves)):
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    waves_file = folder / "waves.tmp.npy"  # the worker reads its clips from here
+    np.save(waves_file, np.asarray(waves, dtype=np.float32))
+    return parallel.start_job(_fit_vocoder_from_file, folder, str(waves_file), config, threads=threads,
+                              name="vocoder training")
+
+
+def finish_vocoder(job, folder, waves, config):
+    """Wait for :func:`start_vocoder`'s job (None: nothing was started) and return what
+    :func:`fit_vocoder` returns, loading the vocoder the worker saved."""
+    if job is not None:
+        try:
+            job.result()
+        finally:
+            (Path(folder) / "waves.tmp.npy").unlink(missing_ok=True)
+    return fit_vocoder(folder, waves, config)
 
 
 def text_bank(text_encoder, tokenizer, captions: list[str], batch_size: int = 256) -> TextBank:

@@ -228,6 +228,19 @@ def fit_preference_model(folder, base_unet, scheduler, bank: PairBank, config: D
                          fuse_lora=bool(config.lora_rank))
 
 
+def fit_on_strategies(run_dir, folder, strategies: list[str], config: DPOConfig) -> None:
+    """:func:`fit_preference_model` from the run's base pipeline on the pairs of ``strategies``
+    only (notebook 07's ablations), everything read from ``run_dir``: a job for
+    :func:`t2a_lib.parallel.run_jobs`. The model lands in ``folder`` as ``fit_preference_model``
+    leaves it."""
+    from .base_model import load_pipeline
+
+    run_dir = Path(run_dir)
+    base = load_pipeline(run_dir / "base" / "pipeline")
+    bank, _ = load_preference_pairs(run_dir / "preferences", base.text_encoder, base.tokenizer, strategies)
+    fit_preference_model(folder, base.unet, make_train_scheduler_like(base), bank, config, progress=False)
+
+
 def with_unet(pipe, unet):
     """The same pipeline with another UNet (the other components are shared, not copied)."""
     from .tango import TangoPipeline

@@ -158,13 +158,12 @@ def _same_config(folder: Path, config) -> bool:
     return saved == wanted
 
 
-def fit_scorers(folder, detector_config: DetectorConfig, audiotext_configs: list[AudioTextConfig],
-                train: tuple, test: tuple, progress: bool = True) -> tuple[Scorers, dict]:
-    """Train (or, when a model with the same config is already saved, load) one role's
-    detector and audio-text models; write each a model card with its held-out scores.
+def train_scorer(folder, config: DetectorConfig | AudioTextConfig, train: tuple, test: tuple,
+                 progress: bool = True) -> dict:
+    """Train one detector or audio-text model on ``train``, save it in ``folder`` with its loss per
+    step (``losses.json``) and a model card of its scores on ``test``; return the card.
 
     ``train`` and ``test`` are ``(mels, records)`` pairs from :func:`t2a_lib.features.split_mels`.
-    Returns the scorers and ``{model name: model card}``.
     """
     import json
     import time
@@ -175,33 +174,72 @@ def fit_scorers(folder, detector_config: DetectorConfig, audiotext_configs: list
 
     folder = Path(folder)
     (tr_mels, tr_recs), (te_mels, te_recs) = train, test
-    role = detector_config.role
-    cards = {}
-
-    def fit(name, config, train_fn, eval_fn, load_fn):
-        path = folder / name
-        if _same_config(path, config):
-            cards[name] = json.loads((path / "model_card.json").read_text())
-            return load_fn(path, role)
-        t0 = time.time()
-        model, losses = train_fn()
+    t0 = time.time()
+    if isinstance(config, DetectorConfig):
+        n_frames, hop = tr_mels.shape[-1] // 2, config.hop_seconds
+        model, losses = train_detector(config, tr_mels, frame_targets(tr_recs, n_frames, hop), progress)
         seconds = time.time() - t0
-        model.save(path)
-        write_model_card(path, eval_fn(model), seconds, len(tr_recs))
-        (path / "losses.json").write_text(json.dumps(losses))
-        cards[name] = json.loads((path / "model_card.json").read_text())
-        return model
+        scores = evaluate_detector(model, te_mels, frame_targets(te_recs, n_frames, hop), te_recs)
+    else:
+        model, losses = train_audiotext(config, tr_mels, [r.captions for r in tr_recs], progress)
+        seconds = time.time() - t0
+        scores = evaluate_audiotext(model, te_mels, [r.captions for r in te_recs], n_candidates=min(100, len(te_recs)))
+    model.save(folder)
+    (folder / "losses.json").write_text(json.dumps(losses))
+    write_model_card(folder, scores, seconds, len(tr_recs))  # written last: a complete model has a card
+    return json.loads((folder / "model_card.json").read_text())
 
-    hop = detector_config.hop_seconds
-    n_frames = tr_mels.shape[-1] // 2
-    detector = fit("detector", detector_config,
-                   lambda: train_detector(detector_config, tr_mels, frame_targets(tr_recs, n_frames, hop), progress),
-                   lambda m: evaluate_detector(m, te_mels, frame_targets(te_recs, n_frames, hop), te_recs),
-                   EventDetector.load)
-    captions_tr, captions_te = [r.captions for r in tr_recs], [r.captions for r in te_recs]
-    models = [fit(f"audiotext_{i}", cfg,
-                  lambda cfg=cfg: train_audiotext(cfg, tr_mels, captions_tr, progress),
-                  lambda m: evaluate_audiotext(m, te_mels, captions_te, n_candidates=min(100, len(te_recs))),
-                  AudioTextModel.load)
-              for i, cfg in enumerate(audiotext_configs)]
-    return Scorers(role, detector, models), cards
+
+def _train_scorer_from_files(folder, config, train_file, train_records, test_file, test_records) -> dict:
+    """:func:`train_scorer` in a worker process, reading the mels from ``.npy`` files."""
+    load = lambda f: torch.from_numpy(np.load(f))  # noqa: E731
+    return train_scorer(folder, config, (load(train_file), train_records), (load(test_file), test_records),
+                        progress=False)
+
+
+def fit_scorers(families: dict[str, tuple], train: tuple, test: tuple, progress: bool = True,
+                workers: int = 1) -> tuple[dict[str, Scorers], dict]:
+    """Train (or, where a model of the same config is already saved, load) every scorer of every
+    role, each with a model card of its held-out scores.
+
+    ``families`` maps a role to ``(folder, detector_config, audiotext_configs)`` (see
+    :func:`scorer_configs`); ``train`` and ``test`` are ``(mels, records)`` pairs. With ``workers``
+    > 1 the models train in that many one-thread processes (:mod:`t2a_lib.parallel`), the
+    recurrent rankers first. Returns ``{role: Scorers}`` and ``{"role/model": model card}``.
+    """
+    import json
+    import tempfile
+
+    from . import parallel
+
+    todo = []  # (folder, config) of every model not saved yet with this config
+    for role, (folder, det_cfg, at_cfgs) in families.items():
+        if det_cfg.role != role or any(c.role != role for c in at_cfgs):
+            raise RoleError(f"the {role} family's configs must all have role {role!r}")
+        named = [("detector", det_cfg)] + [(f"audiotext_{i}", c) for i, c in enumerate(at_cfgs)]
+        todo += [(Path(folder) / name, cfg) for name, cfg in named if not _same_config(Path(folder) / name, cfg)]
+    todo.sort(key=lambda job: (isinstance(job[1], DetectorConfig), job[1].role != "ranker"))  # longest first
+    names = [f"{cfg.role}/{path.name}" for path, cfg in todo]
+    if workers > 1 and todo:
+        with tempfile.TemporaryDirectory(prefix="scorer-inputs-") as tmp:
+            files = {}
+            for split, (mels, _) in (("train", train), ("test", test)):
+                files[split] = str(Path(tmp) / f"{split}.npy")
+                np.save(files[split], mels.numpy())
+            parallel.run_jobs(_train_scorer_from_files,
+                              [(path, cfg, files["train"], train[1], files["test"], test[1]) for path, cfg in todo],
+                              workers, names, desc="scorers", progress=progress)
+    else:
+        for (path, cfg), name in zip(todo, names):
+            print(f"training {name}")
+            train_scorer(path, cfg, train, test, progress)
+
+    sets, cards = {}, {}
+    for role, (folder, det_cfg, at_cfgs) in families.items():
+        folder = Path(folder)
+        detector = EventDetector.load(folder / "detector", role)
+        models = [AudioTextModel.load(folder / f"audiotext_{i}", role) for i in range(len(at_cfgs))]
+        sets[role] = Scorers(role, detector, models)
+        for name in ["detector"] + [f"audiotext_{i}" for i in range(len(at_cfgs))]:
+            cards[f"{role}/{name}"] = json.loads((folder / name / "model_card.json").read_text())
+    return sets, cards
