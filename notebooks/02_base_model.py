@@ -66,7 +66,8 @@
 # given both present stayed at 0.41 [0.30, 0.52]. A grounding term on its cross-attention
 # (section 9) with the plain v-loss teaches it: 0.86 [0.79, 0.93], presence 0.91. The `default`
 # profile trains 600 steps to stay inside the 15-minute training budget: order 0.81 [0.70, 0.93],
-# presence 0.74 (section 9 has the trade).
+# presence 0.74 (section 9 has the trade; 0.74 and 0.72 at commit 0f85ca4, where the text encoder
+# and the VAE train on one thread beside the vocoder and so round differently).
 
 # %% tags=["parameters"]
 run_dir = "papermill_runs/dev"

@@ -1,10 +1,21 @@
 """Independent CPU jobs in worker processes, each at a fixed number of threads.
 
-On a 2-core CPU PyTorch's second intra-op thread buys little for small recurrent models: a
-BiGRU event detector trains *faster* on one thread than on two, an audio-text model 1.25x slower
-(a diffusion UNet, by contrast, 1.7x slower). Two one-thread processes therefore train two such
-models in about the time one two-thread process takes for one. Notebook 01 trains its five
-scorers this way, and notebook 02 trains the vocoder beside the text encoder and the VAE.
+On a 2-core CPU PyTorch's second intra-op thread buys little for small models. Time on one
+thread against two (default world; the same work, nothing else running):
+
+    ranker event detector (conv + BiGRU), 1 epoch of 1,280 clips    2.5 s against 3.3 s  (0.76x)
+    ranker audio-text model (BiGRU + Transformer), same              6.9 s against 5.5 s  (1.25x)
+    HiFi-GAN vocoder, 4,000 steps of 8                               345 s against 262 s  (1.3x)
+    text encoder pre-training (notebook 02)                          120 s against 83 s   (1.45x)
+    UNet training step, batch 16                                     0.53 s against 0.31 s (1.7x)
+    sampling 16 clips, 10 steps                                      5.0 s against 2.8 s  (1.8x)
+    VAE, 300 steps                                                   165 s against 89 s   (1.85x)
+
+Two one-thread processes side by side each run as fast as one alone, so two models that gain
+little from a second thread train in about the time of one. Notebook 01 trains its five scorers
+in two such processes (01_judges 243 s against 327 s), notebook 02 trains the vocoder beside the
+text encoder and the VAE (02 875 s against 916 s), and notebook 07 trains its two ablations
+side by side (134 s against 178 s). Full default runs at commits 0f85ca4 and ba00f17.
 
 Results depend on the thread count (float sums split differently), never on timing or on which
 worker ran a job: with ``workers`` > 1 every job runs at ``threads_per_worker(workers)`` threads,
