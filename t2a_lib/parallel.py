@@ -53,8 +53,13 @@ def threads_per_worker(workers: int) -> int:
 
 
 def _init_worker(threads: int) -> None:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
+    for lib in (diffusers_logging, transformers_logging):  # a worker's output lands in the caller's cell
+        lib.disable_progress_bar()
 
 
 def start_pool(workers: int, threads: int | None = None) -> ProcessPoolExecutor:
