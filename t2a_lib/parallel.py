@@ -121,9 +121,6 @@ class BackgroundJob:
     pool: ProcessPoolExecutor
     future: Future
 
-    def done(self) -> bool:
-        return self.future.done()
-
     def result(self):
         """Wait for the job; its return value, or :class:`JobError` naming it."""
         try:
@@ -133,9 +130,6 @@ class BackgroundJob:
             raise
         self.pool.shutdown()
         return out
-
-    def cancel(self) -> None:
-        stop_pool(self.pool)
 
 
 def start_job(fn, *args, threads: int, name: str) -> BackgroundJob:

@@ -212,12 +212,14 @@ def fit_scorers(families: dict[str, tuple], train: tuple, test: tuple, progress:
 
     from . import parallel
 
-    todo = []  # (folder, config) of every model not saved yet with this config
+    models = {}  # role -> [(folder of one model, its config)], the detector first
     for role, (folder, det_cfg, at_cfgs) in families.items():
         if det_cfg.role != role or any(c.role != role for c in at_cfgs):
             raise RoleError(f"the {role} family's configs must all have role {role!r}")
-        named = [("detector", det_cfg)] + [(f"audiotext_{i}", c) for i, c in enumerate(at_cfgs)]
-        todo += [(Path(folder) / name, cfg) for name, cfg in named if not _same_config(Path(folder) / name, cfg)]
+        models[role] = [(Path(folder) / "detector", det_cfg)] + \
+            [(Path(folder) / f"audiotext_{i}", c) for i, c in enumerate(at_cfgs)]
+    todo = [(path, cfg) for role_models in models.values() for path, cfg in role_models
+            if not _same_config(path, cfg)]  # every model not saved yet with this config
     todo.sort(key=lambda job: (isinstance(job[1], DetectorConfig), job[1].role != "ranker"))  # longest first
     names = [f"{cfg.role}/{path.name}" for path, cfg in todo]
     if workers > 1 and todo:
@@ -235,11 +237,9 @@ def fit_scorers(families: dict[str, tuple], train: tuple, test: tuple, progress:
             train_scorer(path, cfg, train, test, progress)
 
     sets, cards = {}, {}
-    for role, (folder, det_cfg, at_cfgs) in families.items():
-        folder = Path(folder)
-        detector = EventDetector.load(folder / "detector", role)
-        models = [AudioTextModel.load(folder / f"audiotext_{i}", role) for i in range(len(at_cfgs))]
-        sets[role] = Scorers(role, detector, models)
-        for name in ["detector"] + [f"audiotext_{i}" for i in range(len(at_cfgs))]:
-            cards[f"{role}/{name}"] = json.loads((folder / name / "model_card.json").read_text())
+    for role, ((det_path, _), *at_models) in models.items():
+        sets[role] = Scorers(role, EventDetector.load(det_path, role),
+                             [AudioTextModel.load(path, role) for path, _ in at_models])
+        for path, _ in [(det_path, None), *at_models]:
+            cards[f"{role}/{path.name}"] = json.loads((path / "model_card.json").read_text())
     return sets, cards
