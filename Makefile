@@ -6,9 +6,11 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= default
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
-export MPLBACKEND := Agg
+# notebooks plot inline (the kernel's own backend), so executed notebooks keep their figures;
+# the test targets stay headless
+HEADLESS := MPLBACKEND=Agg
 
-.PHONY: setup reproduce smoke test test-fast lab notebooks clean-runs
+.PHONY: setup reproduce smoke base test test-fast lab notebooks clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,11 +30,17 @@ reproduce: setup
 smoke: setup
 	$(BIN)/python -m t2a_lib.pipeline --profile smoke
 
+# rebuild releases/ (the base model and the scorers that `default` starts from): the scratch
+# profile's notebooks 00-02 train them on the default world, then they are exported
+base: setup
+	$(BIN)/python -m t2a_lib.pipeline --profile scratch --only 00 01 02
+	$(BIN)/python -m t2a_lib.release export papermill_runs/scratch
+
 test: setup
-	$(BIN)/python -m pytest
+	$(HEADLESS) $(BIN)/python -m pytest
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(HEADLESS) $(BIN)/python -m pytest -m "not slow"
 
 lab: setup
 	$(BIN)/python -m ipykernel install --user --name t2a-lib --display-name "t2a-lib (.venv)"

@@ -52,6 +52,7 @@ n_demo = 200
 n_boot = 1000
 workers = 1  # > 1: train the five models in that many processes (one thread each on 2 cores)
 real_clap_path = None  # a local laion/clap-htsat-unfused folder (or a laion_clap .pt) to score with too
+use_release = True  # load releases/scorers when they were trained on this run's world
 
 # %%
 import json
@@ -66,7 +67,7 @@ import torch
 from IPython.display import Audio, Markdown, display
 from scipy.special import softmax
 
-from t2a_lib import corrupt, metrics, scorers
+from t2a_lib import corrupt, metrics, release, scorers
 from t2a_lib.features import load_waves, split_mels, waves_to_mel
 from t2a_lib.world import CLASSES
 
@@ -84,8 +85,10 @@ print({name: tuple(m.shape) for name, (m, _) in {"train": train, "val": val, "te
 # %% [markdown]
 # ## Train (or load) both families
 #
-# A model whose saved config matches is loaded instead of retrained, so re-running the
-# notebook is cheap. Every model gets a `model_card.json` with its held-out scores on the
+# The suite releases its own scorers (`releases/scorers`, with a model card; rebuilt by
+# `make base`). With `use_release = True` and a world whose fingerprint matches the release's,
+# they are copied into this run and loaded; otherwise they train here. A model whose saved
+# config matches is loaded instead of retrained, so re-running the notebook is cheap. Every model gets a `model_card.json` with its held-out scores on the
 # test split. With `workers = 2` (the profiles' setting) the five models train in two
 # processes of one thread each: on two cores a second thread speeds these small recurrent and
 # convolutional models up by far less than a second model running beside them
@@ -96,6 +99,8 @@ families = {role: (folder, *scorers.scorer_configs(role, scorers.DEFAULT_SEEDS[r
                                                    n_rankers if role == "ranker" else 1,
                                                    detector_epochs, audiotext_epochs))
             for role, folder in (("ranker", scorers.rankers_dir(run_dir)), ("judge", scorers.judges_dir(run_dir)))}
+used, why = release.install_scorers(run_dir) if use_release else (False, "use_release is off")
+print("scorers: the release (releases/scorers), trained on this world" if used else f"scorers: training here: {why}")
 fitted, cards = scorers.fit_scorers(families, train, test, workers=workers)
 judges, rankers = fitted["judge"], fitted["ranker"]
 
@@ -257,6 +262,7 @@ figures = {
                            for k, v in r.items() if not isinstance(v, str)}
                     for name, r in demo.to_dict(orient="index").items()},
     "real_clap": real_label,
+    "release": {"used": used, "why_not": why},
     "wall_seconds": round(time.time() - t_start, 1),
 }
 (run_dir / "01_judges.json").write_text(json.dumps(figures, indent=2, default=float))

@@ -34,6 +34,8 @@
 #
 # What the paper could not measure: is the ranker's winner **really** better? The world knows;
 # the judges (never used to rank) check whether all prompted events are present and in order.
+# And the world can make **gold pairs**, whose winner is known by construction (last section):
+# the positive control that the ranked set's noise is measured against.
 
 # %% tags=["parameters"]
 run_dir = "papermill_runs/dev"
@@ -48,6 +50,8 @@ s3_perturbations = 2
 guidance = 3.0
 listener = "workshop"
 n_listen_pairs = 20
+gold_order = 600  # gold pairs whose loser has two events trading places in time
+gold_presence = 600  # gold pairs whose loser misses one event
 
 # %%
 import json
@@ -58,7 +62,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, preferences, scorers
+from t2a_lib import base_model, gold_pairs, preferences, scorers
 from t2a_lib.datasets import load_split
 from t2a_lib.widgets import PairListener
 
@@ -126,6 +130,32 @@ fig.savefig(run_dir / "figures" / "03_preference_set.png", dpi=90)
 plt.show()
 
 # %% [markdown]
+# ## Gold pairs: a positive control
+#
+# For training captions with two or more foreground events the world renders the captioned
+# scene (the winner) and a perturbed scene (the loser): two events trading places in time
+# (**order** pairs, temporal captions) or one event removed (**presence** pairs). Both go
+# through the base model's VAE into the latent space of the ranked pairs, so notebook 04 trains
+# DPO on them unchanged. Their labels are right by construction, so DPO on gold pairs is the
+# ceiling that ranking noise is measured against. The table below measures that noise directly:
+# how often the rankers, which rank the preference set above, prefer the true winner.
+
+# %%
+t0 = time.time()
+gold = gold_pairs.build_gold_set(run_dir / "gold", run_dir / "world", pipe.vae,
+                                 gold_pairs.GoldConfig(n_order=gold_order, n_presence=gold_presence, seed=seed),
+                                 rankers=rankers)
+gold_seconds = time.time() - t0
+gold_accuracy = gold_pairs.ranker_accuracy(gold)
+print(f"{len(gold)} gold pairs rendered and encoded in {gold_seconds:.0f} s:", gold.kind.value_counts().to_dict())
+display(gold_accuracy.style.format({"ranker_accuracy": "{:.3f}", "mean_margin": "{:.4f}"}))
+for kind, g in gold[gold.chosen != ""].groupby("kind"):
+    row = g.iloc[0]
+    display(Markdown(f"**{row.prompt}** — gold {kind} pair"))
+    display(Markdown("winner (the captioned scene)"), Audio(str(run_dir / "gold" / row.chosen), rate=16000))
+    display(Markdown("loser (the perturbed scene)"), Audio(str(run_dir / "gold" / row.rejected), rate=16000))
+
+# %% [markdown]
 # ## Listen to pairs
 #
 # A blind A/B listener: the prompt, two clips in random order, their spectrograms; say which is
@@ -162,6 +192,8 @@ figures = {
     "thresholds": thresholds,
     "table2": json.loads(table2.drop(columns=["pairs (paper)"]).to_json(orient="index")),
     "generation_clips_per_second": len(clips) / gen_seconds,
+    "gold_pairs": {"pairs": len(gold), "by_kind": gold.kind.value_counts().to_dict(), "seconds": round(gold_seconds, 1),
+                   "ranker_accuracy": json.loads(gold_accuracy.to_json(orient="index"))},
     "wall_seconds": round(time.time() - t_start, 1),
 }
 (run_dir / "03_preferences.json").write_text(json.dumps(figures, indent=2, default=float))

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 04 · Diffusion-DPO (Tango 2), SFT on winners, and online CLAP-ranked rounds
+# # 04 · Diffusion-DPO (Tango 2), on ranked and on gold pairs; SFT on winners; online CLAP-ranked rounds
 #
 # For a pair of latents of the same prompt $c$, winner $x^w$ and loser $x^l$, the fine-tuned
 # UNet $\epsilon_\theta$ and the frozen base $\epsilon_\text{ref}$ see the **same** timestep $t$
@@ -30,27 +30,40 @@
 # difference between the pair, not either sample. The share of pairs on the right side of that
 # margin is the **implicit accuracy**; we plot it and the four errors, not only the loss.
 #
+# DPO trains twice, with the same settings: on notebook 03's **ranked** pairs (Tango 2) and on
+# its **gold** pairs, whose labels are right by construction (the positive control). Each trains
+# with `n_seeds` seeds, so the claims table can show whether a verdict holds across seeds.
 # Baselines: **SFT on winners** (the plain diffusion loss on chosen samples), and TangoFlux's
 # **CRPO**: each round samples $N$ clips per prompt from the *current* model, the ranker's best
 # against its worst, trained with $\mathcal{L}_\text{DPO} + \ell(x^w)$.
+#
+# **Choosing β, the learning rate and the steps.** With `sweep_*` lists set (the `scratch` and
+# `gpu` profiles), each value is tried with the others fixed, and the candidates are scored on
+# *validation* prompts by the **rankers** (never by the judges, never on test prompts); the best
+# is used below. The `default` profile uses the values the `scratch` profile's sweep chose.
 
 # %% tags=["parameters"]
 run_dir = "papermill_runs/dev"
 profile = "dev"
 seed = 0
 beta = 2000.0
-dpo_steps = 300
+dpo_steps = 150
 sft_first_steps = 0
 batch_size = 8
-lr = 2e-5  # DPO's β-scaled gradients: 1e-4 raised the winners' error 75% in 150 steps
+lr = 2e-5
 lora_rank = None
-crpo_rounds = 2
-crpo_prompts = 48
+n_seeds = 2  # DPO and gold-pair DPO train with this many seeds
+sweep_lr = []  # learning rates to try (empty: no sweep)
+sweep_beta = []
+sweep_steps = []
+sweep_prompts = 64  # validation prompts the rankers score each candidate on
+crpo_rounds = 1
+crpo_prompts = 32
 crpo_samples = 4
-crpo_steps = 60
-eval_per_kind = 40
+crpo_steps = 40
 sample_steps = 10
 guidance = 3.0
+eval_output = "mel"
 n_boot = 1000
 
 # %%
@@ -64,52 +77,78 @@ import pandas as pd
 import torch
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, dpo, evaluation, preferences, scorers
+from t2a_lib import base_model, claims, dpo, evaluation, preferences, reproduce, scorers
 from t2a_lib.datasets import load_split
+from t2a_lib.vocoder import vocode
 
 run_dir = Path(run_dir)
-models_dir = run_dir / "models"
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
 t_start, timings = time.time(), {}
 base = base_model.load_pipeline(run_dir / "base" / "pipeline")
 judges, rankers = scorers.load_judges(run_dir), scorers.load_rankers(run_dir)
 sched = dpo.make_train_scheduler_like(base)
 bank, pairs = dpo.load_preference_pairs(run_dir / "preferences", base.text_encoder, base.tokenizer)
-print(f"{len(bank)} preference pairs:", pairs.strategy.value_counts().to_dict())
-common = dict(batch_size=batch_size, lr=lr, lora_rank=lora_rank, seed=seed,
+gold_bank, gold = dpo.load_preference_pairs(run_dir / "gold", base.text_encoder, base.tokenizer)
+print(f"{len(bank)} ranked pairs:", pairs.strategy.value_counts().to_dict())
+print(f"{len(gold_bank)} gold pairs:", gold.strategy.value_counts().to_dict())
+common = dict(batch_size=batch_size, lora_rank=lora_rank,
               mixed_precision="bf16" if torch.cuda.is_available() else "no")
 
 # %% [markdown]
-# ## Train: DPO, SFT on winners
+# ## Choosing the settings on validation prompts, by the rankers
 
 # %%
-runs = {}
-t0 = time.time()
-runs["DPO (Tango 2)"] = dpo.fit_preference_model(models_dir / "dpo", base.unet, sched, bank,
-                                                 dpo.DPOConfig(steps=dpo_steps, beta=beta, sft_first_steps=sft_first_steps, **common))
-timings["dpo"] = time.time() - t0
-t0 = time.time()
-runs["SFT on winners"] = dpo.fit_preference_model(models_dir / "sft", base.unet, sched, bank,
-                                                  dpo.DPOConfig(steps=dpo_steps, loss="sft", **common))
-timings["sft"] = time.time() - t0
+sweep = None
+if sweep_lr or sweep_beta or sweep_steps:
+    t0 = time.time()
+    val_prompts = preferences.seed_prompts(load_split(run_dir / "world", "val"), sweep_prompts, seed)
+    grid = {"lr": sweep_lr, "beta": sweep_beta, "steps": sweep_steps}
+    sweep = dpo.sweep(run_dir / "models" / "sweep", base, sched, bank,
+                      dpo.DPOConfig(steps=dpo_steps, beta=beta, lr=lr, seed=seed, **common), grid,
+                      rankers, val_prompts, sample_steps, guidance)
+    candidates = sweep[sweep.candidate != "base"]
+    best = candidates.loc[candidates.score.idxmax()]
+    lr, beta, dpo_steps = float(best.lr), float(best.beta), int(best.steps)
+    timings["sweep"] = time.time() - t0
+    display(sweep.style.format(precision=4))
+print(f"DPO settings used below: lr {lr:g}, β {beta:g}, {dpo_steps} steps of {batch_size} pairs")
+
+# %% [markdown]
+# ## Train: DPO on ranked and on gold pairs, SFT on winners
 
 # %%
-hist = pd.DataFrame(runs["DPO (Tango 2)"][1])
-pref = hist[hist.phase == 1]
+t0 = time.time()
+histories = {}
+for k in range(n_seeds):
+    cfg = dpo.DPOConfig(steps=dpo_steps, beta=beta, lr=lr, sft_first_steps=sft_first_steps, seed=seed + k, **common)
+    for model_id, pair_bank in (("dpo", bank), ("gold", gold_bank)):
+        _, histories[model_id, k] = dpo.fit_preference_model(reproduce.model_dir(run_dir, model_id, k), base.unet,
+                                                             sched, pair_bank, cfg)
+_, histories["sft", 0] = dpo.fit_preference_model(reproduce.model_dir(run_dir, "sft"), base.unet, sched, bank,
+                                                  dpo.DPOConfig(steps=dpo_steps, lr=lr, loss="sft", seed=seed, **common))
+timings["train"] = time.time() - t0
+
+# %%
 smooth = lambda s: s.rolling(20, min_periods=1).mean()  # noqa: E731
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.2))
-axes[0].plot(smooth(pref.dpo_loss))
-axes[0].axhline(np.log(2), color="k", linestyle=":", label="ln 2 (policy = reference)")
-axes[0].set(title="DPO loss", xlabel="step")
-axes[0].legend()
-axes[1].plot(smooth(pref.implicit_acc))
+for (model_id, k), hist in histories.items():
+    if model_id == "sft":
+        continue
+    h = pd.DataFrame(hist)
+    h = h[h.phase == 1]
+    label = f"{claims.MODEL_NAMES[model_id]}, seed {k}"
+    axes[0].plot(smooth(h.dpo_loss), label=label)
+    axes[1].plot(smooth(h.implicit_acc), label=label)
+    axes[2].plot(smooth(h.mse_w - h.ref_w), label=f"{label}: winner")
+    axes[2].plot(smooth(h.mse_l - h.ref_l), linestyle="--", label=f"{label}: loser")
+axes[0].axhline(np.log(2), color="k", linestyle=":")
+axes[0].set(title="DPO loss (dotted: ln 2, policy = reference)", xlabel="step")
 axes[1].axhline(0.5, color="k", linestyle=":")
 axes[1].set(title="implicit accuracy", xlabel="step", ylim=(0, 1))
-axes[2].plot(smooth(pref.mse_w - pref.ref_w), label="winner: policy − reference")
-axes[2].plot(smooth(pref.mse_l - pref.ref_l), label="loser: policy − reference")
 axes[2].axhline(0, color="k", linestyle=":")
 axes[2].set(title="errors relative to the reference", xlabel="step")
-axes[2].legend()
+for ax in axes:
+    ax.legend(fontsize=6)
 fig.tight_layout()
 fig.savefig(run_dir / "figures" / "04_dpo_training.png", dpi=90)
 plt.show()
@@ -120,74 +159,82 @@ plt.show()
 # %%
 t0 = time.time()
 crpo_pool = preferences.seed_prompts(load_split(run_dir / "world", "train"), crpo_prompts, seed + 1)
-crpo_unet, crpo_log = dpo.fit_crpo(models_dir / "crpo", base, rankers, crpo_pool, crpo_rounds, crpo_samples,
-                                   dpo.DPOConfig(steps=crpo_steps, beta=beta, batch_size=batch_size, lr=lr, seed=seed + 5),
+crpo_unet, crpo_log = dpo.fit_crpo(reproduce.model_dir(run_dir, "crpo"), base, rankers, crpo_pool, crpo_rounds,
+                                   crpo_samples, dpo.DPOConfig(steps=crpo_steps, beta=beta, lr=lr, seed=seed, **common),
                                    sample_steps, guidance)
-runs["CRPO"] = (crpo_unet, [h for r in crpo_log for h in r["history"]])
 timings["crpo"] = time.time() - t0
 display(pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in crpo_log]))
 
 # %% [markdown]
-# ## Evaluate: every model on the same held-out prompts and seeds, judged by the judges
+# ## Evaluate: every model on the run's held-out prompts, judged by the judges
 #
-# Differences are paired (same prompt, same seed) with 95% bootstrap intervals.
+# Every model samples the evaluation set of notebook 02 with the same seed, so differences are
+# paired (same prompt, same noise). Models with several seeds are pooled; the claims that these
+# models answer are shown with each seed's effect beside the pooled one (notebook 07 answers the
+# rest).
 
 # %%
 t0 = time.time()
-prompts = evaluation.evaluation_prompts(load_split(run_dir / "world", "test"), eval_per_kind, seed=seed)
-tables, audio = {}, {}
-for name, unet in [("base", base.unet)] + [(k, v[0]) for k, v in runs.items()]:
-    j, audio[name] = evaluation.judge_model(dpo.with_unet(base, unet), judges, prompts, seed + 1, sample_steps,
-                                            guidance, progress=False, cache_dir=run_dir / "samples")
-    tables[name] = j.table
+models = {"base": [base.unet], **{m: u for m, u in reproduce.load_models(run_dir).items() if m in
+                                  ("dpo", "gold", "sft", "crpo")}}
+tables, samples = {}, {}
+for model_id, unets in models.items():
+    for k, unet in enumerate(unets):
+        judged, mels = evaluation.evaluate_on(dpo.with_unet(base, unet), judges, run_dir, "tango", sample_steps,
+                                              guidance, output=eval_output)
+        tables.setdefault(model_id, []).append(judged.table)
+        samples.setdefault(model_id, []).append(mels)
 timings["evaluation"] = time.time() - t0
-effects = evaluation.paired_effects(tables, "base", metrics=("presence", "all_present", "order", "clap"),
-                                    subsets={k: evaluation.SUBSETS[k] for k in ("multi-event", "temporal", "single-event")},
-                                    n_boot=n_boot, seed=seed)
-display(effects.style.format(precision=3).apply(
-    lambda r: ["background-color: #dfd" if r["excludes zero"] and r.difference > 0 else
-               "background-color: #fdd" if r["excludes zero"] else "" for _ in r], axis=1))
+here = [c for c in claims.CLAIMS if c.prompts == "tango" and c.model in tables and c.baseline in tables]
+answered = claims.answer_all({"tango": tables}, here, n_boot=n_boot, seed=seed)
+display(answered[["claim", "measure", "n", "ours", "per seed", "half-width", "MDE", "continuous", "verdict"]])
 
 # %%
-show = effects[effects.metric.isin(["presence", "order"]) & effects.subset.isin(["multi-event", "temporal"])]
-fig, ax = plt.subplots(figsize=(11, 3.5))
-labels = [f"{r.model}\n{r.subset} {r.metric}" for r in show.itertuples()]
-ax.errorbar(range(len(show)), show.difference, yerr=[show.difference - show.low, show.high - show.difference],
-            fmt="o", capsize=3)
-ax.axhline(0, color="k", linestyle=":")
-ax.set_xticks(range(len(show)), labels, rotation=60, ha="right", fontsize=7)
-ax.set(title="change over the base model (judges; paired 95% CIs)")
+show = answered[answered.difference.notna()]
+fig, ax = plt.subplots(figsize=(10, 0.5 + 0.45 * len(show)))
+y = np.arange(len(show))
+ax.errorbar(show.difference, y, xerr=[show.difference - show.low, show.high - show.difference], fmt="o", capsize=3)
+ax.axvline(0, color="k", linestyle=":")
+ax.set_yticks(y, [f"{r.measure}" for r in show.itertuples()], fontsize=7)
+ax.invert_yaxis()
+ax.set(title="paired effects on held-out prompts (judges; 95% bootstrap intervals; seeds pooled)", xlabel="difference")
 fig.tight_layout()
 fig.savefig(run_dir / "figures" / "04_effects.png", dpi=90)
 plt.show()
 
 # %% [markdown]
 # ## Before and after: listen
+#
+# Temporal prompts where the judges' verdicts differ between the base model and DPO on gold pairs.
 
 # %%
-temporal_idx = [i for i, r in enumerate(tables["base"].itertuples()) if r.relation in ("then", "after", "before")][:3]
-for i in temporal_idx:
-    display(Markdown(f"**{prompts[i]}**"))
-    for name in tables:
-        row = tables[name].iloc[i]
-        display(Markdown(f"*{name}* — judge hears {', '.join(row.detected) or 'nothing'}; order {row.order}"))
-        display(Audio(audio[name][i], rate=16000))
+base_t, gold_t = tables["base"][0], tables["gold"][0]
+changed = np.flatnonzero((base_t.order.fillna(-1) != gold_t.order.fillna(-1)).to_numpy())[:3]
+for i in changed:
+    display(Markdown(f"**{base_t.caption[i]}**"))
+    for model_id in ("base", "dpo", "gold"):
+        row = tables[model_id][0].iloc[i]
+        display(Markdown(f"*{claims.MODEL_NAMES[model_id]}* — judge hears {', '.join(row.detected) or 'nothing'}; "
+                         f"in order: {bool(row.order)}"))
+        display(Audio(vocode(torch.from_numpy(samples[model_id][0][i:i + 1]), base.vocoder)[0], rate=16000))
 
 # %% [markdown]
 # ## Figures for the report
 
 # %%
+final = {f"{m}/s{k}": {c: float(pd.DataFrame(h)[c].tail(20).mean()) for c in
+                       ("dpo_loss", "implicit_acc", "mse_w", "mse_l", "ref_w", "ref_l")}
+         for (m, k), h in histories.items() if m != "sft"}
 figures = {
     "profile": profile,
-    "pairs": len(bank),
-    "beta": beta,
-    "dpo_final": {k: float(pref[k].tail(20).mean()) for k in ("dpo_loss", "implicit_acc", "mse_w", "mse_l", "ref_w", "ref_l")},
+    "pairs": {"ranked": len(bank), "gold": len(gold_bank)},
+    "settings": {"lr": lr, "beta": beta, "steps": dpo_steps, "batch_size": batch_size, "seeds": n_seeds},
+    "sweep": None if sweep is None else json.loads(sweep.to_json(orient="records")),
+    "dpo_final": final,
     "crpo": [{k: v for k, v in r.items() if k != "history"} for r in crpo_log],
-    "effects": json.loads(effects.to_json(orient="records")),
-    "summary": {name: json.loads(evaluation.summarize(t, n_boot=200, seed=seed, by="relation").to_json(orient="index"))
-                for name, t in tables.items()},
+    "effects": json.loads(answered.to_json(orient="records")),
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
     "wall_seconds": round(time.time() - t_start, 1),
 }
 (run_dir / "04_dpo.json").write_text(json.dumps(figures, indent=2, default=float))
-effects[effects.subset.isin(["multi-event", "temporal"])]
+answered[["claim", "measure", "ours", "verdict"]]

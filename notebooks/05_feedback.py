@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, metrics, reward, scorers, widgets
+from t2a_lib import base_model, evaluation, metrics, reward, scorers, widgets
 from t2a_lib.features import waves_to_mel, load_waves
 from t2a_lib.manifest import ManifestRecord, read_manifest
 
@@ -79,12 +79,13 @@ rankers = scorers.load_rankers(run_dir)
 # ## Prompts and samples
 #
 # Prompts come from the world grammar, phrased freely ("…, then …", "… followed by …",
-# "… while …", "… with … in the background"). The evaluation prompts of notebook 06 are drawn
-# separately and never overlap these.
+# "… while …", "… with … in the background"). None of them is one of the run's BATON
+# evaluation prompts (written by notebook 02, `eval/baton.parquet`).
 
 # %%
 t0 = time.time()
-hd_prompts = reward.baton_prompts(n_integrity, n_temporal, seed=seed)
+eval_prompts = set(evaluation.load_eval_set(run_dir, "baton").prompt)
+hd_prompts = reward.baton_prompts(n_integrity, n_temporal, seed=seed, exclude=eval_prompts)
 hd = reward.sample_set(pipe, hd_prompts, samples_per_prompt, sample_steps, guidance, seed, baton_dir / "hd")
 timings["generate_hd"] = time.time() - t0
 display(hd[["task", "caption"]].drop_duplicates().groupby("task").head(3))
@@ -182,7 +183,7 @@ plt.show()
 # %%
 t0 = time.time()
 rd_prompts = reward.baton_prompts(n_rd_prompts // 2, n_rd_prompts - n_rd_prompts // 2, seed=seed + 1,
-                                  exclude=set(hd_prompts.caption))
+                                  exclude=set(hd_prompts.caption) | eval_prompts)
 rd = reward.sample_set(pipe, rd_prompts, samples_per_prompt, sample_steps, guidance, seed + 1, baton_dir / "rd")
 rd_mels = waves_to_mel(load_waves([ManifestRecord("world-baton", loc, cap) for loc, cap in zip(rd.location, rd.caption)]))
 rd["feedback"] = reward.reward(rm, *reward.embed_pairs(model_at, rd_mels, rd.caption.tolist()))

@@ -23,8 +23,8 @@
 # The feedback term is maximum likelihood on the clips that were accepted (weighted by how
 # much); the pre-training term keeps the model near the data. Rewards are the labels of
 # notebook 05 (**HD**, 0/1), the reward model's scores on more audio (**RD**, in $[0, 1]$), or
-# both (**HD+RD**, BATON's best). Judged on new Integrity and Temporal prompts: presence on
-# Integrity, order on Temporal.
+# both (**HD+RD**, BATON's best). HD and HD+RD train with `n_seeds` seeds. Judged on the run's
+# BATON evaluation prompts (notebook 02): all present on Integrity, order on Temporal.
 
 # %% tags=["parameters"]
 run_dir = "papermill_runs/dev"
@@ -36,10 +36,10 @@ batch_size = 8
 pretrain_batch_size = 8
 lr = 1e-4
 n_pretrain = 2500
-eval_integrity = 60
-eval_temporal = 60
+n_seeds = 2  # HD and HD+RD train with this many seeds (RD with one)
 sample_steps = 10
 guidance = 3.0
+eval_output = "mel"
 n_boot = 1000
 
 # %%
@@ -54,12 +54,11 @@ import torch
 from IPython.display import Audio, Markdown, display
 from safetensors.torch import load_file
 
-from t2a_lib import base_model, baton, dpo, evaluation, reward, scorers
+from t2a_lib import base_model, baton, claims, dpo, evaluation, reproduce, scorers
 from t2a_lib.autoencoder import encode_mels
 from t2a_lib.features import split_mels
 from t2a_lib.manifest import read_manifest
-from t2a_lib.scorers import judge_clips
-from t2a_lib.features import waves_to_mel
+from t2a_lib.vocoder import vocode
 
 run_dir = Path(run_dir)
 baton_dir, models_dir = run_dir / "baton", run_dir / "models"
@@ -102,71 +101,75 @@ print({k: {"clips": len(v[0]), "mean reward": round(float(v[2].mean()), 3)} for 
 # ## Fine-tune: HD, RD, HD+RD
 
 # %%
-cfg = baton.BatonConfig(steps=steps, batch_size=batch_size, pretrain_batch_size=pretrain_batch_size, lr=lr, beta=beta,
-                        seed=seed, mixed_precision="bf16" if torch.cuda.is_available() else "no")
 runs = {}
 for name, (lat, text, r, _) in sets.items():
-    t0 = time.time()
-    runs[f"BATON {name}"] = baton.fit_baton_model(models_dir / f"baton_{name.lower().replace('+', '_')}", base.unet,
-                                                  sched, pre_latents, pre_text, lat, text, r, cfg)
-    timings[f"baton_{name}"] = time.time() - t0
+    model_id = {"HD": "baton_hd", "RD": "baton_rd", "HD+RD": "baton_hd_rd"}[name]
+    for k in range(1 if name == "RD" else n_seeds):
+        t0 = time.time()
+        cfg = baton.BatonConfig(steps=steps, batch_size=batch_size, pretrain_batch_size=pretrain_batch_size, lr=lr,
+                                beta=beta, seed=seed + k, mixed_precision="bf16" if torch.cuda.is_available() else "no")
+        runs[model_id, k] = baton.fit_baton_model(reproduce.model_dir(run_dir, model_id, k), base.unet, sched,
+                                                  pre_latents, pre_text, lat, text, r, cfg)
+        timings[f"{model_id}/s{k}"] = time.time() - t0
 
 fig, ax = plt.subplots(figsize=(8, 3))
-for name, (_, hist) in runs.items():
+for (model_id, k), (_, hist) in runs.items():
     h = pd.DataFrame(hist)
-    ax.plot(h.feedback.rolling(20, min_periods=1).mean(), label=f"{name}: mean r·ℓ")
+    ax.plot(h.feedback.rolling(20, min_periods=1).mean(), label=f"{claims.MODEL_NAMES[model_id]}, seed {k}: mean r·ℓ")
 ax.set(title="feedback term during fine-tuning", xlabel="step", yscale="log")
-ax.legend()
+ax.legend(fontsize=7)
 plt.show()
 
 # %% [markdown]
-# ## Evaluate on new Integrity and Temporal prompts (judges only)
+# ## Evaluate on the run's Integrity and Temporal prompts (judges only)
+#
+# Every model samples the same BATON evaluation prompts with the same seed (paired). Seeds are
+# pooled; each seed's effect stands beside the pooled one.
 
 # %%
 t0 = time.time()
-used = set(hd[3].caption) | set(rd[3].caption)
-eval_prompts = reward.baton_prompts(eval_integrity, eval_temporal, seed=seed + 99, exclude=used)
-captions = eval_prompts.caption.tolist()
-tables, audio = {}, {}
-for name, unet in [("base", base.unet)] + [(k, v[0]) for k, v in runs.items()]:
-    audio[name] = evaluation.generate(dpo.with_unet(base, unet), captions, seed + 7, sample_steps, guidance,
-                                      progress=False, cache_dir=run_dir / "samples")
-    t = judge_clips(judges, waves_to_mel(audio[name]), captions).table
-    t["task"] = eval_prompts.task.to_numpy()
-    tables[name] = t
+tables, samples = {}, {}
+for model_id, unets in {"base": [base.unet], **{m: u for m, u in reproduce.load_models(run_dir).items()
+                                                if m.startswith("baton")}}.items():
+    for unet in unets:
+        judged, mels = evaluation.evaluate_on(dpo.with_unet(base, unet), judges, run_dir, "baton", sample_steps,
+                                              guidance, output=eval_output)
+        tables.setdefault(model_id, []).append(judged.table)
+        samples.setdefault(model_id, []).append(mels)
 timings["evaluation"] = time.time() - t0
-effects = evaluation.paired_effects(
-    tables, "base", metrics=("presence", "all_present", "order", "clap"),
-    subsets={"Integrity": lambda t: t.task == "integrity", "Temporal": lambda t: t.task == "temporal"},
-    n_boot=n_boot, seed=seed)
-key = effects[((effects.subset == "Integrity") & (effects.metric == "all_present")) |
-              ((effects.subset == "Temporal") & (effects.metric == "order"))]
-display(key)
+here = [c for c in claims.CLAIMS if c.prompts == "baton"]
+answered = claims.answer_all({"baton": tables}, here, n_boot=n_boot, seed=seed)
+display(answered[["claim", "measure", "n", "ours", "per seed", "half-width", "MDE", "continuous", "verdict"]])
 
 # %%
-fig, ax = plt.subplots(figsize=(9, 3.2))
-labels = [f"{r.model}\n{r.subset}: {r.metric}" for r in key.itertuples()]
-ax.errorbar(range(len(key)), key.difference, yerr=[key.difference - key.low, key.high - key.difference], fmt="o", capsize=3)
-ax.axhline(0, color="k", linestyle=":")
-ax.set_xticks(range(len(key)), labels, fontsize=7)
-ax.set(title="BATON: change over the base model (judges; paired 95% CIs)")
+show = answered[answered.difference.notna()]
+fig, ax = plt.subplots(figsize=(10, 0.5 + 0.45 * len(show)))
+y = np.arange(len(show))
+ax.errorbar(show.difference, y, xerr=[show.difference - show.low, show.high - show.difference], fmt="o", capsize=3)
+ax.axvline(0, color="k", linestyle=":")
+ax.set_yticks(y, show.measure, fontsize=7)
+ax.invert_yaxis()
+ax.set(title="BATON: paired effects (judges; 95% bootstrap intervals; seeds pooled)", xlabel="difference")
 fig.tight_layout()
 fig.savefig(run_dir / "figures" / "06_baton_effects.png", dpi=90)
 plt.show()
 
 # %%
-i = int(np.argmax(eval_prompts.task.to_numpy() == "temporal"))
-display(Markdown(f"**{captions[i]}**"))
-for name in tables:
-    display(Markdown(f"*{name}* — judge hears {', '.join(tables[name].detected[i]) or 'nothing'}"), Audio(audio[name][i], rate=16000))
+base_t = tables["base"][0]
+i = int(np.argmax(base_t.task.to_numpy() == "temporal"))
+display(Markdown(f"**{base_t.caption[i]}**"))
+for model_id in tables:
+    row = tables[model_id][0].iloc[i]
+    display(Markdown(f"*{claims.MODEL_NAMES[model_id]}* — judge hears {', '.join(row.detected) or 'nothing'}"),
+            Audio(vocode(torch.from_numpy(samples[model_id][0][i:i + 1]), base.vocoder)[0], rate=16000))
 
 # %%
 figures = {
     "profile": profile,
     "sets": {k: {"clips": len(v[0]), "mean_reward": float(v[2].mean())} for k, v in sets.items()},
-    "effects": json.loads(effects.to_json(orient="records")),
+    "effects": json.loads(answered.to_json(orient="records")),
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
     "wall_seconds": round(time.time() - t_start, 1),
 }
 (run_dir / "06_baton.json").write_text(json.dumps(figures, indent=2, default=float))
-key
+answered[["claim", "measure", "ours", "verdict"]]

@@ -273,3 +273,37 @@ def fit_crpo(folder, base_pipe, rankers, prompts: list[str], rounds: int, n_samp
     pipe.unet.save_pretrained(folder / "unet")
     (folder / "fit.json").write_text(json.dumps({"key": key, "log": log}))
     return pipe.unet.eval(), log
+
+
+def sweep(folder, base_pipe, scheduler, bank: PairBank, config: DPOConfig, grid: dict[str, list], rankers,
+          prompts: list[str], steps: int, guidance: float) -> pd.DataFrame:
+    """A coordinate sweep of DPO's settings, scored by the **rankers** on ``prompts`` (validation
+    prompts: never the judges, never test prompts).
+
+    ``grid`` maps DPOConfig fields (e.g. ``lr``, ``beta``, ``steps``) to values; each value is tried
+    with every other field at ``config``'s value. Each candidate (and the base model, for
+    reference) samples the prompts with one seed; the rankers' detector gives all-present and
+    order (temporal prompts), their audio-text models the CLAP score. A candidate's ``score`` is
+    all-present + order, the rate the preference set's ranking is after. One row per candidate."""
+    from dataclasses import replace
+
+    from .evaluation import generate
+    from .scorers import rank_clips
+
+    fields = [f for f, values in grid.items() if values]
+    candidates = [config] + [replace(config, **{f: type(getattr(config, f))(v)})
+                             for f in fields for v in grid[f] if v != getattr(config, f)]
+
+    def scores(pipe) -> dict:
+        mels = generate(pipe, prompts, config.seed, steps, guidance, progress=False, output="mel")
+        t = rank_clips(rankers, torch.from_numpy(mels), prompts).table
+        row = {"all_present": float(t.all_present.mean()), "order": float(t.order.dropna().mean()),
+               "clap": float(t.clap.mean())}
+        return {**row, "score": row["all_present"] + row["order"]}
+
+    rows = [{"candidate": "base", **{f: np.nan for f in ("lr", "beta", "steps")}, **scores(base_pipe)}]
+    for i, cfg in enumerate(candidates):
+        unet, _ = fit_preference_model(Path(folder) / f"c{i}", base_pipe.unet, scheduler, bank, cfg, progress=False)
+        rows.append({"candidate": f"c{i}", "lr": cfg.lr, "beta": cfg.beta, "steps": cfg.steps,
+                     **scores(with_unet(base_pipe, unet))})
+    return pd.DataFrame(rows)  # the "base" row is a reference, never a candidate

@@ -1,14 +1,16 @@
 """Evaluating a text-to-audio model on held-out prompts, by the judges only.
 
-``evaluation_prompts`` draws held-out captions stratified by relation kind; ``generate`` samples
-one clip per prompt with a fixed seed; ``judge_model`` runs both and returns the per-clip verdicts;
-``summarize`` reports presence, all-present, order accuracy (given all prompted events present,
-as the base-model issue asks) and CLAP score per prompt kind with 95% bootstrap intervals.
+``build_eval_sets`` writes the run's two held-out prompt sets once (Tango 2's and BATON's);
+``generate`` samples one clip per prompt with a fixed seed (cached by the model's weights);
+``judge_model`` and ``evaluate_on`` sample and judge; ``summarize`` reports presence,
+all-present, order given all present, and CLAP score per prompt kind with 95% bootstrap
+intervals. Paired effects and the claims are :mod:`t2a_lib.claims`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +25,6 @@ from .scorers import Judgement, judge_clips, require_role
 KIND_ORDER = ["single", "background", "then", "followed", "before", "after", "while"]
 
 
-def evaluation_prompts(records, per_kind: int, seed: int = 0) -> list[str]:
-    """Up to ``per_kind`` distinct held-out captions of each relation kind (seeded)."""
-    rng = np.random.default_rng(seed)
-    by_kind: dict[str, list[str]] = {}
-    for r in records:
-        by_kind.setdefault(parse_caption(r.captions).kind, [])
-        if r.captions not in by_kind[parse_caption(r.captions).kind]:
-            by_kind[parse_caption(r.captions).kind].append(r.captions)
-    out = []
-    for kind in KIND_ORDER:
-        caps = by_kind.get(kind, [])
-        out += [caps[i] for i in rng.permutation(len(caps))[:per_kind]]
-    return out
-
-
 def model_fingerprint(*modules) -> str:
     """sha256 of the modules' weights: what a cache of their samples is keyed by."""
     h = hashlib.sha256()
@@ -49,35 +36,43 @@ def model_fingerprint(*modules) -> str:
 
 
 def generate(pipe, prompts: list[str], seed: int, steps: int, guidance: float, batch_size: int | None = None,
-             progress: bool = True, cache_dir=None) -> np.ndarray:
-    """One clip per prompt. With ``cache_dir``, samples are stored under a key of the model's
-    weights, prompts, seed, steps and guidance, and reused when all of them match."""
+             progress: bool = True, cache_dir=None, output: str = "audio") -> np.ndarray:
+    """One clip per prompt: waveforms (N, S), or with ``output="mel"`` the VAE's log-mels
+    (N, 64, T) without vocoding. With ``cache_dir``, results are stored under a key of the
+    model's weights, prompts, seed, steps, guidance and output, and reused when all match."""
     path = None
     if cache_dir is not None:
+        vocoder = model_fingerprint(pipe.vocoder) if pipe.vocoder is not None else "griffin-lim"
         key = content_key(model_fingerprint(pipe.unet, pipe.vae, pipe.text_encoder), list(prompts), seed, steps,
-                          guidance, model_fingerprint(pipe.vocoder) if pipe.vocoder is not None else "griffin-lim")
+                          guidance, vocoder if output == "audio" else "mel")
         path = Path(cache_dir) / f"{key[:24]}.npy"
         if path.exists():
             return np.load(path)
     g = torch.Generator().manual_seed(seed)
-    audios = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=g,
-                  batch_size=batch_size, progress=progress).audios
+    out = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=g,
+               batch_size=batch_size, progress=progress, output=output)
+    result = out.audios if output == "audio" else out.mels
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp.npy")
-        np.save(tmp, audios)
+        np.save(tmp, result)
         tmp.replace(path)
-    return audios
+    return result
 
 
 def judge_model(pipe, judges, prompts: list[str], seed: int, steps: int, guidance: float,
-                batch_size: int | None = None, progress: bool = True, cache_dir=None) -> tuple[Judgement, np.ndarray]:
+                batch_size: int | None = None, progress: bool = True, cache_dir=None,
+                output: str = "audio") -> tuple[Judgement, np.ndarray]:
+    """Sample (or read from the cache) and judge: per-clip verdicts and the samples (waveforms,
+    or log-mels with ``output="mel"``)."""
     require_role(judges, "judge", "model evaluation")
-    audios = generate(pipe, prompts, seed, steps, guidance, batch_size, progress, cache_dir)
-    return judge_clips(judges, waves_to_mel(audios), prompts), audios
+    samples = generate(pipe, prompts, seed, steps, guidance, batch_size, progress, cache_dir, output)
+    mels = waves_to_mel(samples) if output == "audio" else torch.from_numpy(samples)
+    return judge_clips(judges, mels, prompts), samples
 
 
-def _ci(values, n_boot, seed) -> tuple[float, float, float, int]:
+def mean_ci(values, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) of the defined values: a 95% bootstrap interval (NaN bounds below 2 values)."""
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
     if len(v) == 0:
@@ -97,7 +92,7 @@ def summarize(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, by: str = 
         given = g[(g.all_present == 1) & g.order.notna()]
         for col, values in (("presence", g.presence), ("all_present", g.all_present),
                             ("order|present", given.order), ("order", g.order), ("clap", g.clap)):
-            est, lo, hi, n = _ci(values, n_boot, seed)
+            est, lo, hi, n = mean_ci(values, n_boot, seed)
             row.update({col: est, f"{col}_lo": lo, f"{col}_hi": hi, f"{col}_n": n})
         rows.append(row)
     out = pd.DataFrame(rows).set_index(by)
@@ -115,38 +110,99 @@ def format_ci(summary: pd.DataFrame, cols=("presence", "all_present", "order|pre
     return out
 
 
-SUBSETS = {
-    "multi-event": lambda t: t.n_events >= 2,
-    "single-event": lambda t: t.n_events == 1,
-    "temporal": lambda t: t.relation.isin(["then", "followed", "before", "after"]),
-    "non-temporal": lambda t: ~t.relation.isin(["then", "followed", "before", "after"]),
-}
+# ----------------------------------------------------------------------------- the shared evaluation sets
+
+EVAL_DIR = "eval"
+EVAL_STREAM = 9  # the evaluation prompts draw from their own random stream of the run's seed
 
 
-def paired_effects(tables: dict[str, pd.DataFrame], baseline: str, metrics=("presence", "all_present", "order", "clap"),
-                   subsets: dict | None = None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Each model minus the baseline on the *same* prompts and seeds, per subset and metric:
-    paired bootstrap 95% intervals of the mean difference. ``order`` counts only temporal
-    prompts (it is NaN elsewhere)."""
-    from .metrics import bootstrap_ci_paired
+def build_eval_sets(run_dir, n_temporal: int, n_other_per_kind: int, n_integrity: int, n_temporal_baton: int,
+                    seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Write the run's two held-out prompt sets once, for every notebook that evaluates:
 
-    subsets = subsets or SUBSETS
-    base = tables[baseline]
+    - ``tango``: captions of test clips (each with its source clip, for KL and event F1): up to
+      ``n_temporal`` temporal ones (then / followed / before / after, where Tango 2's claims
+      live) and ``n_other_per_kind`` of each other kind (single, background, while) for the
+      papers' subset tables;
+    - ``baton``: BATON's Integrity (two events) and Temporal (three events in order) prompts.
+
+    ``eval/eval.json`` records the sizes and the sampling seed every model is sampled with, so
+    all models are compared on the same prompts and the same noise. Called again with the same
+    sizes it returns what it wrote; other sizes are refused (the models already evaluated would
+    no longer be comparable)."""
+    from .datasets import load_split
+    from .reward import baton_prompts
+
+    folder = Path(run_dir) / EVAL_DIR
+    spec = {"n_temporal": n_temporal, "n_other_per_kind": n_other_per_kind, "n_integrity": n_integrity,
+            "n_temporal_baton": n_temporal_baton, "seed": seed, "sample_seed": seed + 1}
+    if (folder / "eval.json").exists():
+        have = json.loads((folder / "eval.json").read_text())
+        if have != spec:
+            raise ValueError(f"{folder / 'eval.json'} holds evaluation sets of other sizes ({have}); "
+                             f"asked for {spec}: delete {folder} (and the samples that used it) to rebuild")
+        return {name: load_eval_set(run_dir, name) for name in ("tango", "baton")}
+    test = load_split(Path(run_dir) / "world", "test")
+    rng = np.random.default_rng([seed, EVAL_STREAM])
+    by_kind: dict[str, dict[str, str]] = {}
+    for r in test:
+        by_kind.setdefault(parse_caption(r.captions).kind, {}).setdefault(r.captions, r.id)
+    temporal_kinds = [k for k in KIND_ORDER if k in ("then", "followed", "before", "after")]
+    pools = {k: [list(by_kind.get(k, {}).items())[i] for i in rng.permutation(len(by_kind.get(k, {})))]
+             for k in KIND_ORDER}
     rows = []
-    for name, t in tables.items():
-        if name == baseline:
-            continue
-        if list(t.caption) != list(base.caption):
-            raise ValueError(f"model {name!r} was evaluated on other prompts than {baseline!r}")
-        for sub, select in subsets.items():
-            mask = select(base).to_numpy()
-            for m in metrics:
-                a, b = t[m].to_numpy(float)[mask], base[m].to_numpy(float)[mask]
-                ok = ~(np.isnan(a) | np.isnan(b))
-                if ok.sum() < 2:
-                    continue
-                diff, lo, hi = bootstrap_ci_paired(a[ok], b[ok], n_boot=n_boot, seed=seed)
-                rows.append({"model": name, "subset": sub, "metric": m, "n": int(ok.sum()),
-                             baseline: float(b[ok].mean()), "model value": float(a[ok].mean()),
-                             "difference": diff, "low": lo, "high": hi, "excludes zero": bool(lo > 0 or hi < 0)})
-    return pd.DataFrame(rows)
+    for k in KIND_ORDER:
+        if k in temporal_kinds:  # as even as the kinds allow, n_temporal in all
+            share = [len(pools[t]) for t in temporal_kinds]
+            take = _even_split(n_temporal, share)[temporal_kinds.index(k)]
+        else:
+            take = n_other_per_kind
+        rows += [{"prompt": cap, "kind": k, "source_id": sid} for cap, sid in pools[k][:take]]
+    tango = pd.DataFrame(rows)
+    baton = baton_prompts(n_integrity, n_temporal_baton, seed=[seed, EVAL_STREAM],
+                          exclude=set(tango.prompt)).rename(columns={"caption": "prompt"})
+    baton["labels"] = baton["labels"].map(list)
+    baton["all_labels"] = baton["all_labels"].map(list)
+    folder.mkdir(parents=True, exist_ok=True)
+    tango.to_parquet(folder / "tango.parquet", index=False)
+    baton.to_parquet(folder / "baton.parquet", index=False)
+    (folder / "eval.json").write_text(json.dumps(spec, indent=1))
+    return {"tango": tango, "baton": baton}
+
+
+def _even_split(total: int, available: list[int]) -> list[int]:
+    """``total`` spread as evenly as possible over pools of the given sizes (none over its size)."""
+    take = [0] * len(available)
+    while sum(take) < total and any(t < a for t, a in zip(take, available)):
+        for i, a in enumerate(available):
+            if take[i] < a and sum(take) < total:
+                take[i] += 1
+    return take
+
+
+def load_eval_set(run_dir, name: str) -> pd.DataFrame:
+    path = Path(run_dir) / EVAL_DIR / f"{name}.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"no evaluation set {path}: notebook 02 builds the run's evaluation sets")
+    return pd.read_parquet(path)
+
+
+def sample_seed(run_dir) -> int:
+    """The seed every model of the run is sampled with on the evaluation sets."""
+    path = Path(run_dir) / EVAL_DIR / "eval.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no {path}: notebook 02 builds the run's evaluation sets")
+    return int(json.loads(path.read_text())["sample_seed"])
+
+
+def evaluate_on(pipe, judges, run_dir, name: str, steps: int, guidance: float, output: str = "mel",
+                progress: bool = False) -> tuple[Judgement, np.ndarray]:
+    """Sample ``pipe`` on the run's evaluation set ``name`` (cached under ``run_dir/samples``)
+    and judge it: the judgement (its per-clip table with the set's columns, kind, task, ...,
+    attached) and the samples."""
+    prompts = load_eval_set(run_dir, name)
+    judged, samples = judge_model(pipe, judges, prompts.prompt.tolist(), sample_seed(run_dir), steps, guidance,
+                                  progress=progress, cache_dir=Path(run_dir) / "samples", output=output)
+    extra = prompts.drop(columns=["prompt"] + [c for c in ("labels", "all_labels") if c in prompts])
+    judged.table = pd.concat([judged.table, extra.reset_index(drop=True)], axis=1)
+    return judged, samples

@@ -1,5 +1,6 @@
 """Reproducing the papers' tables: every model, the same prompts and seeds, judges only.
 
+The claims are answered by :mod:`t2a_lib.claims`; this module makes the papers' tables.
 Each held-out evaluation prompt is the caption of a real test clip (its *source*), so KL can be
 paired by clip id against the source (KL(ref‖gen), the anchors' direction) and event F1 scored
 against the source's timeline. FAD is the Fréchet distance between the judge detector's
@@ -16,30 +17,26 @@ import pandas as pd
 from scipy.special import softmax
 
 from . import metrics
+from .claims import MODEL_NAMES  # model identifier -> display name
 from .scorers import require_role
 from .tango import load_unet
 
-# display name -> folder under <run_dir>/models (None: the base pipeline's own UNet)
-MODELS = {
-    "base (Tango-full-FT's role)": None,
-    "SFT on winners": "sft",
-    "Tango 2 (DPO)": "dpo",
-    "Tango 2 w/o S1": "dpo_wo_s1",
-    "Tango 2 w/o S2&S3": "dpo_wo_s2s3",
-    "CRPO (TangoFlux)": "crpo",
-    "BATON HD": "baton_hd",
-    "BATON RD": "baton_rd",
-    "BATON HD+RD": "baton_hd_rd",
-}
-BASE = "base (Tango-full-FT's role)"
+BASE = "base"
+
+
+def model_dir(run_dir, model_id: str, seed_index: int = 0) -> Path:
+    """Where a fine-tuned model lives: ``<run_dir>/models/<id>/s<k>`` (k: its seed's index)."""
+    if model_id not in MODEL_NAMES or model_id == BASE:
+        raise ValueError(f"unknown fine-tuned model {model_id!r}; known: {', '.join(m for m in MODEL_NAMES if m != BASE)}")
+    return Path(run_dir) / "models" / model_id / f"s{seed_index}"
+
 
 # the papers' figures (REFERENCE.md); AudioCaps, real models: not comparable in scale
 PAPER_TABLE3 = pd.DataFrame(
     [["Tango-full-FT", 2.51, 1.15, 7.87, 0.54], ["Tango 2", 2.69, 1.12, 9.09, 0.57],
      ["Tango 2 w/o S2&S3", 2.64, 1.13, 8.06, 0.54], ["Tango 2 w/o S1", 2.47, 1.13, 8.58, 0.56]],
     columns=["paper model", "FAD", "KL", "IS", "CLAP"])
-PAPER_ROW = {BASE: "Tango-full-FT", "Tango 2 (DPO)": "Tango 2", "Tango 2 w/o S1": "Tango 2 w/o S1",
-             "Tango 2 w/o S2&S3": "Tango 2 w/o S2&S3"}
+PAPER_ROW = {BASE: "Tango-full-FT", "dpo": "Tango 2", "dpo_wo_s1": "Tango 2 w/o S1", "dpo_wo_s2s3": "Tango 2 w/o S2&S3"}
 PAPER_TABLE4 = {"Tango-full-FT": {"multi-event": (2.69, 1.16, 7.85, 0.54), "single-event": (7.52, 1.01, 4.87, 0.51)},
                 "Tango 2": {"multi-event": (2.60, 1.11, 8.98, 0.57), "single-event": (5.48, 1.00, 4.95, 0.52)}}
 PAPER_TABLE5 = {"Tango-full-FT": {"temporal": (2.55, 1.16, 5.82, 0.55), "non-temporal": (3.04, 1.15, 7.70, 0.53)},
@@ -47,28 +44,24 @@ PAPER_TABLE5 = {"Tango-full-FT": {"temporal": (2.55, 1.16, 5.82, 0.55), "non-tem
 PAPER_BATON = {"Integrity": "CLAP +2.3% over Tango", "Temporal": "CLAP +6.0% over Tango"}
 
 
-def load_models(run_dir) -> dict:
-    """Every fine-tuned UNet present under ``run_dir/models`` (the base is added by the caller)."""
+def load_models(run_dir) -> dict[str, list]:
+    """Every fine-tuned UNet under ``run_dir/models``: ``{model id: [UNet of seed 0, seed 1, ...]}``
+    (the base is added by the caller)."""
     out = {}
-    for name, folder in MODELS.items():
-        path = Path(run_dir) / "models" / str(folder) / "unet"
-        if folder and path.exists():
-            out[name] = load_unet(path)
+    for model_id in MODEL_NAMES:
+        folders = sorted((Path(run_dir) / "models" / model_id).glob("s[0-9]*/unet")) if model_id != BASE else []
+        if folders:
+            out[model_id] = [load_unet(f) for f in sorted(folders, key=lambda f: int(f.parent.name[1:]))]
     return out
-
-
-def source_clips(records, prompts: list[str]) -> list:
-    """For each evaluation prompt, the first test record with that caption."""
-    first = {}
-    for r in records:
-        first.setdefault(r.captions, r)
-    return [first[p] for p in prompts]
 
 
 def corpus_metrics(judges, judgement, source_out, ref_embeddings, sources, n_boot: int = 1000, seed: int = 0,
                    mask=None) -> dict:
     """FAD, KL(ref‖gen), IS, CLAP, presence, all present, order, event F1 — each (estimate,
-    low, high) — over the clips selected by ``mask``."""
+    low, high) — over the clips selected by ``mask``. ``sources``: each clip's source test
+    record (its timeline scores event F1; its judge outputs ``source_out`` pair KL). FAD is the
+    bias-corrected Fréchet distance with its basic bootstrap interval
+    (:func:`t2a_lib.metrics.frechet_distance_ci`), so the interval contains its estimate."""
     require_role(judges, "judge", "evaluation")
     t, det = judgement.table, judgement.detector
     m = np.ones(len(t), bool) if mask is None else np.asarray(mask, bool)
@@ -78,8 +71,8 @@ def corpus_metrics(judges, judgement, source_out, ref_embeddings, sources, n_boo
     f1 = np.array([metrics.event_f1(sources[i].events or [], e)["f1"] for i, e in zip(idx, events)])
     kl = metrics.kl_divergence(ref_logits, logits, per_clip=True)
     out = {
-        "FAD": metrics.bootstrap_ci_fn(len(idx), lambda s: metrics.frechet_audio_distance(ref_embeddings, emb[s]),
-                                       n_boot=max(50, n_boot // 5), seed=seed),
+        "FAD": tuple(metrics.frechet_distance_ci(ref_embeddings, emb, n_boot=max(50, n_boot // 5), seed=seed)[k]
+                     for k in ("estimate", "low", "high")),
         "KL": metrics.bootstrap_ci(kl, n_boot=n_boot, seed=seed),
         "IS": metrics.bootstrap_ci_fn(len(idx), lambda s: metrics.inception_score(
             softmax(logits[s], axis=1), n_splits=min(10, max(1, len(s) // 5)), seed=seed)[0],
@@ -95,30 +88,69 @@ def corpus_metrics(judges, judgement, source_out, ref_embeddings, sources, n_boo
 
 def metric_table(results: dict[str, dict], columns=("FAD", "KL", "IS", "CLAP", "presence", "all present", "order",
                                                     "event F1")) -> pd.DataFrame:
-    """'estimate [low, high]' strings, one row per model."""
-    return pd.DataFrame({name: {c: f"{r[c][0]:.3f} [{r[c][1]:.3f}, {r[c][2]:.3f}]" for c in columns if c in r}
-                         for name, r in results.items()}).T
+    """'estimate [low, high]' strings (blank where not measured), one row per model."""
+    def cell(v):
+        return "" if np.isnan(v[0]) else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+
+    return pd.DataFrame({name: {c: cell(r[c]) for c in columns if c in r} for name, r in results.items()}).T
 
 
-def verdict(diff: float, lo: float, hi: float, direction: int = 1) -> str:
-    """'reproduced' when the interval excludes zero in the claimed direction, 'contradicted'
-    when it excludes zero the other way, else 'not shown'."""
-    if np.isnan(lo) or np.isnan(hi):
-        return "not measured"
-    if (lo > 0 and direction > 0) or (hi < 0 and direction < 0):
-        return "reproduced"
-    if (hi < 0 and direction > 0) or (lo > 0 and direction < 0):
-        return "contradicted"
-    return "not shown"
+def write_listening_set(run_dir, pipe, tango: dict[str, np.ndarray], tango_table: pd.DataFrame, n_prompts: int = 3,
+                        baton: dict[str, np.ndarray] | None = None, baton_table: pd.DataFrame | None = None) -> dict:
+    """Write what the report plays: for ``n_prompts`` held-out temporal prompts (and as many
+    BATON Temporal ones), each model's first-seed sample vocoded to a wav; and one winner/loser
+    pair of every strategy of the preference set and the gold set. ``tango`` / ``baton`` map a
+    model id to its samples on that evaluation set (log-mels, or waveforms). Returns and writes
+    ``run_dir/listening/index.json``::
 
+        {"prompts": [{"set", "prompt", "clips": {model id: "listening/<file>.wav"}}],
+         "pairs": [{"strategy", "prompt", "chosen", "rejected"}], "models": {model id: display name}}
 
-def claim_row(claim: str, paper: str, effects: pd.DataFrame, model: str, baseline: str, subset: str, metric: str,
-              direction: int = 1) -> dict:
-    row = effects[(effects.model == model) & (effects.subset == subset) & (effects.metric == metric)]
-    if row.empty:
-        return {"claim": claim, "paper": paper, "ours": "—", "measure": f"{metric} on {subset}: {model} − {baseline}",
-                "verdict": "not measured"}
-    r = row.iloc[0]
-    return {"claim": claim, "paper": paper, "measure": f"{metric} on {subset}: {model} − {baseline}",
-            "ours": f"{r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}] (n={r.n})",
-            "verdict": verdict(r.difference, r.low, r.high, direction)}
+    Paths are relative to ``run_dir``."""
+    import json
+    import shutil
+
+    import torch
+
+    from .audio import write_wav
+    from .vocoder import vocode
+
+    run_dir = Path(run_dir)
+    out = run_dir / "listening"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    def wave(x):
+        x = np.asarray(x)
+        return vocode(torch.from_numpy(x[None]).float(), pipe.vocoder)[0] if x.ndim == 2 else x
+
+    prompts = []
+    for name, models, table in (("tango", tango, tango_table), ("baton", baton or {}, baton_table)):
+        if table is None or not models:
+            continue
+        temporal = table.order.notna().to_numpy() if "task" not in table else (table.task == "temporal").to_numpy()
+        for i in np.flatnonzero(temporal)[:n_prompts]:
+            clips = {}
+            for model_id, samples in models.items():
+                rel = f"listening/{name}_{i}_{model_id}.wav"
+                write_wav(run_dir / rel, np.clip(wave(samples[i]), -1, 1), durable=False)
+                clips[model_id] = rel
+            prompts.append({"set": name, "prompt": str(table.caption[i]), "clips": clips})
+    pairs = []
+    for folder in ("preferences", "gold"):
+        path = run_dir / folder / "preferences.parquet"
+        if not path.exists():
+            continue
+        df = pd.read_parquet(path)
+        df = df[(df.chosen != "") & (df.rejected != "")] if "chosen" in df else df.iloc[:0]
+        for strategy, g in df.groupby("strategy", sort=True):
+            row = g.iloc[0]
+            entry = {"strategy": strategy, "prompt": row.prompt}
+            for side in ("chosen", "rejected"):
+                rel = f"listening/{folder}_{row[side + '_id']}.wav"
+                shutil.copy2(run_dir / folder / row[side], run_dir / rel)
+                entry[side] = rel
+            pairs.append(entry)
+    index = {"prompts": prompts, "pairs": pairs, "models": {m: MODEL_NAMES[m] for m in {**tango, **(baton or {})}}}
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    return index

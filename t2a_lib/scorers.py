@@ -25,7 +25,7 @@ import torch
 from .audiotext import AudioTextConfig, AudioTextModel
 from .captions import CaptionError, parse_caption
 from .detector import DetectorConfig, DetectorOutput, EventDetector
-from .metrics import order_correct, presence
+from .metrics import order_correct, order_margin, presence, presence_probability
 
 ROLES = ("judge", "ranker")
 
@@ -116,19 +116,46 @@ class Judgement:
     detector: DetectorOutput
 
 
+def _detector_columns(labels: list[str], classes: list, caption: str) -> list[int]:
+    """The detector's class index of each caption label (raises if the detector lacks one)."""
+    col = {str(c): k for k, c in enumerate(classes)}
+    missing = [lab for lab in labels if lab not in col]
+    if missing:
+        raise ValueError(f"caption {caption!r} prompts {missing}, which the detector does not know")
+    return [col[lab] for lab in labels]
+
+
 def judge_clips(judges: Scorers, mels: torch.Tensor, captions: list[str], ids: list[str] | None = None) -> Judgement:
-    """Score clips against the captions they were generated from, with the judges only.
+    """Score clips against the captions they were generated from, with the judges only: the one
+    evaluation entry point (see :func:`score_clips` for the table)."""
+    require_role(judges, "judge", "evaluation")
+    return score_clips(judges, mels, captions, ids)
+
+
+def rank_clips(rankers: Scorers, mels: torch.Tensor, captions: list[str], ids: list[str] | None = None) -> Judgement:
+    """The same table as :func:`judge_clips`, from the rankers: what a method may look at while it
+    is trained or tuned (e.g. choosing DPO's settings on validation prompts)."""
+    require_role(rankers, "ranker", "ranking")
+    return score_clips(rankers, mels, captions, ids)
+
+
+def score_clips(family: Scorers, mels: torch.Tensor, captions: list[str], ids: list[str] | None = None) -> Judgement:
+    """Score clips against the captions they were generated from, with one family of scorers.
 
     Per clip: prompted events (from the caption grammar), presence recall, whether all are
     present, whether they sound in the prompted order (temporal captions only; NaN otherwise),
-    the judge's CLAP score, and the detected events.
+    the family's CLAP score, and the detected events. Two continuous forms of the verdicts come
+    from the detector's frame posteriors: ``presence_prob`` (:func:`~t2a_lib.metrics.presence_probability`
+    over ``spec.all_labels``, every parsed caption) and ``order_margin`` in seconds
+    (:func:`~t2a_lib.metrics.order_margin` over ``spec.time_order``; temporal captions only, NaN
+    otherwise). Free-form captions get NaN in every caption-derived column.
     """
-    require_role(judges, "judge", "evaluation")
     if len(mels) != len(captions):
         raise ValueError(f"{len(mels)} clips but {len(captions)} captions")
-    out = judges.detector.analyse(mels)
-    detected = judges.detector.events(out.frame_probs)
-    clap = judges.clap_scores(mels, captions) if judges.audiotext else np.full(len(captions), np.nan)
+    out = family.detector.analyse(mels)
+    detected = family.detector.events(out.frame_probs)
+    clap = family.clap_scores(mels, captions) if family.audiotext else np.full(len(captions), np.nan)
+    classes, hop = family.detector.config.classes, family.detector.config.hop_seconds
     rows = []
     for i, (cap, est) in enumerate(zip(captions, detected)):
         try:
@@ -139,9 +166,13 @@ def judge_clips(judges: Scorers, mels: torch.Tensor, captions: list[str], ids: l
                "detected": [e.label for e in sorted(est, key=lambda e: e.onset)]}
         if spec is not None:
             pres = presence(spec.all_labels, est)
+            probs = out.frame_probs[i]
             row.update(relation=spec.kind, n_events=len(spec.all_labels), presence=pres["recall"],
                        all_present=float(pres["all_present"]),
-                       order=float(order_correct(spec.time_order, est)) if spec.is_temporal else np.nan)
+                       order=float(order_correct(spec.time_order, est)) if spec.is_temporal else np.nan,
+                       presence_prob=presence_probability(probs, _detector_columns(spec.all_labels, classes, cap)),
+                       order_margin=order_margin(probs, _detector_columns(spec.time_order, classes, cap), hop)
+                       if spec.is_temporal else np.nan)
         rows.append(row)
     return Judgement(pd.DataFrame(rows), out)
 

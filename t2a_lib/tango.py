@@ -109,6 +109,11 @@ class TangoPipeline(DiffusionPipeline):
         return self.unet(x, t, encoder_hidden_states=states.to(self.unet.dtype), encoder_attention_mask=mask).sample
 
     @torch.no_grad()
+    def latents_to_mel(self, latents: torch.Tensor) -> np.ndarray:
+        """The VAE's log-mel (B, 64, T) of scaled latents."""
+        return image_to_mel(self.vae.decode(latents / self.vae.config.scaling_factor).sample).float().cpu().numpy()
+
+    @torch.no_grad()
     def latents_to_audio(self, latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         from .vocoder import vocode
 
@@ -119,12 +124,16 @@ class TangoPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, prompts: str | list[str], num_inference_steps: int = 10, guidance_scale: float = 3.0,
                  generator: torch.Generator | None = None, batch_size: int | None = None, latents: torch.Tensor | None = None,
-                 n_frames: int | None = None, return_latents: bool = False, progress: bool = True) -> TangoOutput:
+                 n_frames: int | None = None, return_latents: bool = False, progress: bool = True,
+                 output: str = "audio") -> TangoOutput:
         """Generate one clip per prompt (repeat a prompt for several samples). Batches of
         ``batch_size`` prompts (default ``default_batch_size``); noise is drawn in prompt order
         from ``generator`` on the CPU, so the same seed gives the same noise on any device and
         batch size (and the same audio up to floating-point rounding; bit for bit on the same
-        machine and batch size)."""
+        machine and batch size). ``output="mel"`` stops at the VAE's log-mel (no vocoder):
+        ``audios`` is then None."""
+        if output not in ("audio", "mel"):
+            raise ValueError(f"output must be 'audio' or 'mel', got {output!r}")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         batch_size = batch_size or self.default_batch_size
         if latents is None:
@@ -145,13 +154,16 @@ class TangoPipeline(DiffusionPipeline):
                     uncond, cond = pred.chunk(2)
                     pred = uncond + guidance_scale * (cond - uncond)
                 x = self.scheduler.step(pred, t, x).prev_sample
-            audio, mel = self.latents_to_audio(x.float())
+            if output == "mel":
+                audio, mel = None, self.latents_to_mel(x.float())
+            else:
+                audio, mel = self.latents_to_audio(x.float())
             audios.append(audio)
             mels.append(mel)
             finals.append(x.float().cpu().numpy())
             bar.update(len(batch))
         bar.close()
-        return TangoOutput(np.concatenate(audios), np.concatenate(mels),
+        return TangoOutput(np.concatenate(audios) if output == "audio" else None, np.concatenate(mels),
                            np.concatenate(finals) if return_latents else None)
 
 

@@ -9,9 +9,10 @@ import scipy.linalg
 from t2a_lib.metrics import (
     Event, bootstrap_ci, bootstrap_ci_fn, bootstrap_ci_paired, cached, clap_score, content_key,
     cosine_similarity_rows, embedding_stats, event_f1, event_f1_corpus, events_from_frames,
-    frechet_audio_distance, frechet_distance, inception_score, kl_divergence, order_correct,
-    presence,
+    frechet_audio_distance, frechet_distance, frechet_distance_ci, inception_score, kl_divergence,
+    order_correct, order_margin, presence, presence_probability,
 )
+import t2a_lib.metrics as metrics_module
 
 
 def random_spd(d, rng):
@@ -108,6 +109,116 @@ def test_fd_errors():
     with pytest.raises(ValueError, match="dims differ"):
         frechet_audio_distance(np.ones((4, 2)) + np.arange(4)[:, None], np.eye(3))
 
+
+
+# ----------------------------------------------------------------------------- FD bootstrap interval
+
+def _gaussian_pair(rng, n, mu1, s1, mu2, s2):
+    return rng.multivariate_normal(mu1, s1, n), rng.multivariate_normal(mu2, s2, n)
+
+
+def test_frechet_distance_ci_matches_its_definition():
+    """Recomputed here from the definition: both sets resampled independently (ref indices, then
+    gen indices, from one default_rng(seed) stream), basic interval, bias-corrected estimate."""
+    rng = np.random.default_rng(20)
+    ref, gen = rng.standard_normal((40, 3)), rng.standard_normal((30, 3)) + 0.5
+    got = frechet_distance_ci(ref, gen, n_boot=60, alpha=0.1, seed=7)
+    r = np.random.default_rng(7)
+    boot = []
+    for _ in range(60):
+        i, j = r.integers(0, 40, size=40), r.integers(0, 30, size=30)
+        boot.append(frechet_audio_distance(ref[i], gen[j]))
+    fd = frechet_audio_distance(ref, gen)
+    q_lo, q_hi = np.quantile(boot, [0.05, 0.95])
+    assert got["fd"] == pytest.approx(fd, abs=1e-12)
+    assert got["estimate"] == pytest.approx(2 * fd - np.mean(boot), abs=1e-12)
+    assert got["bias"] == pytest.approx(np.mean(boot) - fd, abs=1e-12)
+    assert got["low"] == pytest.approx(2 * fd - q_hi, abs=1e-12)
+    assert got["high"] == pytest.approx(2 * fd - q_lo, abs=1e-12)
+    assert (got["percentile_low"], got["percentile_high"]) == pytest.approx((q_lo, q_hi), abs=1e-12)
+    assert got["n_boot"] == 60 and got["widened"] is False
+    assert frechet_distance_ci(ref, gen, n_boot=60, seed=7) == frechet_distance_ci(ref, gen, n_boot=60, seed=7)
+    assert frechet_distance_ci(ref, gen, n_boot=60, seed=7) != frechet_distance_ci(ref, gen, n_boot=60, seed=8)
+
+
+def test_frechet_distance_ci_contains_its_estimate():
+    for n, d in ((2, 1), (3, 2), (10, 3), (60, 4), (60, 1)):
+        for seed in range(3):
+            rng = np.random.default_rng(100 * n + 10 * d + seed)
+            ref, gen = rng.standard_normal((n, d)), rng.standard_normal((n + 1, d)) * 1.3 + 0.2
+            ci = frechet_distance_ci(ref, gen, n_boot=100, seed=seed)
+            assert ci["low"] <= ci["estimate"] <= ci["high"], (n, d, seed, ci)
+            if n >= 10:
+                assert ci["low"] < ci["high"] and not ci["widened"]
+
+
+def test_frechet_distance_ci_widens_a_pathological_interval(monkeypatch):
+    # two rows per set: the bootstrap distribution is a few lumps, and a narrow (20 %) interval
+    # around its median misses its mean, so the interval is widened to the estimate
+    rng = np.random.default_rng(0)
+    ref, gen = rng.standard_normal((2, 2)), rng.standard_normal((2, 2)) + 1
+    ci = frechet_distance_ci(ref, gen, n_boot=200, alpha=0.8, seed=0)
+    assert ci["widened"] is True
+    assert ci["low"] <= ci["estimate"] <= ci["high"]
+    assert ci["estimate"] in (ci["low"], ci["high"])  # the violated end moved to the estimate
+    # a heavy tail at alpha = 0.05: 196 replicates at 1 and 4 at 1000 put the bootstrap mean
+    # (≈ 21) above q_hi (= 1), so 2·fd − mean falls below 2·fd − q_hi
+    values = iter([0.5] + [1.0] * 196 + [1000.0] * 4)  # full-set FD first, then the replicates
+    monkeypatch.setattr(metrics_module, "_fd_of_rows", lambda a, b: next(values))
+    ci = frechet_distance_ci(np.eye(3), np.eye(3), n_boot=200)
+    mean = (196 + 4000) / 200
+    assert ci["widened"] is True and ci["fd"] == 0.5
+    assert ci["estimate"] == pytest.approx(1.0 - mean) and ci["low"] == ci["estimate"]
+    assert ci["high"] == pytest.approx(1.0 - 1.0)  # 2·fd − q_lo with q_lo = 1
+
+
+def test_frechet_distance_ci_corrects_bias_and_covers_truth():
+    """30 replications of two n = 200, d = 4 Gaussian samples with a known FD (≈ 0.06, of the
+    order of the finite-sample bias ≈ 0.09). The bias-corrected estimate is nearly unbiased and
+    its basic interval covers the truth (≈ 97 % in 100 replications); the percentile interval of
+    plain FD that ``bootstrap_ci_fn`` gives (gen resampled) covers it in ≈ 5 %."""
+    d, n = 4, 200
+    mu1, mu2 = np.zeros(d), np.full(d, 0.1)
+    s1, s2 = np.eye(d), np.diag([1.0, 1.2, 0.8, 1.0])
+    true = frechet_distance(mu1, s1, mu2, s2)  # 0.04 + (√1.2 − 1)² + (√0.8 − 1)² ≈ 0.0603
+    assert true == pytest.approx(0.04 + (np.sqrt(1.2) - 1) ** 2 + (np.sqrt(0.8) - 1) ** 2, abs=1e-12)
+    plain, corrected, bias, basic_hits, pct_hits = [], [], [], 0, 0
+    for r in range(30):
+        ref, gen = _gaussian_pair(np.random.default_rng(500 + r), n, mu1, s1, mu2, s2)
+        ci = frechet_distance_ci(ref, gen, n_boot=200, seed=r)
+        plain.append(ci["fd"])
+        corrected.append(ci["estimate"])
+        bias.append(ci["bias"])
+        basic_hits += ci["low"] <= true <= ci["high"]
+        _, lo, hi = bootstrap_ci_fn(n, lambda s: frechet_audio_distance(ref, gen[s]), n_boot=100, seed=r)
+        pct_hits += lo <= true <= hi
+    plain_err, corrected_err = np.mean(plain) - true, np.mean(corrected) - true
+    assert plain_err > 0.05  # plain FD is biased upward (≈ 0.09 here)
+    assert abs(corrected_err) < 0.3 * abs(plain_err), (plain_err, corrected_err)
+    # the bootstrap's bias estimate matches REFERENCE.md's 2d/n + d(d+1)/(2n) = 0.09
+    assert np.mean(bias) == pytest.approx(2 * d / n + d * (d + 1) / (2 * n), rel=0.25)
+    assert basic_hits >= 24, basic_hits  # ≥ 80 %
+    assert pct_hits <= 12, pct_hits  # ≤ 40 %: the percentile interval sits above the truth
+
+
+def test_frechet_distance_ci_errors():
+    ok = np.random.default_rng(21).standard_normal((10, 3))
+    with pytest.raises(ValueError, match="at least 2 rows in emb_gen"):
+        frechet_distance_ci(ok, ok[:1])
+    with pytest.raises(ValueError, match="at least 2 rows in emb_ref"):
+        frechet_distance_ci(ok[:1], ok)
+    bad = ok.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="emb_gen contains NaN"):
+        frechet_distance_ci(ok, bad)
+    with pytest.raises(ValueError, match="dims differ"):
+        frechet_distance_ci(ok, ok[:, :2])
+    with pytest.raises(ValueError, match="2-D"):
+        frechet_distance_ci(ok[0], ok)
+    with pytest.raises(ValueError, match="n_boot"):
+        frechet_distance_ci(ok, ok, n_boot=1)
+    with pytest.raises(ValueError, match="alpha"):
+        frechet_distance_ci(ok, ok, alpha=1.0)
 
 # ----------------------------------------------------------------------------- KL
 
@@ -229,6 +340,95 @@ def test_order_correct():
     assert not order_correct(["knock", "bell", "knock"], knocks[:2])
     assert not order_correct(["bark", "siren"], [Event("bark", 1.0, 2), Event("siren", 1.0, 2)])
 
+
+
+# posteriors for the continuous scores: 4 frames of 0.5 s (centres 0.25, 0.75, 1.25, 1.75 s)
+POST = np.array([[1.0, 0.0, 0.0, 0.2, 0.1],
+                 [1.0, 0.0, 1.0, 0.0, 0.3],
+                 [0.0, 0.5, 0.0, 0.0, 0.3],
+                 [0.0, 0.5, 1.0, 0.6, 0.0]])
+# centroids by hand: c0 = (0.25 + 0.75)/2 = 0.5; c1 = (1.25 + 1.75)/2 = 1.5;
+# c2 = (0.75 + 1.75)/2 = 1.25; c3 = (0.2·0.25 + 0.6·1.75)/0.8 = 1.375;
+# c4 = (0.1·0.25 + 0.3·0.75 + 0.3·1.25)/0.7 = 0.625/0.7
+
+
+def test_presence_probability_by_hand():
+    # per-class maxima: 1.0, 0.5, 1.0, 0.6, 0.3
+    assert presence_probability(POST, [0]) == 1.0
+    assert presence_probability(POST, [1, 3]) == pytest.approx((0.5 + 0.6) / 2, abs=1e-15)
+    assert presence_probability(POST, [4, 1, 3]) == pytest.approx((0.3 + 0.5 + 0.6) / 3, abs=1e-15)
+    assert presence_probability(POST, [1, 1, 4]) == pytest.approx((0.5 + 0.5 + 0.3) / 3, abs=1e-15)  # per occurrence
+    assert presence_probability(POST, np.array([4])) == pytest.approx(0.3, abs=1e-15)
+    silent = np.zeros((3, 2))
+    assert presence_probability(silent, [0, 1]) == 0.0
+    assert presence_probability(POST[:1], [0, 3]) == pytest.approx((1.0 + 0.2) / 2, abs=1e-15)  # T = 1
+    # independent loop over frames on random posteriors
+    p = np.random.default_rng(30).uniform(size=(7, 5))
+    ks = [3, 0, 3]
+    expected = sum(max(p[t, k] for t in range(7)) for k in ks) / 3
+    assert presence_probability(p, ks) == pytest.approx(expected, abs=1e-15)
+
+
+def test_order_margin_by_hand():
+    hop = 0.5
+    assert order_margin(POST, [0, 1], hop) == pytest.approx(1.0, abs=1e-12)
+    assert order_margin(POST, [1, 0], hop) == pytest.approx(-1.0, abs=1e-12)
+    assert order_margin(POST, [0, 2, 1], hop) == pytest.approx(0.25, abs=1e-12)   # min(0.75, 0.25)
+    assert order_margin(POST, [0, 1, 2], hop) == pytest.approx(-0.25, abs=1e-12)  # min(1.0, −0.25)
+    assert order_margin(POST, [0, 3], hop) == pytest.approx(0.875, abs=1e-12)
+    assert order_margin(POST, [4, 3], hop) == pytest.approx(1.375 - 0.625 / 0.7, abs=1e-12)
+    assert order_margin(POST, [0, 1], 0.02) == pytest.approx(0.04, abs=1e-12)  # scales with the hop
+    # independent loop on random posteriors
+    p = np.random.default_rng(31).uniform(size=(9, 4))
+    order = [2, 0, 3]
+    cents = []
+    for k in order:
+        num = den = 0.0
+        for t in range(9):
+            num += (t + 0.5) * 0.1 * p[t, k]
+            den += p[t, k]
+        cents.append(num / den)
+    expected = min(cents[1] - cents[0], cents[2] - cents[1])
+    assert order_margin(p, order, 0.1) == pytest.approx(expected, abs=1e-12)
+
+
+def test_order_margin_edge_cases():
+    assert math.isnan(order_margin(POST, [0], 0.5))  # one event: no order
+    assert math.isnan(order_margin(POST, [0, 1, 0], 0.5))  # repeated label: one centroid, two places
+    zero = POST.copy()
+    zero[:, 1] = 0.0
+    assert math.isnan(order_margin(zero, [0, 1], 0.5))  # no posterior mass: no centroid
+    assert order_margin(np.full((1, 2), 0.4), [0, 1], 0.5) == 0.0  # one frame: same centroid
+    assert order_margin(np.full((5, 2), 0.7), [1, 0], 0.5) == 0.0  # flat posteriors: no order
+
+
+def test_continuous_judge_scores_errors():
+    for fn, args in ((presence_probability, ()), (order_margin, (0.5,))):
+        with pytest.raises(ValueError, match="2-D"):
+            fn(POST[0], [0, 1], *args)
+        with pytest.raises(ValueError, match="2-D"):
+            fn(POST[None], [0, 1], *args)
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            fn(POST * 1.5, [0, 1], *args)
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            fn(POST - 0.5, [0, 1], *args)
+        nan = POST.copy()
+        nan[2, 3] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            fn(nan, [0, 1], *args)
+        with pytest.raises(ValueError, match="at least one frame"):
+            fn(np.zeros((0, 5)), [0, 1], *args)
+        with pytest.raises(ValueError, match="out of range"):
+            fn(POST, [0, 5], *args)
+        with pytest.raises(ValueError, match="out of range"):
+            fn(POST, [-1, 0], *args)
+        with pytest.raises(ValueError, match="not an integer"):
+            fn(POST, [0, 1.0], *args)
+        with pytest.raises(ValueError, match="non-empty"):
+            fn(POST, [], *args)
+    for hop in (0.0, -0.02, float("nan")):
+        with pytest.raises(ValueError, match="hop_seconds"):
+            order_margin(POST, [0, 1], hop)
 
 def test_event_f1_collar():
     assert event_f1(REF, REF) == dict(f1=1.0, precision=1.0, recall=1.0, tp=2, fp=0, fn=0)

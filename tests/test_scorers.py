@@ -1,6 +1,7 @@
 """Event detectors, audio-text models, the judge/ranker separation and the corruptions."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -183,12 +184,57 @@ def test_judge_clips_table(world):
     caps = [r.captions for r in recs[:6]] + ["something the grammar cannot read"]
     j = judge_clips(judges, torch.cat([mels[:6], mels[:1]]), caps)
     t = j.table
-    assert len(t) == 7 and {"presence", "all_present", "order", "clap"} <= set(t.columns)
+    assert len(t) == 7 and {"presence", "all_present", "order", "clap", "presence_prob", "order_margin"} <= set(t.columns)
     for cap, (_, row) in zip(caps[:6], t.iloc[:6].iterrows()):
         assert np.isnan(row.order) == (not parse_caption(cap).is_temporal)
         assert 0 <= row.presence <= 1
     assert np.isnan(t.presence.iloc[6])  # free-form caption: CLAP only
 
+
+
+def test_judge_clips_continuous_scores():
+    """presence_prob and order_margin against a direct loop over the detector's frame posteriors.
+    The detector's classes are in a non-default order and its hop is not the default, so the
+    columns must come from ``detector.config``."""
+    torch.manual_seed(0)
+    classes = list(reversed(CLASSES))
+    det = EventDetector(DetectorConfig(role="judge", width=16, hidden=8, classes=classes, hop_seconds=0.05)).eval()
+    judges = Scorers("judge", det, [])
+    caps = ["A dog barks, then a police siren wails",                # temporal, word order
+            "A siren wails after a dog barks",                       # temporal, reversed
+            "Rain falls while a bird chirps",                        # not temporal
+            "A bell rings with wind blowing in the background",      # single + background
+            "A dog barks, then a bell rings, then a dog barks",      # repeated label
+            "A clock ticks before a drum beats with rain falling in the background",
+            "something the grammar cannot read"]
+    g = torch.Generator().manual_seed(3)
+    mels = torch.randn(len(caps), 64, 256, generator=g) * 3 - 6
+    mels[1] = mels[0]  # the same clip under the "then" and the "after" wording of one time order
+    t = judge_clips(judges, mels, caps).table
+    probs = det.analyse(mels).frame_probs
+    col = {lab: k for k, lab in enumerate(classes)}
+    prompted = [["dog_bark", "siren"], ["siren", "dog_bark"], ["rain", "bird_chirp"], ["bell", "wind"],
+                ["dog_bark", "bell", "dog_bark"], ["clock_tick", "drum", "rain"]]
+    in_time = [["dog_bark", "siren"], ["dog_bark", "siren"], None, None, None, ["clock_tick", "drum"]]
+    for i in range(6):
+        p = probs[i]
+        pres = np.mean([max(p[f, col[lab]] for f in range(p.shape[0])) for lab in prompted[i]])
+        assert t.presence_prob.iloc[i] == pytest.approx(pres, abs=1e-12)
+        if in_time[i] is None:
+            assert np.isnan(t.order_margin.iloc[i])
+            continue
+        cents = []
+        for lab in in_time[i]:
+            w = [p[f, col[lab]] for f in range(p.shape[0])]
+            cents.append(sum((f + 0.5) * 0.05 * w[f] for f in range(len(w))) / sum(w))
+        assert t.order_margin.iloc[i] == pytest.approx(min(np.diff(cents)), abs=1e-9)
+    assert t.order_margin.iloc[0] == pytest.approx(t.order_margin.iloc[1], abs=1e-12)  # same clip, same order
+    assert t.presence_prob.iloc[0] == pytest.approx(t.presence_prob.iloc[1], abs=1e-12)
+    assert np.isnan(t.presence_prob.iloc[6]) and np.isnan(t.order_margin.iloc[6])  # free-form
+    # a detector without one of the prompted classes is an error, not a silent zero
+    small = EventDetector(DetectorConfig(role="judge", width=16, hidden=8, classes=["dog_bark", "bell"])).eval()
+    with pytest.raises(ValueError, match="siren.*does not know"):
+        judge_clips(Scorers("judge", small, []), mels[:1], caps[:1])
 
 # -- corruptions --------------------------------------------------------------------------------
 
@@ -217,3 +263,24 @@ def test_corruptions_change_exactly_what_they_name(world):
     assert snr == pytest.approx(3.0, abs=0.3)
     assert corrupt.swap_order(wave, rec.events[:1]) is None
     assert corrupt.drop_event(wave, rec.events[:1], rng) is None
+
+
+def test_rank_clips_is_judge_clips_for_rankers_and_roles_hold():
+    """The rankers' table has the judges' columns and is computed the same way; each entry
+    point refuses the other family."""
+    from t2a_lib.scorers import RoleError, rank_clips
+
+    torch.manual_seed(0)
+    caps = ["A dog barks, then a police siren wails", "Rain falls while a bird chirps"]
+    mels = torch.randn(2, 64, 256, generator=torch.Generator().manual_seed(1)) * 3 - 6
+    made = {}
+    for role in ("judge", "ranker"):
+        torch.manual_seed(5)  # the same weights under both roles
+        made[role] = Scorers(role, EventDetector(DetectorConfig(role=role, width=16, hidden=8)).eval(), [])
+    a = judge_clips(made["judge"], mels, caps).table
+    b = rank_clips(made["ranker"], mels, caps).table
+    pd.testing.assert_frame_equal(a, b)
+    with pytest.raises(RoleError):
+        rank_clips(made["judge"], mels, caps)
+    with pytest.raises(RoleError):
+        judge_clips(made["ranker"], mels, caps)

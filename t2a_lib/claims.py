@@ -1,0 +1,233 @@
+"""The papers' claims as data, and how the reproduction answers each one.
+
+``CLAIMS`` is the one table: per claim, what the paper says, the paper's figure, the measure
+(model, baseline, prompt set, subset, per-clip metric) and the claimed direction. Notebook 07
+answers every row from the judges' per-clip tables; the report renders what 07 wrote.
+
+An answer is a **paired** difference: every model is sampled on the same prompts with the same
+noise, so the per-prompt difference ``d_i = y_model,i − y_baseline,i`` removes the prompt's own
+difficulty. A model trained with several seeds is pooled by averaging its seeds' per-clip values
+before differencing; each seed's own difference is shown beside the pooled one, so a verdict that
+flips with the seed is visible. For each row:
+
+- the 95% paired bootstrap interval of mean(d), its half-width and n;
+- the **minimum detectable effect** at 80% power, two-sided α = 0.05:
+  ``MDE = (z_{0.975} + z_{0.80}) · sd(d) / √n ≈ 2.80 · SE``;
+- a continuous judge score beside the binary rate (presence probability, order margin), which
+  has more power than the 0/1 outcome;
+- the verdict: *reproduced* when the interval excludes zero in the claimed direction,
+  *contradicted* when it excludes zero the other way, *not shown* when it contains zero;
+- *powered*: whether the half-width meets the target (±0.05 for a rate against the base,
+  ±0.07 for a rate between two methods).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from .metrics import bootstrap_ci
+
+RATE_METRICS = ("presence", "all_present", "order")
+# the continuous judge score reported beside each binary rate (None: the metric is continuous)
+CONTINUOUS = {"presence": "presence_prob", "all_present": "presence_prob", "order": "order_margin", "clap": None}
+HALF_WIDTH_VS_BASE = 0.05
+HALF_WIDTH_BETWEEN = 0.07
+
+# model identifiers; display names are derived from them, never the other way round
+MODEL_NAMES = {
+    "base": "base (Tango-full-FT's role)",
+    "sft": "SFT on winners",
+    "dpo": "Tango 2 (DPO)",
+    "gold": "DPO on gold pairs",
+    "dpo_wo_s1": "Tango 2 w/o S1",
+    "dpo_wo_s2s3": "Tango 2 w/o S2&S3",
+    "crpo": "CRPO (TangoFlux)",
+    "baton_hd": "BATON HD",
+    "baton_rd": "BATON RD",
+    "baton_hd_rd": "BATON HD+RD",
+}
+
+# the subsets of each evaluation prompt set, as masks over a judge table
+SUBSETS = {
+    "tango": {
+        "all": lambda t: t.n_events > 0,
+        "multi-event": lambda t: t.n_events >= 2,
+        "single-event": lambda t: t.n_events == 1,
+        "temporal": lambda t: t.relation.isin(["then", "followed", "before", "after"]),
+        "non-temporal": lambda t: ~t.relation.isin(["then", "followed", "before", "after"]),
+    },
+    "baton": {
+        "Integrity": lambda t: t.task == "integrity",
+        "Temporal": lambda t: t.task == "temporal",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    claim: str
+    paper: str  # the paper's own figure, for orientation (AudioCaps, real models)
+    model: str  # model identifier (MODEL_NAMES)
+    baseline: str
+    prompts: str  # evaluation prompt set: "tango" or "baton"
+    subset: str
+    metric: str  # per-clip judge column: presence | all_present | order | clap
+    direction: int = 1  # +1: the paper claims the model is higher
+
+    @property
+    def measure(self) -> str:
+        return f"{self.metric} on {self.subset}: {self.model} − {self.baseline}"
+
+    @property
+    def max_half_width(self) -> float | None:
+        """The power target of the row's interval (None: a continuous score, no fixed target)."""
+        if self.metric not in RATE_METRICS:
+            return None
+        return HALF_WIDTH_VS_BASE if self.baseline == "base" else HALF_WIDTH_BETWEEN
+
+
+CLAIMS = [
+    Claim("dpo_clap", "DPO on the preference set raises CLAP over the base model", "Tango 2 Table 3: CLAP 0.54 → 0.57",
+          "dpo", "base", "tango", "all", "clap"),
+    Claim("dpo_multi_presence", "… most on multi-event prompts (presence)",
+          "Tango 2 Table 4: multi-event CLAP 0.54 → 0.57, single 0.51 → 0.52", "dpo", "base", "tango", "multi-event",
+          "presence"),
+    Claim("dpo_temporal_order", "… and on temporal prompts (order)", "Tango 2 Table 5: temporal CLAP 0.55 → 0.58",
+          "dpo", "base", "tango", "temporal", "order"),
+    Claim("gold_temporal_order", "Positive control: DPO on gold pairs improves order", "(not in the papers)",
+          "gold", "base", "tango", "temporal", "order"),
+    Claim("gold_multi_presence", "Positive control: DPO on gold pairs improves presence", "(not in the papers)",
+          "gold", "base", "tango", "multi-event", "presence"),
+    Claim("gold_vs_ranked", "Ranking noise costs DPO: gold pairs beat ranked pairs (order)",
+          "(not in the papers; the ceiling of the ranked set)", "gold", "dpo", "tango", "temporal", "order"),
+    Claim("dpo_vs_sft", "DPO beats SFT on winners (order)", "Tango 2 §4 (SFT epoch, then DPO)",
+          "dpo", "sft", "tango", "temporal", "order"),
+    Claim("s1_contributes", "S1 contributes (ablation: DPO − w/o S1, CLAP)", "Tango 2 Table 3: CLAP 0.57 vs 0.56",
+          "dpo", "dpo_wo_s1", "tango", "all", "clap"),
+    Claim("s2s3_contribute", "S2 & S3 contribute (ablation: DPO − w/o S2&S3, order)", "Tango 2 Table 3: CLAP 0.57 vs 0.54",
+          "dpo", "dpo_wo_s2s3", "tango", "temporal", "order"),
+    Claim("crpo_vs_dpo", "One round of CRPO beats a static preference set (CLAP)", "TangoFlux: CLAP 0.453 vs 0.448",
+          "crpo", "dpo", "tango", "all", "clap"),
+    Claim("hd_integrity", "BATON with human labels (HD) improves integrity (all present)", "BATON: CLAP +2.3% (Integrity)",
+          "baton_hd", "base", "baton", "Integrity", "all_present"),
+    Claim("hd_temporal", "BATON HD improves order on Temporal prompts", "BATON: CLAP +6.0% (Temporal)",
+          "baton_hd", "base", "baton", "Temporal", "order"),
+    Claim("rd_integrity", "BATON with reward-model labels (RD) improves integrity", "BATON §5",
+          "baton_rd", "base", "baton", "Integrity", "all_present"),
+    Claim("rd_temporal", "BATON RD improves order on Temporal prompts", "BATON §5",
+          "baton_rd", "base", "baton", "Temporal", "order"),
+    Claim("hdrd_integrity", "BATON HD+RD improves integrity (all present)", "BATON: CLAP +2.3%, MOS-Q 4.55",
+          "baton_hd_rd", "base", "baton", "Integrity", "all_present"),
+    Claim("hdrd_temporal", "BATON HD+RD improves order on Temporal prompts", "BATON: CLAP +6.0%, MOS-F 4.41",
+          "baton_hd_rd", "base", "baton", "Temporal", "order"),
+    Claim("hdrd_vs_hd", "HD+RD beats HD alone (order, Temporal)", "BATON §5: combining HD and RD beats either",
+          "baton_hd_rd", "baton_hd", "baton", "Temporal", "order"),
+]
+
+
+def claims_frame(claims=CLAIMS) -> pd.DataFrame:
+    """The claims table as a DataFrame (one row per claim)."""
+    return pd.DataFrame([{**c.__dict__, "measure": c.measure, "target half-width": c.max_half_width} for c in claims])
+
+
+# ----------------------------------------------------------------------------- the statistics
+
+
+def verdict(diff: float, lo: float, hi: float, direction: int = 1) -> str:
+    """'reproduced' when [lo, hi] excludes zero in the claimed direction, 'contradicted' when it
+    excludes zero the other way, 'not shown' when it contains zero, 'not measured' without an
+    interval."""
+    if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
+        return "not measured"
+    if (lo > 0 and direction > 0) or (hi < 0 and direction < 0):
+        return "reproduced"
+    if (hi < 0 and direction > 0) or (lo > 0 and direction < 0):
+        return "contradicted"
+    return "not shown"
+
+
+def minimum_detectable_effect(d, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided test at level ``alpha`` detects with
+    probability ``power``, given the per-prompt differences ``d``:
+    ``(z_{1-α/2} + z_{power}) · sd(d) / √n`` (sd with ddof = 1)."""
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 1 or len(d) < 2:
+        raise ValueError(f"need at least 2 paired differences, got {d.shape}")
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def pooled_values(tables: list[pd.DataFrame], metric: str) -> np.ndarray:
+    """Per-clip values averaged over a model's seeds (tables on the same prompts, same order)."""
+    if not tables:
+        raise ValueError("no tables to pool")
+    first = list(tables[0].caption)
+    for t in tables[1:]:
+        if list(t.caption) != first:
+            raise ValueError("a model's seeds were evaluated on different prompts")
+    return np.mean([t[metric].to_numpy(float) for t in tables], axis=0)
+
+
+def paired_effect(a, b, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean of a − b over the items where both are defined, with its 95% paired bootstrap
+    interval, half-width, n and minimum detectable effect."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired arrays differ in length: {a.shape} vs {b.shape}")
+    ok = ~(np.isnan(a) | np.isnan(b))
+    d = a[ok] - b[ok]
+    if len(d) < 2:
+        return {"difference": np.nan, "low": np.nan, "high": np.nan, "half_width": np.nan, "n": int(len(d)),
+                "mde": np.nan}
+    diff, lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed)
+    return {"difference": diff, "low": lo, "high": hi, "half_width": (hi - lo) / 2, "n": int(len(d)),
+            "mde": minimum_detectable_effect(d)}
+
+
+def _fmt(e: dict) -> str:
+    if np.isnan(e["difference"]):
+        return "—"
+    return f"{e['difference']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]"
+
+
+def answer(claim: Claim, tables: dict[str, list[pd.DataFrame]], n_boot: int = 1000, seed: int = 0) -> dict:
+    """One row of the claims table. ``tables`` maps a model identifier to its per-seed judge
+    tables on the claim's prompt set (every model on the same prompts, in the same order)."""
+    row = {"key": claim.key, "claim": claim.claim, "paper": claim.paper, "measure": claim.measure}
+    if claim.model not in tables or claim.baseline not in tables:
+        missing = [m for m in (claim.model, claim.baseline) if m not in tables]
+        return {**row, "ours": "—", "verdict": "not measured", "why": f"not evaluated: {', '.join(missing)}"}
+    base_tables = tables[claim.baseline]
+    mask = SUBSETS[claim.prompts][claim.subset](base_tables[0]).to_numpy()
+    b = pooled_values(base_tables, claim.metric)[mask]
+    pooled = paired_effect(pooled_values(tables[claim.model], claim.metric)[mask], b, n_boot, seed)
+    per_seed = [paired_effect(t[claim.metric].to_numpy(float)[mask], b, n_boot, seed) for t in tables[claim.model]]
+    row.update({
+        "n": pooled["n"], "seeds": len(per_seed),
+        "ours": _fmt(pooled),
+        "per seed": "; ".join(_fmt(e) for e in per_seed),
+        "difference": pooled["difference"], "low": pooled["low"], "high": pooled["high"],
+        "half-width": pooled["half_width"], "MDE": pooled["mde"],
+        "baseline value": float(np.nanmean(b)) if np.isfinite(b).any() else np.nan,
+    })
+    cont = CONTINUOUS.get(claim.metric)
+    if cont is not None and cont in base_tables[0]:
+        c = paired_effect(pooled_values(tables[claim.model], cont)[mask], pooled_values(base_tables, cont)[mask],
+                          n_boot, seed)
+        row["continuous"] = f"{cont} {_fmt(c)}"
+        row["continuous verdict"] = verdict(c["difference"], c["low"], c["high"], claim.direction)
+    target = claim.max_half_width
+    row["target half-width"] = target
+    row["powered"] = bool(target is None or (np.isfinite(pooled["half_width"]) and pooled["half_width"] <= target))
+    row["verdict"] = verdict(pooled["difference"], pooled["low"], pooled["high"], claim.direction)
+    return row
+
+
+def answer_all(tables: dict[str, dict[str, list[pd.DataFrame]]], claims=CLAIMS, n_boot: int = 1000,
+               seed: int = 0) -> pd.DataFrame:
+    """Every claim answered: ``tables[prompt_set][model id]`` holds the per-seed judge tables."""
+    return pd.DataFrame([answer(c, tables.get(c.prompts, {}), n_boot, seed) for c in claims])

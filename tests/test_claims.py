@@ -1,0 +1,108 @@
+"""The claims table: verdict logic, paired effects, seed pooling and the minimum detectable effect,
+each against an independent computation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from t2a_lib import claims
+from t2a_lib.claims import CLAIMS, Claim, answer, minimum_detectable_effect, paired_effect, verdict
+
+
+def test_verdict_cases():
+    assert verdict(0.1, 0.02, 0.18) == "reproduced"
+    assert verdict(-0.1, -0.18, -0.02) == "contradicted"
+    assert verdict(0.01, -0.05, 0.07) == "not shown"
+    assert verdict(-0.1, -0.18, -0.02, direction=-1) == "reproduced"
+    assert verdict(0.1, 0.02, 0.18, direction=-1) == "contradicted"
+    assert verdict(0.0, np.nan, np.nan) == "not measured"
+    assert verdict(0.0, 0.0, 0.1) == "not shown"  # an interval touching zero does not exclude it
+
+
+def test_mde_closed_form_and_power_by_simulation():
+    rng = np.random.default_rng(0)
+    d = rng.normal(0, 0.5, 400)
+    z = 1.959963984540054 + 0.8416212335729143  # z_0.975 + z_0.80, written out
+    assert minimum_detectable_effect(d) == pytest.approx(z * d.std(ddof=1) / 20, rel=1e-12)
+    # a true effect of the MDE is detected (|mean| / SE > 1.96) about 80% of the time
+    n, sd = 200, 1.0
+    mde = z * sd / np.sqrt(n)
+    sims = rng.normal(mde, sd, (4000, n))
+    detected = np.abs(sims.mean(1) / (sims.std(1, ddof=1) / np.sqrt(n))) > 1.959963984540054
+    assert detected.mean() == pytest.approx(0.80, abs=0.03)
+    with pytest.raises(ValueError, match="at least 2"):
+        minimum_detectable_effect([0.1])
+
+
+def test_paired_effect_matches_direct_bootstrap():
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 2, 300).astype(float), rng.integers(0, 2, 300).astype(float)
+    a[:10] = np.nan  # undefined items are dropped from both sides
+    e = paired_effect(a, b, n_boot=500, seed=3)
+    d = a[10:] - b[10:]
+    idx = np.random.default_rng(3).integers(0, len(d), size=(500, len(d)))
+    lo, hi = np.quantile(d[idx].mean(1), [0.025, 0.975])
+    assert e["n"] == 290
+    assert e["difference"] == pytest.approx(d.mean())
+    assert (e["low"], e["high"]) == pytest.approx((lo, hi))
+    assert e["half_width"] == pytest.approx((hi - lo) / 2)
+    assert e["mde"] == pytest.approx(minimum_detectable_effect(d))
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_effect(a, b[:-1])
+
+
+def _table(outcomes, relation="then", task=None):
+    n = len(outcomes)
+    t = pd.DataFrame({"caption": [f"p{i}" for i in range(n)], "n_events": 2, "relation": relation,
+                      "order": np.asarray(outcomes, float), "presence": 1.0, "all_present": 1.0, "clap": 0.5,
+                      "order_margin": np.asarray(outcomes, float) * 0.3, "presence_prob": 0.9})
+    if task is not None:
+        t["task"] = task
+    return t
+
+
+def test_answer_pools_seeds_and_reports_each():
+    claim = Claim("k", "c", "p", "dpo", "base", "tango", "temporal", "order")
+    base = _table([0] * 100)
+    s0 = _table([1] * 60 + [0] * 40)  # +0.6
+    s1 = _table([1] * 20 + [0] * 80)  # +0.2
+    row = answer(claim, {"dpo": [s0, s1], "base": [base]}, n_boot=200)
+    assert row["n"] == 100 and row["seeds"] == 2
+    assert row["difference"] == pytest.approx(0.4)  # the pooled (mean of seeds) difference
+    assert row["per seed"].startswith("+0.600") and "; +0.200" in row["per seed"]
+    assert row["verdict"] == "reproduced"
+    assert row["continuous"].startswith("order_margin +0.120")
+    # the interval of a 0.4 shift over 100 prompts is about ±0.07: too wide against the base
+    assert row["target half-width"] == 0.05 and row["powered"] is False
+
+
+def test_answer_subset_and_missing_model():
+    claim = Claim("k", "c", "p", "baton_hd", "base", "baton", "Temporal", "order", direction=1)
+    base = pd.concat([_table([0] * 50, task="temporal"), _table([1] * 50, task="integrity")], ignore_index=True)
+    base["caption"] = [f"p{i}" for i in range(100)]
+    model = base.copy()
+    model.loc[:49, "order"] = 0.0  # no change on Temporal; integrity rows must not count
+    model.loc[50:, "order"] = 0.0
+    row = answer(claim, {"baton_hd": [model], "base": [base]}, n_boot=100)
+    assert row["n"] == 50 and row["difference"] == 0.0 and row["verdict"] == "not shown"
+    missing = answer(claim, {"base": [base]})
+    assert missing["verdict"] == "not measured" and "baton_hd" in missing["why"]
+
+
+def test_seeds_on_other_prompts_are_refused():
+    claim = CLAIMS[0]
+    a, b = _table([1, 0, 1]), _table([1, 0, 1])
+    b["caption"] = ["x", "y", "z"]
+    with pytest.raises(ValueError, match="different prompts"):
+        answer(claim, {"dpo": [a, b], "base": [a]})
+
+
+def test_claims_table_is_complete_data():
+    frame = claims.claims_frame()
+    assert len(frame) >= 12 and frame.key.is_unique
+    for c in CLAIMS:
+        assert c.model in claims.MODEL_NAMES and c.baseline in claims.MODEL_NAMES
+        assert c.subset in claims.SUBSETS[c.prompts]
+        assert c.metric in ("presence", "all_present", "order", "clap")
+    targets = {c.key: c.max_half_width for c in CLAIMS}
+    assert targets["dpo_temporal_order"] == 0.05 and targets["gold_vs_ranked"] == 0.07 and targets["dpo_clap"] is None
