@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= default
+# where pip takes torch from: empty = PyPI (the CUDA build on Linux, CPU on macOS);
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU wheel on Linux
+TORCH_INDEX ?=
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 # notebooks plot inline (the kernel's own backend), so executed notebooks keep their figures;
@@ -15,8 +18,8 @@ HEADLESS := MPLBACKEND=Agg
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# the CPU build first: an unpinned torch would pull gigabytes of CUDA wheels
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# torch pinned first: an unpinned torch would pull the newest CUDA wheels
+	$(BIN)/python -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[notebooks,dev]"
 	# the kernel papermill and the notebooks run on: this venv's python
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (t2a-lib)" >/dev/null

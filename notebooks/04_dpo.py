@@ -63,7 +63,7 @@ crpo_samples = 4
 crpo_steps = 40
 sample_steps = 10
 guidance = 3.0
-eval_output = "mel"
+eval_output = "audio"
 n_boot = 1000
 
 # %%
@@ -79,7 +79,6 @@ from IPython.display import Audio, Markdown, display
 
 from t2a_lib import base_model, claims, dpo, evaluation, preferences, reproduce, scorers
 from t2a_lib.datasets import load_split
-from t2a_lib.vocoder import vocode
 
 run_dir = Path(run_dir)
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
@@ -216,7 +215,7 @@ for i in changed:
         row = tables[model_id][0].iloc[i]
         display(Markdown(f"*{claims.MODEL_NAMES[model_id]}* — judge hears {', '.join(row.detected) or 'nothing'}; "
                          f"in order: {bool(row.order)}"))
-        display(Audio(vocode(torch.from_numpy(samples[model_id][0][i:i + 1]), base.vocoder)[0], rate=16000))
+        display(Audio(evaluation.to_audio(samples[model_id][0][i], base.vocoder), rate=16000))
 
 # %% [markdown]
 # ## Figures for the report

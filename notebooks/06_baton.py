@@ -39,7 +39,7 @@ n_pretrain = 2500
 n_seeds = 2  # HD and HD+RD train with this many seeds (RD with one)
 sample_steps = 10
 guidance = 3.0
-eval_output = "mel"
+eval_output = "audio"
 n_boot = 1000
 
 # %%
@@ -58,7 +58,6 @@ from t2a_lib import base_model, baton, claims, dpo, evaluation, reproduce, score
 from t2a_lib.autoencoder import encode_mels
 from t2a_lib.features import split_mels
 from t2a_lib.manifest import read_manifest
-from t2a_lib.vocoder import vocode
 
 run_dir = Path(run_dir)
 baton_dir, models_dir = run_dir / "baton", run_dir / "models"
@@ -161,7 +160,7 @@ display(Markdown(f"**{base_t.caption[i]}**"))
 for model_id in tables:
     row = tables[model_id][0].iloc[i]
     display(Markdown(f"*{claims.MODEL_NAMES[model_id]}* — judge hears {', '.join(row.detected) or 'nothing'}"),
-            Audio(vocode(torch.from_numpy(samples[model_id][0][i:i + 1]), base.vocoder)[0], rate=16000))
+            Audio(evaluation.to_audio(samples[model_id][0][i], base.vocoder), rate=16000))
 
 # %%
 figures = {

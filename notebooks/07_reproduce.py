@@ -48,7 +48,7 @@ profile = "dev"
 seed = 0
 sample_steps = 10
 guidance = 3.0
-eval_output = "mel"
+eval_output = "audio"
 n_boot = 1000
 ablations = True  # train Tango 2's ablations (DPO without S1; without S2 and S3) here
 workers = 1  # > 1: train the two ablations side by side in worker processes
@@ -68,7 +68,6 @@ from IPython.display import Audio, Markdown, display
 from t2a_lib import base_model, claims, dpo, evaluation, parallel, reproduce, scorers
 from t2a_lib.datasets import load_split
 from t2a_lib.features import split_mels
-from t2a_lib.vocoder import vocode
 
 run_dir = Path(run_dir)
 tables_dir, fig_dir = run_dir / "tables", run_dir / "figures"
@@ -220,7 +219,7 @@ k = int(np.argmax(base_table.relation.isin(["then", "after"]).to_numpy()))
 names = list(judged["tango"])
 fig, axes = plt.subplots(len(names), 1, figsize=(8, 1.6 * len(names)), squeeze=False)
 for ax, m in zip(axes[:, 0], names):
-    ax.imshow(samples["tango"][m][0][k], origin="lower", aspect="auto", cmap="magma", extent=[0, 2.56, 0, 64])
+    ax.imshow(evaluation.to_mel(samples["tango"][m][0][k]), origin="lower", aspect="auto", cmap="magma", extent=[0, 2.56, 0, 64])
     ax.set_title(f"{claims.MODEL_NAMES[m]}: judge hears {', '.join(tables['tango'][m][0].detected[k]) or 'nothing'}",
                  fontsize=8)
     ax.set_yticks([])
@@ -230,7 +229,7 @@ fig.savefig(fig_dir / "07_one_prompt_grid.png", dpi=80)
 plt.show()
 for m in names:
     display(Markdown(f"*{claims.MODEL_NAMES[m]}*"),
-            Audio(vocode(torch.from_numpy(samples["tango"][m][0][k:k + 1]), base.vocoder)[0], rate=16000))
+            Audio(evaluation.to_audio(samples["tango"][m][0][k], base.vocoder), rate=16000))
 
 # %% [markdown]
 # ## Listening set for the report

@@ -206,3 +206,17 @@ def evaluate_on(pipe, judges, run_dir, name: str, steps: int, guidance: float, o
     extra = prompts.drop(columns=["prompt"] + [c for c in ("labels", "all_labels") if c in prompts])
     judged.table = pd.concat([judged.table, extra.reset_index(drop=True)], axis=1)
     return judged, samples
+
+
+def to_audio(sample, vocoder) -> np.ndarray:
+    """A waveform from one evaluation sample: a waveform as it is, a log-mel (64, T) vocoded."""
+    from .vocoder import vocode
+
+    sample = np.asarray(sample)
+    return vocode(torch.from_numpy(sample[None]).float(), vocoder)[0] if sample.ndim == 2 else sample
+
+
+def to_mel(sample) -> np.ndarray:
+    """A log-mel (64, T) from one evaluation sample: a log-mel as it is, a waveform analysed."""
+    sample = np.asarray(sample)
+    return sample if sample.ndim == 2 else waves_to_mel(sample[None])[0].numpy()

@@ -5,8 +5,9 @@
 - ``releases/base/``: the base ``TangoPipeline`` (``pipeline/``, as ``save_pretrained`` writes it)
   and ``release.json``: the training settings, the training curves and held-out scores of
   every component, and the **fingerprint of the world** it was trained on;
-- ``releases/scorers/``: the judges and the rankers (``judges/``, ``rankers/``), each model with
-  its ``config.json``, ``model.safetensors``, ``model_card.json`` and ``losses.json``.
+- ``releases/scorers/``: the judges and the rankers (``judges/``, ``rankers/``), each model as
+  notebook 01 saves it (``config.json``, ``model.safetensors``, ``model_card.json``,
+  ``losses.json``, and an audio-text model's ``tokenizer/``).
 
 A run uses a release only when its own world has the same fingerprint (``world_fingerprint``:
 every split's ids, captions, timelines and relations, and the audio of the first clips of each
@@ -31,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RELEASES = ROOT / "releases"
 N_AUDIO = 16  # clips of each split whose audio bytes enter the fingerprint
 COMMAND = "make base"
-SCORER_FILES = ("config.json", "model.safetensors", "model_card.json", "losses.json")
 
 
 class ReleaseError(RuntimeError):
@@ -127,10 +127,7 @@ def install_scorers(run_dir, folder=RELEASES / "scorers") -> tuple[bool, str]:
         return False, why
     for role in ("judges", "rankers"):
         for model in sorted((Path(folder) / role).iterdir()):
-            dest = Path(run_dir) / "scorers" / role / model.name
-            dest.mkdir(parents=True, exist_ok=True)
-            for name in SCORER_FILES:
-                shutil.copy2(model / name, dest / name)
+            shutil.copytree(model, Path(run_dir) / "scorers" / role / model.name, dirs_exist_ok=True)
     return True, ""
 
 
@@ -191,9 +188,7 @@ def export(run_dir, out=RELEASES) -> dict:
     cards = {}
     for role in ("judges", "rankers"):
         for model in sorted((run_dir / "scorers" / role).iterdir()):
-            (sc_dir / role / model.name).mkdir(parents=True)
-            for name in SCORER_FILES:
-                shutil.copy2(model / name, sc_dir / role / model.name / name)
+            shutil.copytree(model, sc_dir / role / model.name)
             cards[f"{role}/{model.name}"] = json.loads((model / "model_card.json").read_text())
     scorers = {**common, "models": cards, "parameters": _stage_parameters(run_dir, "01_judges")}
     (sc_dir / "release.json").write_text(json.dumps(scorers, indent=1, default=float))

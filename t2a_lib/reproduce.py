@@ -110,10 +110,8 @@ def write_listening_set(run_dir, pipe, tango: dict[str, np.ndarray], tango_table
     import json
     import shutil
 
-    import torch
-
     from .audio import write_wav
-    from .vocoder import vocode
+    from .evaluation import to_audio
 
     run_dir = Path(run_dir)
     out = run_dir / "listening"
@@ -121,8 +119,7 @@ def write_listening_set(run_dir, pipe, tango: dict[str, np.ndarray], tango_table
     out.mkdir(parents=True)
 
     def wave(x):
-        x = np.asarray(x)
-        return vocode(torch.from_numpy(x[None]).float(), pipe.vocoder)[0] if x.ndim == 2 else x
+        return to_audio(x, pipe.vocoder)
 
     prompts = []
     for name, models, table in (("tango", tango, tango_table), ("baton", baton or {}, baton_table)):

@@ -59,7 +59,7 @@ def test_released_models_load_and_keep_their_roles():
     judges = scorers.Scorers.load(RELEASES / "scorers" / "judges", "judge")
     rankers = scorers.Scorers.load(RELEASES / "scorers" / "rankers", "ranker")
     assert len(rankers.audiotext) == 2 and len(judges.audiotext) == 1
-    with pytest.raises(scorers.RoleError):
+    with pytest.raises(ValueError, match="judges and rankers never mix"):
         scorers.Scorers.load(RELEASES / "scorers" / "judges", "ranker")
 
 
