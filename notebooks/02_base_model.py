@@ -446,6 +446,7 @@ figures = {
     "bit_exact_reload": bool(np.array_equal(a, b)),
     "release": {"used": bool(released), "why_not": why, "world_fingerprint": released and released["world_fingerprint"]},
     "evaluation_sets": {name: len(t) for name, t in sets.items()},
+    "eval_output": eval_output,
     "mel_vs_audio_agreement": agreement,
     "by_kind": json.loads(summary.to_json(orient="index")),
     "order_sensitivity": order_sensitivity,

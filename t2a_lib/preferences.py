@@ -47,9 +47,9 @@ class PreferenceConfig:
     s2_perturbations: int = 2  # Tango 2: 5
     s3_perturbations: int = 2  # Tango 2: 5
     guidance: float = 3.0
-    alpha_quantile: float = 0.2  # winner >= the 20th percentile of candidate winners' scores
-    beta_quantile: float = 0.8  # loser <= the 80th percentile of candidate losers' scores
-    delta_min_quantile: float = 0.2  # margin >= the 20th percentile of candidate margins
+    alpha_quantile: float = 0.1  # winner >= the 10th percentile of candidate winners' scores
+    beta_quantile: float = 0.9  # loser <= the 90th percentile of candidate losers' scores
+    delta_min_quantile: float = 0.1  # margin >= the 10th percentile of candidate margins
     delta_max_quantile: float = 0.99
     batch_size: int = 32
     seed: int = 0

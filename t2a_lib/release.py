@@ -178,7 +178,8 @@ def export(run_dir, out=RELEASES) -> dict:
     shutil.copytree(run_dir / "base" / "pipeline", base_dir / "pipeline")
     base = {**common, "components": {name: _fit_record(run_dir / "base" / name)
                                      for name in ("text", "vae", "vocoder", "unet")},
-            "held_out": {k: stage[k] for k in ("by_kind", "text_order_probe", "vocoder", "order_sensitivity")
+            "held_out": {k: stage[k] for k in ("by_kind", "text_order_probe", "vocoder", "order_sensitivity",
+                                               "eval_output", "mel_vs_audio_agreement")
                          if k in stage},
             "parameters": _stage_parameters(run_dir, "02_base_model")}
     (base_dir / "release.json").write_text(json.dumps(base, indent=1, default=float))
@@ -217,7 +218,8 @@ def base_card(info: dict) -> str:
     p = info["parameters"]
     lines += ["## Training", "", "| setting | value |", "|--|--|"]
     lines += [f"| {k} | {v} |" for k, v in p.items() if k not in ("run_dir", "profile")]
-    lines += ["", "## Held-out scores (judges; one sample per prompt)", "",
+    judged = {"audio": "vocoded audio", "mel": "the VAE's decoded log-mels"}.get(info["held_out"].get("eval_output"), "?")
+    lines += ["", f"## Held-out scores (judges, on {judged}; one sample per prompt, Tango 2's evaluation set)", "",
               "| relation | clips | presence | all present | order given all present |", "|--|--|--|--|--|"]
     for kind, r in info["held_out"].get("by_kind", {}).items():
         lines.append(f"| {kind} | {r['clips']} | {r['presence']:.3f} | {r['all_present']:.3f} | "
