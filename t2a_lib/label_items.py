@@ -39,9 +39,9 @@ def resolve_run_dir(run_dir) -> Path:
     there, else from the project root (so ``papermill_runs/dev`` works from ``notebooks/``)."""
     run_dir = Path(run_dir)
     if run_dir.is_absolute() or run_dir.exists():
-        return run_dir.resolve()
+        return run_dir.absolute()
     root = find_project_root()
-    return (root / run_dir if root else run_dir).resolve()
+    return (root / run_dir if root else run_dir).absolute()
 
 
 def _absolute(folder: Path, location: str) -> str:

@@ -40,15 +40,16 @@ import pandas as pd
 from . import label_items
 from .labels import (
     LABEL_COLUMNS, append_jsonl, cohen_kappa, events_path, feedback_line, fleiss_kappa, fold,
-    load_labels, merge_labellers, pair_line, participant_files, read_jsonl, shown_as_a, undo_line,
-    write_merged,
+    load_labels, merge_feedback, merge_labellers, merge_pairs, pair_line, participant_files, read_jsonl,
+    shown_as_a, undo_line, write_merged,
 )
 from .manifest import ManifestRecord, append_record, parse_record, resolve_location, write_manifest
 from .media import clip_media, spectrogram_png, wav_bytes
 
 __all__ = ["PairListener", "FeedbackLabeller", "pair_listener_from_run", "feedback_labellers_from_run",
-           "load_labels", "merge_labellers", "write_merged", "cohen_kappa", "fleiss_kappa",
-           "events_path", "append_jsonl", "read_jsonl", "wav_bytes", "spectrogram_png", "LABEL_COLUMNS"]
+           "workshop_dir", "load_labels", "merge_labellers", "merge_feedback", "merge_pairs", "write_merged",
+           "cohen_kappa", "fleiss_kappa", "events_path", "append_jsonl", "read_jsonl", "wav_bytes",
+           "spectrogram_png", "LABEL_COLUMNS"]
 _fold = fold  # the name the first version used
 
 
