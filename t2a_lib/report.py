@@ -46,7 +46,7 @@ figcaption{color:#444;font-size:.92em}tr.v-reproduced td{background:#e6f4e6}tr.v
 .prompt{border-top:1px solid #eee;padding:.3em 0}.clips{display:flex;flex-wrap:wrap;gap:1em}
 figure.clip{margin:0;width:290px}figure.clip img{display:block;width:272px}figure.clip audio{width:272px}
 details{border:1px solid #ddd;border-radius:5px;padding:.3em .8em;margin:.5em 0}summary{cursor:pointer;font-weight:bold}"""
-MAX_STAGE_ROWS = 30  # key numbers shown per stage; the rest stay in summary.json
+MAX_STAGE_ROWS = 28  # table rows (headers included) shown per stage; the rest stay in summary.json
 
 
 def fmt(value) -> str:
@@ -161,7 +161,7 @@ def _render_notebooks(run_dir: Path, report_dir: Path, stems) -> dict:
 
 def key_numbers(data) -> list[str]:
     """A stage's figures as small tables (timings left out): its scalars, each dict of dicts as a
-    matrix, each list of records as a table; at most MAX_STAGE_ROWS rows in all."""
+    matrix, each list of records as a table; at most MAX_STAGE_ROWS table rows in all."""
     data = data if isinstance(data, dict) else {"value": data}
     scalars, blocks = {}, []
     for key, value in data.items():
@@ -177,19 +177,18 @@ def key_numbers(data) -> list[str]:
             flat, tabs = flatten({key: value})
             scalars.update({k: v for k, v in flat.items() if not VOLATILE.search(k)})
             blocks += list(tabs.items())
-    out, budget = [], MAX_STAGE_ROWS
     if scalars:
-        rows = [{"figure": k, "value": v} for k, v in scalars.items()]
-        out.append(table(rows[:budget]))
-        budget -= len(rows[:budget])
-    for key, rows in blocks:
-        if budget <= 0:
+        blocks.insert(0, ("", [{"figure": k, "value": v} for k, v in scalars.items()]))
+    out, budget, shown = [], MAX_STAGE_ROWS, 0
+    for key, rows in blocks:  # each table costs its rows and its header row
+        if budget < 2:
             break
-        out += [f"<h4>{html.escape(key)}</h4>", table(rows[:budget])]
-        budget -= len(rows[:budget])
-    total = len(scalars) + sum(len(r) for _, r in blocks)
-    if total > MAX_STAGE_ROWS:
-        out.append(f"<p class=muted>{total - MAX_STAGE_ROWS} more rows of figures in summary.json.</p>")
+        part = rows[:budget - 1]
+        out += ([f"<h4>{html.escape(key)}</h4>"] if key else []) + [table(part)]
+        budget, shown = budget - len(part) - 1, shown + len(part)
+    hidden = sum(len(r) for _, r in blocks) - shown
+    if hidden:
+        out.append(f"<p class=muted>{hidden} more rows of figures in summary.json.</p>")
     return out
 
 

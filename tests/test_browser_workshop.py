@@ -2,9 +2,11 @@
 their files on disk match their clicks, a reload resumes, and the teacher's page merges both
 per question. The server is the one `make workshop` starts, on a free loopback port."""
 
+import queue
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,11 +28,15 @@ def server(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "t2a_lib.workshop", "--run-dir", str(run), "--port", "0", *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        lines: queue.Queue = queue.Queue()  # read in a thread: never block past the deadline
+        threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
         url, deadline, seen = None, time.time() + 90, []
         while url is None and time.time() < deadline and proc.poll() is None:
-            line = proc.stdout.readline()
-            seen.append(line)
-            m = re.search(r"participants: (http://127\.0\.0\.1:\d+)/", line)
+            try:
+                seen.append(lines.get(timeout=1.0))
+            except queue.Empty:
+                continue
+            m = re.search(r"participants: (http://127\.0\.0\.1:\d+)/", seen[-1])
             url = m.group(1) if m else None
         assert url, f"the workshop server did not start: {''.join(seen)}"
         yield url, run
