@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 # the test targets stay headless
 HEADLESS := MPLBACKEND=Agg
 
-.PHONY: setup reproduce smoke base test test-fast lab notebooks clean-runs
+.PHONY: setup reproduce smoke base test test-fast lab workshop notebooks clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ test-fast: setup
 lab: setup
 	$(BIN)/python -m ipykernel install --user --name t2a-lib --display-name "t2a-lib (.venv)"
 	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+# listening and labelling pages for participants' browsers, and a live teacher's page, over a run
+# folder (its preference pairs and BATON clips); answers land in $(RUN)/workshop/<name>/
+RUN ?= papermill_runs/$(PROFILE)
+workshop: setup
+	$(BIN)/python -m t2a_lib.workshop --run-dir $(RUN)
 
 # regenerate every .ipynb from its percent-format .py (the .py is the source of truth)
 notebooks: setup

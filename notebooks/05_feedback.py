@@ -30,10 +30,13 @@
 # caption — BATON's scorer fed 16 kHz audio to a 48 kHz CLAP and scored audio against the
 # sample index).
 #
-# **In a workshop** set `interactive = True` and label in the widget below (yes / no / skip /
-# undo; every answer is written to disk at once, several people can label into separate files
-# and `merge_labellers` reports their agreement). **Under papermill** simulated annotators
-# answer from the ranker family's event detector, with 10% of answers flipped.
+# **In a workshop** set `interactive = True` and your name as `labeller`, and label in the
+# widgets below, one per question (yes / no / skip / undo, or the keys y / n / s / u with the
+# mouse over the widget; every answer is written to disk at once and a restarted kernel resumes).
+# Or let everyone label in their own browser with `make workshop` (no code to touch): both write
+# to `<run_dir>/workshop/<name>/`, and the merge cell takes every person's answers, question by
+# question. **Under papermill** simulated annotators answer from the ranker family's event
+# detector, with 10% of answers flipped.
 
 # %% tags=["parameters"]
 run_dir = "papermill_runs/dev"
@@ -63,11 +66,11 @@ import numpy as np
 import pandas as pd
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, evaluation, metrics, reward, scorers, widgets
+from t2a_lib import base_model, evaluation, label_items, metrics, reward, scorers, widgets
 from t2a_lib.features import waves_to_mel, load_waves
 from t2a_lib.manifest import ManifestRecord, read_manifest
 
-run_dir = Path(run_dir)
+run_dir = label_items.resolve_run_dir(run_dir)  # the same folder from the repository root and from notebooks/
 baton_dir = run_dir / "baton"
 baton_dir.mkdir(parents=True, exist_ok=True)
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
@@ -97,26 +100,33 @@ display(hd[["task", "caption"]].drop_duplicates().groupby("task").head(3))
 labels_path = baton_dir / f"hd_labels_{labeller}.jsonl"
 records = [ManifestRecord(dataset="world-baton", location=r.location, captions=r.caption, id=r.id)
            for r in hd.itertuples()]
-if interactive:
-    for task, question in reward.TASKS.items():
-        ui = widgets.FeedbackLabeller([rec for rec, t in zip(records, hd.task) if t == task],
-                                      baton_dir / f"hd_labels_{labeller}_{task}.jsonl", question, labeller=labeller)
-        display(Markdown(f"### {task}: {question}"), ui.widget)
+if interactive:  # one widget per question, writing to <run_dir>/workshop/<labeller>/ (as `make workshop` does)
+    for task, ui in widgets.feedback_labellers_from_run(run_dir, labeller).items():
+        display(Markdown(f"### {task}: {ui.question}"), ui.widget)
 else:
     annotator = reward.SimulatedAnnotator(rankers.detector, flip=annotator_flip, seed=seed)
     hd["feedback"] = annotator.label(waves_to_mel(load_waves(records)), hd)
     reward.write_feedback(labels_path, hd.location.tolist(), hd.caption.tolist(), hd.feedback.tolist(), hd.id.tolist())
 
 # %% [markdown]
-# When people labelled interactively, run the cell below after labelling: it merges every
-# labeller's file (majority vote; agreement and Cohen's/Fleiss' kappa reported).
+# When people labelled interactively, run the cell below after labelling: it merges everyone's
+# answers in `<run_dir>/workshop/` (the widgets' and the workshop pages'), each question apart
+# (majority vote; a tie stays undecided and is left out; agreement and Cohen's/Fleiss' kappa
+# reported), and keeps the clips with a decided label.
 
 # %%
 if interactive:
-    files = sorted(baton_dir.glob("hd_labels_*_*.jsonl"))
-    merged, agreement = widgets.merge_labellers([f for f in files if not f.name.endswith(".events.jsonl")])
-    print("agreement:", agreement)
-    hd = hd.merge(merged[["id", "feedback"]], on="id", how="inner").dropna(subset=["feedback"])
+    merged = widgets.merge_feedback(widgets.workshop_dir(run_dir))  # {task: (labels, agreement)}
+    for task, (m, agreement) in merged.items():
+        print(f"{task}: {len(agreement['labellers'])} labeller(s), {int(m.feedback.notna().sum())} decided, "
+              f"mean Cohen's kappa {agreement['mean_cohen_kappa']:.2f}, Fleiss' kappa {agreement['fleiss_kappa']:.2f}")
+    decided = pd.concat([m[["id", "feedback"]] for m, _ in merged.values()] or [pd.DataFrame(columns=["id", "feedback"])])
+    hd = hd.merge(decided.dropna(subset=["feedback"]), on="id", how="inner")  # hd's order is kept
+    by_id = {r.id: r for r in records}
+    records = [by_id[i] for i in hd.id]
+    if hd.caption.nunique() < 2:
+        raise RuntimeError(f"{len(hd)} labelled clip(s) of {hd.caption.nunique()} prompt(s) in {widgets.workshop_dir(run_dir)}: "
+                           "label clips of at least two prompts above (or on the `make workshop` pages), then run this cell again")
     reward.write_feedback(labels_path, hd.location.tolist(), hd.caption.tolist(), hd.feedback.tolist(), hd.id.tolist())
 labels = read_manifest(labels_path, kind="feedback")  # the BATON file round-trips through the reader
 print(f"{len(labels)} labelled clips; positive share by task:", hd.groupby("task").feedback.mean().round(3).to_dict())

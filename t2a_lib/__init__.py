@@ -36,12 +36,17 @@ The methods
 - ``reward``       BATON's prompts, simulated annotators, the reward model
 - ``baton``        reward-weighted fine-tuning
 - ``widgets``      listening to pairs and labelling audio in the notebook (ipywidgets)
+- ``labels``       answers on disk: append-only logs, merges per question, Cohen/Fleiss agreement
+- ``label_items``  what people label, straight from a run folder, and who labels which
+- ``workshop``     ``make workshop``: participants' listening/labelling pages, the teacher's page
+- ``media``        clips as wav bytes and spectrogram pictures
 
 Running and reporting
 - ``evaluation``   held-out prompts, generation (cached), per-kind summaries, paired effects
 - ``reproduce``    the papers' tables and the claims table
 - ``pipeline``     the papermill runner over the ordered notebooks
-- ``report``       the HTML report and summary.json
+- ``report``       the report (a results page) and summary.json; ``report_sections`` its sections
+- ``notebook_html`` executed notebooks as offline HTML (math at build time, frozen widgets)
 """
 
 __version__ = "0.1.0"

@@ -8,6 +8,9 @@ One JSON object per line:
     BATON:    {"dataset", "location", "captions", "feedback"}  feedback: 0/1 (people) or a score
               in [0, 1] (reward model); the anchors' reward-model files call it "SED".
 
+Locations are stored relative to the file's folder (``portable_location``) and resolved
+against it when read (``resolve_location``), so a file means the same from any working folder.
+
 Accepted quirks: a trailing comma after each line (``{...},``), blank lines, and a file holding
 one JSON array of objects. Anything else raises ``ManifestError`` naming the file, the 1-based
 line and the field. Fields we do not know are kept in ``ManifestRecord.extra`` and written back.
@@ -225,18 +228,43 @@ def read_manifest(
                 first = seen_ids[rec.id]
                 raise ManifestError(f"{where}: duplicate id {rec.id!r} (first on line {first})")
             seen_ids[rec.id] = n
-        if resolve_audio and not os.path.isabs(rec.location):
-            rec.location = os.path.normpath(os.path.join(path.resolve().parent, rec.location))
+        if resolve_audio:
+            rec.location = resolve_location(rec.location, path.resolve().parent)
         rec.source, rec.line = str(path), n
         records.append(rec)
     return records
 
 
+# how far above a file's folder a location may lie and still be written relative to it: a run
+# folder's label files (run/workshop/<name>/x.jsonl) reach the run's audio (run/baton/hd/audio)
+RELATIVE_LEVELS_UP = 2
+
+
+def portable_location(location: str, folder) -> str:
+    """How a file in ``folder`` should store ``location`` (absolute, or as this process opens
+    it): relative to ``folder`` when it lies inside it or at most ``RELATIVE_LEVELS_UP`` folders
+    above, so the folder travels whole; otherwise absolute. Readers resolve it against the file's
+    folder (``resolve_location``), from any working folder."""
+    target = os.path.abspath(location)
+    rel = os.path.relpath(target, os.path.abspath(folder))
+    parts = Path(rel).parts
+    ups = next((i for i, part in enumerate(parts) if part != ".."), len(parts))
+    return rel if ups <= RELATIVE_LEVELS_UP else target
+
+
+def resolve_location(location: str, folder) -> str:
+    """A stored location as an absolute path: a relative one is relative to the file's folder."""
+    if os.path.isabs(location):
+        return location
+    return os.path.normpath(os.path.join(os.path.abspath(folder), location))
+
+
 def _line(rec: ManifestRecord, folder: Path, where: str) -> str:
-    """One validated JSON line; an absolute location under ``folder`` is made relative to it."""
+    """One validated JSON line; an absolute location near ``folder`` is made relative to it
+    (``portable_location``); a relative one is kept: it is already relative to the file."""
     d = rec.to_dict()
-    if os.path.isabs(rec.location) and not os.path.relpath(rec.location, folder).startswith(".."):
-        d["location"] = os.path.relpath(rec.location, folder)
+    if os.path.isabs(rec.location):
+        d["location"] = portable_location(rec.location, folder)
     parse_record(d, where)  # never write what we would refuse to read
     return json.dumps(d, ensure_ascii=False, allow_nan=False) + "\n"
 
@@ -244,8 +272,9 @@ def _line(rec: ManifestRecord, folder: Path, where: str) -> str:
 def write_manifest(path: str | os.PathLike, records: Iterable[ManifestRecord]) -> None:
     """Write clean JSON lines (no trailing commas) atomically: temp file, fsync, ``os.replace``.
 
-    Absolute locations under the manifest's folder are written relative to it, so a manifest read
-    with ``resolve_audio=True`` and written back unchanged keeps its original paths.
+    Absolute locations in or near the manifest's folder are written relative to it
+    (``portable_location``), so a manifest read with ``resolve_audio=True`` and written back
+    unchanged keeps its original paths, and a run folder can be moved whole.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -135,14 +135,14 @@ def test_report_index_and_summary(good_run):
     index = report_dir / "index.html"
     assert result["report"] == index and index.is_file()
     page = index.read_text()
-    assert "fixture" in page[:page.index("<h2>")]  # title and profile first
-    assert page.index("<h2>Claims</h2>") < page.index("<h2>Stages</h2>") < page.index('id="00_a"')
+    assert "fixture" in page[:page.index("<h2")]  # title and profile first
+    assert page.index('<h2 id="claims">') < page.index('<h2 id="stages">') < page.index('id="00_a"')
     assert "x doubles" in page
     assert "nested.pi" in page and "3.142" in page and "3.14159265" not in page
     assert "nested.inner.n" in page and "123500" in page
     assert "0.6123" in page and "per_relation" in page
-    assert "scores.csv" in page and "1.235" in page and "0.9877" in page
-    assert "paper.md" in page and "<th>KL</th>" in page and "---" not in page
+    assert '<h3 id="table-scores">scores</h3>' in page and "1.235" in page and "0.9877" in page
+    assert "<h3>paper</h3>" in page and "<th>KL</th>" in page and "---" not in page  # a .md without a .csv
     assert 'src="figures/curve.png"' in page and (report_dir / "figures" / "curve.png").is_file()
     for stem in ("00_a", "01_b"):
         assert f'href="notebooks/{stem}.html"' in page

@@ -1,0 +1,122 @@
+"""What people listen to and label, read straight from a run folder, and who labels which.
+
+- ``pair_items``: the winner/loser pairs of the preference set (notebook 03,
+  ``preferences/preferences.parquet``) and of the gold set (``gold/preferences.parquet``).
+- ``feedback_items``: BATON's human-feedback clips (notebook 05, ``baton/hd/clips.parquet``),
+  each with its task and question (``reward.TASKS``).
+- ``assign``: a participant's share of the items: a seeded order of the items, cut in windows
+  that overlap, so every item is heard by about ``raters`` people and neighbours share items
+  (what agreement is computed on).
+- ``resolve_run_dir``: a relative run folder means the same from the repository root (where
+  papermill runs) and from ``notebooks/`` (where ``make lab`` opens JupyterLab).
+
+Audio paths come back absolute, whatever the working folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .manifest import ManifestRecord
+
+PAIR_SETS = ("preferences", "gold")
+MARKER = Path("papermill_runs") / "profiles"  # what makes a folder the project root
+
+
+def find_project_root(start=None) -> Path | None:
+    """The nearest folder at or above ``start`` (default: the working folder) holding
+    ``papermill_runs/profiles``; None when there is none."""
+    here = Path(start or os.getcwd()).resolve()
+    return next((p for p in (here, *here.parents) if (p / MARKER).is_dir()), None)
+
+
+def resolve_run_dir(run_dir) -> Path:
+    """An absolute run folder. A relative one is taken from the working folder when it exists
+    there, else from the project root (so ``papermill_runs/dev`` works from ``notebooks/``)."""
+    run_dir = Path(run_dir)
+    if run_dir.is_absolute() or run_dir.exists():
+        return run_dir.absolute()
+    root = find_project_root()
+    return (root / run_dir if root else run_dir).absolute()
+
+
+def _absolute(folder: Path, location: str) -> str:
+    return location if os.path.isabs(location) else str((folder / location).resolve())
+
+
+def pair_items(run_dir, sets=PAIR_SETS) -> pd.DataFrame:
+    """Every winner/loser pair with both clips on disk: pair_id, prompt, chosen, rejected
+    (absolute paths), strategy, set. Raises ``FileNotFoundError`` naming what was looked for."""
+    run_dir, frames = resolve_run_dir(run_dir), []
+    for name in sets:
+        path = run_dir / name / "preferences.parquet"
+        if not path.is_file():
+            continue
+        df = pd.read_parquet(path)
+        missing = [c for c in ("prompt", "chosen", "rejected", "strategy", "chosen_id", "rejected_id")
+                   if c not in df]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}")
+        df = df[(df.chosen != "") & (df.rejected != "")]
+        frames.append(pd.DataFrame({
+            "pair_id": [f"{a}~{b}" for a, b in zip(df.chosen_id, df.rejected_id)],
+            "prompt": df.prompt.astype(str), "strategy": df.strategy.astype(str), "set": name,
+            "chosen": [_absolute(path.parent, c) for c in df.chosen],
+            "rejected": [_absolute(path.parent, r) for r in df.rejected]}))
+    if not frames:
+        wanted = ", ".join(str(run_dir / s / "preferences.parquet") for s in sets)
+        raise FileNotFoundError(f"no preference pairs in {run_dir} (looked for {wanted}); run notebook 03")
+    items = pd.concat(frames, ignore_index=True)
+    repeat = items.groupby("pair_id").cumcount()
+    items["pair_id"] = [p if k == 0 else f"{p}#{k}" for p, k in zip(items.pair_id, repeat)]
+    absent = [p for p in pd.concat([items.chosen, items.rejected]) if not os.path.isfile(p)]
+    if absent:
+        raise FileNotFoundError(f"{len(absent)} pair audio file(s) missing, e.g. {absent[:3]}")
+    return items
+
+
+def feedback_items(run_dir, folder: str = "baton/hd") -> pd.DataFrame:
+    """BATON's human-feedback clips: id, task, question, dataset, location (absolute), captions.
+    The audio is ``<folder>/audio/<id>.wav`` (``reward.sample_set``), wherever the run moved."""
+    from .reward import TASKS
+
+    path = resolve_run_dir(run_dir) / folder / "clips.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no feedback clips; run notebook 05 (its sampling cell) first")
+    df = pd.read_parquet(path)
+    unknown = sorted(set(df.task) - set(TASKS))
+    if unknown:
+        raise ValueError(f"{path}: unknown task(s) {unknown}; known: {list(TASKS)}")
+    items = pd.DataFrame({"id": df.id.astype(str), "task": df.task, "question": df.task.map(TASKS),
+                          "dataset": "world-baton", "captions": df.caption.astype(str),
+                          "location": [str(path.parent / "audio" / f"{i}.wav") for i in df.id]})
+    absent = [p for p in items.location if not os.path.isfile(p)]
+    if absent:
+        raise FileNotFoundError(f"{len(absent)} feedback audio file(s) missing, e.g. {absent[:3]}")
+    return items
+
+
+def records(items: pd.DataFrame) -> list[ManifestRecord]:
+    """Feedback items as manifest records (what ``FeedbackLabeller`` takes)."""
+    return [ManifestRecord(r.dataset, r.location, r.captions, id=r.id) for r in items.itertuples()]
+
+
+def assign(n_items: int, index: int, per_person: int, raters: int = 2, seed: int = 0) -> list[int]:
+    """The item indices of the ``index``-th participant (0-based, in order of joining).
+
+    The items are put in a seeded order; participant k gets ``per_person`` consecutive items of
+    it starting at k * stride (stride = per_person // raters, at least 1), wrapping around. So
+    once the participants go round the list, each item is heard by about ``raters`` people, and
+    neighbours share per_person - stride items."""
+    if n_items <= 0:
+        return []
+    if per_person < 1 or raters < 1 or index < 0:
+        raise ValueError(f"need per_person >= 1, raters >= 1, index >= 0 (got {per_person}, {raters}, {index})")
+    order = np.random.default_rng(seed).permutation(n_items)
+    stride = max(1, per_person // raters)
+    start = index * stride
+    return [int(order[(start + j) % n_items]) for j in range(min(per_person, n_items))]

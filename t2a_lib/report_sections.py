@@ -1,0 +1,244 @@
+"""The sections of the report's results page: claims, the papers' tables, effects, listening.
+
+Each function takes what the run left and returns an HTML fragment; files a section needs
+(audio, spectrograms, plots) are written under the report folder and referenced relatively.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+CLAIM_COLUMNS = ["claim", "paper", "measure", "n", "seeds", "ours", "per seed", "MDE", "continuous", "powered",
+                 "verdict"]
+HOW_TO_READ = """Each row is a claim of a paper, answered on this run's held-out prompts as a paired
+difference (the model minus its baseline, on the same prompts and noise), scored by the judges only.
+<b>ours</b> is the pooled difference with its 95% bootstrap interval, <b>per seed</b> each fine-tune seed's
+own; <b>MDE</b> is the smallest effect the row could detect at 80% power; <b>continuous</b> is a continuous
+judge score beside the binary rate. The verdict is
+<span class="verdict v-reproduced">reproduced</span> when the interval excludes zero in the claimed direction,
+<span class="verdict v-contradicted">contradicted</span> when it excludes zero the other way,
+<span class="verdict v-not-shown">not shown</span> when it contains zero, and
+<span class="verdict v-not-measured">not measured</span> when the run had no data for it. A row is
+<b>powered</b> when its interval is as narrow as its target (±0.05 on a rate against the base, ±0.07
+between two methods)."""
+TABLES = {  # tables/<stem>.csv: title, note
+    "table3": ("Tango 2, Table 3: held-out prompts", "First seed of each model."),
+    "table4": ("Tango 2, Table 4: multi-event and single-event prompts", "First seed of each model."),
+    "table5": ("Tango 2, Table 5: temporal and non-temporal prompts", "First seed of each model."),
+    "baton": ("BATON: Integrity and Temporal prompts", "Every seed of each model."),
+}
+TABLES_NOTE = """Every figure of ours is an estimate with its 95% bootstrap interval. The papers' columns
+(shaded) are AudioCaps figures from real 866M-parameter models, beside ours for orientation only: they
+are not comparable in scale. A blank cell was not measured."""
+CAPTIONS = {
+    "00_world_statistics": "The world: relation kinds and event classes per split.",
+    "00_world_spectrograms": "World clips: spectrograms with their captions.",
+    "01_confusion": "Event detectors: training loss and confusion between classes on held-out clips.",
+    "01_metric_demo": "The judge metrics on ground-truth against deliberately corrupted clips.",
+    "02_base_samples": "Base model samples on held-out prompts, with what the judge hears.",
+    "02_base_by_kind": "The base model judged on held-out prompts per caption kind (95% bootstrap intervals).",
+    "02_word_attention": "Cross-attention over time for each word of a caption.",
+    "03_preference_set": "The preference set: the ranker's margins, and how often its winner is really better.",
+    "04_dpo_training": "Diffusion-DPO training: loss, implicit accuracy and errors relative to the reference.",
+    "04_effects": "Fine-tunes against the base: paired effects on held-out prompts (judges; 95% intervals; seeds pooled).",
+    "05_reward_model": "The reward model: training loss, ROC and calibration on held-out prompts.",
+    "06_baton_effects": "BATON: paired effects on held-out prompts (judges; 95% intervals; seeds pooled).",
+    "07_claims": "Every claim: paired difference with its 95% interval (green reproduced, red contradicted).",
+    "07_one_prompt_grid": "One held-out prompt across every model: spectrograms and what the judge hears.",
+}
+EFFECT_FIGURES = ("07_claims", "04_effects", "06_baton_effects")
+BLANK = re.compile(r"^\s*(nan|none|null|nat)?(\s*\[\s*nan\s*,\s*nan\s*\])?\s*$", re.I)
+
+
+def esc(value) -> str:
+    return html.escape(str(value))
+
+
+def blank(value) -> bool:
+    """NaN, None, '' and 'nan [nan, nan]' all read as not measured."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    return isinstance(value, str) and bool(BLANK.match(value))
+
+
+def readable(value) -> str:
+    """A cell as text: blanks empty, "('a', 'b')" as "a · b", floats to 4 significant figures."""
+    if blank(value):
+        return ""
+    if isinstance(value, str) and value.startswith("(") and value.endswith(")"):
+        try:
+            parts = ast.literal_eval(value)
+            if isinstance(parts, tuple):
+                return " · ".join(str(p) for p in parts)
+        except (ValueError, SyntaxError):
+            pass
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def caption(stem: str) -> str:
+    return CAPTIONS.get(stem, stem.split("_", 1)[-1].replace("_", " ").capitalize() + ".")
+
+
+def figure(rel: str, text: str) -> str:
+    return (f'<figure><img src="{esc(rel)}" alt="{esc(text)}">'
+            f"<figcaption>{esc(text)}</figcaption></figure>")
+
+
+# ---------------------------------------------------------------------------- claims
+
+def claims_section(claims: list[dict]) -> str:
+    if not claims:
+        return '<p class="muted">No stage of this run answered claims (notebook 07 writes them).</p>'
+    columns = [c for c in CLAIM_COLUMNS if any(c in r for r in claims)]
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    rows = []
+    for r in claims:
+        verdict = str(r.get("verdict") or "")
+        cls = "v-" + re.sub(r"\W+", "-", verdict.lower()) if verdict else ""
+        cells = "".join(f'<td class="{"verdict " + cls if c == "verdict" else ""}">'
+                        f'{"<br>".join(esc(x) for x in readable(r.get(c)).split("; "))}</td>' for c in columns)
+        rows.append(f'<tr class="{cls}">{cells}</tr>')
+    return (f'<p class="how">{HOW_TO_READ}</p><table class="claims"><tr>{head}</tr>\n'
+            + "\n".join(rows) + "</table>")
+
+
+# ---------------------------------------------------------------------------- the papers' tables
+
+def paper_layout(df: pd.DataFrame) -> pd.DataFrame:
+    """Readable row labels, and each 'paper X' column right after our X ('paper A/B/C' split)."""
+    df = df.rename(columns={c: ("model" if "model" not in df else "row") for c in df.columns
+                            if str(c).startswith("Unnamed") or str(c) == ""})
+    for col in [c for c in df.columns if str(c).startswith("paper ") and "/" in str(c)]:
+        names = str(col)[6:].split("/")
+        split = df[col].map(lambda v: str(v).split("/") if not blank(v) else [""] * len(names))
+        for i, name in enumerate(names):
+            df[f"paper {name}"] = [s[i] if len(s) == len(names) else "" for s in split]
+        df = df.drop(columns=col)
+    order = [c for c in df.columns if not str(c).startswith("paper ")]
+    for col in [c for c in df.columns if str(c).startswith("paper ")]:
+        ours = str(col)[6:]
+        order.insert(order.index(ours) + 1 if ours in order else len(order), col)
+    return df[order]
+
+
+def frame_html(df: pd.DataFrame) -> str:
+    head = "".join(f'<th{" class=paper" if str(c).startswith("paper") else ""}>{esc(c)}</th>' for c in df.columns)
+    body = []
+    for row in df.itertuples(index=False):
+        cells = "".join(f'<td{" class=paper" if str(c).startswith("paper") else ""}>{esc(readable(v))}</td>'
+                        for c, v in zip(df.columns, row))
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>\n" + "\n".join(body) + "</table>"
+
+
+def tables_section(tables_dir: Path, markdown_html) -> str:
+    """Each table of the run once: its CSV in the papers' layout (a Markdown twin is skipped)."""
+    csvs = {p.stem: p for p in sorted(tables_dir.glob("*.csv")) if p.stem != "claims"}
+    mds = [p for p in sorted(tables_dir.glob("*.md")) if p.stem not in csvs and p.stem != "claims"]
+    order = [s for s in TABLES if s in csvs] + [s for s in csvs if s not in TABLES]
+    parts = [f'<p class="muted">{TABLES_NOTE}</p>'] if csvs else []
+    for stem in order:
+        title, note = TABLES.get(stem, (stem, ""))
+        parts.append(f'<h3 id="table-{esc(stem)}">{esc(title)}</h3>' + (f"<p class=muted>{esc(note)}</p>" if note else ""))
+        try:
+            parts.append(frame_html(paper_layout(pd.read_csv(csvs[stem]))))
+        except Exception as e:  # noqa: BLE001 - show the problem, keep the rest of the report
+            parts.append(f"<p class=failed>{esc(csvs[stem])}: {esc(type(e).__name__)}: {esc(e)}</p>")
+    for path in mds:
+        parts += [f"<h3>{esc(path.stem)}</h3>", markdown_html(path.read_text())]
+    return "\n".join(parts) or '<p class="muted">No tables in this run.</p>'
+
+
+# ---------------------------------------------------------------------------- effects
+
+def metrics_figure(results: dict, names: dict, dest: Path) -> bool:
+    """Judge metrics per model with their 95% intervals (from notebook 07's results); False if none."""
+    metrics = [m for m in ("presence", "all present", "order", "event F1", "CLAP")
+               if any(len(r.get(m) or []) == 3 and not blank(r[m][0]) for r in results.values())]
+    if not metrics:
+        return False
+    from matplotlib.figure import Figure
+
+    models = list(results)
+    fig = Figure(figsize=(2.6 * len(metrics), 0.5 + 0.32 * len(models)), dpi=90)
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        for y, m in enumerate(models):
+            est, lo, hi = (results[m].get(metric) or [math.nan] * 3)[:3]
+            if not blank(est):
+                ax.errorbar(est, y, xerr=[[est - lo], [hi - est]], fmt="o", capsize=3,
+                            color="tab:gray" if m == "base" else "tab:blue")
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0].set_yticks(range(len(models)), [names.get(m, m) for m in models])
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest)
+    return True
+
+
+def effects_section(report_dir: Path, pngs: dict[str, str], results: dict, names: dict) -> str:
+    """The effect plots of the run (claims, DPO, BATON) and the judge metrics of every model."""
+    parts = [figure(pngs[s], caption(s)) for s in EFFECT_FIGURES if s in pngs]
+    if results and metrics_figure(results, names, report_dir / "figures" / "judge_metrics.png"):
+        parts.append(figure("figures/judge_metrics.png", "Judge metrics of every model on Tango 2's held-out "
+                            "prompts (first seed), with 95% bootstrap intervals; grey: the base model."))
+    return "\n".join(parts) or '<p class="muted">No effect plots in this run.</p>'
+
+
+# ---------------------------------------------------------------------------- listening
+
+def _clip(run_dir: Path, report_dir: Path, rel: str, label: str) -> str:
+    """Copy a clip, draw its spectrogram, and return a labelled player."""
+    from .audio import read_wav
+    from .media import spectrogram_png
+
+    src = run_dir / rel
+    if not src.resolve().is_relative_to(run_dir.resolve()) or not src.is_file():
+        return f'<figure class="clip"><figcaption>{esc(label)}</figcaption><p class="failed">missing {esc(rel)}</p></figure>'
+    (report_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, report_dir / rel)
+    png = str(Path(rel).with_suffix(".png"))
+    (report_dir / png).write_bytes(spectrogram_png(read_wav(src, allow_silent=True)))
+    return (f'<figure class="clip"><figcaption>{esc(label)}</figcaption>'
+            f'<img src="{esc(png)}" alt="spectrogram: {esc(label)}">'
+            f'<audio controls preload="metadata" src="{esc(rel)}"></audio></figure>')
+
+
+def listening_section(run_dir: Path, report_dir: Path) -> str:
+    """Players and spectrograms from ``listening/index.json`` (notebook 07's contract)."""
+    path = run_dir / "listening" / "index.json"
+    if not path.is_file():
+        return '<p class="muted">No listening set in this run (notebook 07 writes listening/index.json).</p>'
+    try:
+        index = json.loads(path.read_text())
+        prompts, pairs, names = index.get("prompts", []), index.get("pairs", []), index.get("models", {})
+    except (ValueError, AttributeError) as e:
+        return f"<p class=failed>{esc(path)}: not a listening index ({esc(e)})</p>"
+    sets = {"tango": "Tango 2's held-out prompts", "baton": "BATON's Temporal prompts"}
+    parts = ['<p class="muted">The same held-out prompt as each model renders it (first seed, vocoded).</p>']
+    for p in prompts:
+        clips = "".join(_clip(run_dir, report_dir, rel, names.get(m, m)) for m, rel in p.get("clips", {}).items())
+        parts.append(f'<div class="prompt"><p><b>{esc(p.get("prompt", ""))}</b> '
+                     f'<span class="muted">({esc(sets.get(p.get("set"), p.get("set", "")))})</span></p>'
+                     f'<div class="clips">{clips}</div></div>')
+    if pairs:
+        parts.append('<h3>Winner and loser of each preference strategy</h3><p class="muted">One pair of each '
+                     "strategy of the preference set (the ranker's winner first) and of the gold set.</p>")
+    for p in pairs:
+        clips = (_clip(run_dir, report_dir, p["chosen"], "winner (chosen)")
+                 + _clip(run_dir, report_dir, p["rejected"], "loser (rejected)"))
+        parts.append(f'<div class="prompt"><p><b>{esc(p.get("strategy", ""))}</b>: {esc(p.get("prompt", ""))}</p>'
+                     f'<div class="clips">{clips}</div></div>')
+    return "\n".join(parts)

@@ -1,0 +1,87 @@
+// The teacher's page: follows every participant's files through /api/teacher, every two seconds.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const fmt = (x, digits = 2) => (x === null || x === undefined ? "–" : Number(x).toFixed(digits));
+
+function cell(tag, text, data = {}) {
+  const element = document.createElement(tag);
+  element.textContent = text;
+  Object.assign(element.dataset, data);
+  return element;
+}
+
+function renderPeople(data) {
+  const tasks = Object.keys(data.tasks);
+  const head = document.createElement("tr");
+  head.append(cell("th", "participant"), ...tasks.map((t) => cell("th", t)));
+  const rows = data.participants.map((p) => {
+    const tr = document.createElement("tr");
+    tr.append(cell("td", p.name));
+    for (const t of tasks) {
+      const {done, n} = p.progress[t];
+      tr.append(cell("td", `${done} / ${n}`, {person: p.slug, task: t, done: String(done)}));
+    }
+    return tr;
+  });
+  $("people").replaceChildren(head, ...rows);
+}
+
+function renderTask(name, t) {
+  const a = t.agreement || {};
+  const merged = t.merged || {};
+  const card = document.createElement("section");
+  card.className = "card";
+  card.dataset.task = name;
+  card.append(cell("h3", `${name}: ${t.question}`));
+  const facts = [
+    ["people", (a.labellers || []).length],
+    ["items answered by two or more", a.items_multi ?? 0],
+    ["mean Cohen's κ", fmt(a.mean_cohen_kappa)],
+    ["Fleiss' κ", a.fleiss_items ? `${fmt(a.fleiss_kappa)} (${a.fleiss_items} items × ${a.fleiss_raters} people)` : "–"],
+    ["mean agreement", a.mean_percent_agreement == null ? "–" : `${fmt(a.mean_percent_agreement, 0)}%`],
+    ["merged", Object.entries(merged).map(([k, v]) => `${k} ${v}`).join(", ") || "nothing yet"],
+  ];
+  if (t.kind === "pairs") facts.push(["verdicts agreeing with the ranker", a.verdicts ? `${fmt(100 * a.agree_with_ranker, 0)}% of ${a.verdicts}` : "–"]);
+  const dl = document.createElement("dl");
+  for (const [key, value] of facts) dl.append(cell("dt", key), cell("dd", String(value), {fact: key}));
+  card.append(dl);
+  const pairs = Object.entries(a.pairwise || {});
+  if (pairs.length) {
+    const table = document.createElement("table");
+    const head = document.createElement("tr");
+    head.append(cell("th", "pair"), cell("th", "shared items"), cell("th", "agreement"), cell("th", "Cohen's κ"));
+    table.append(head);
+    for (const [pair, v] of pairs) {
+      const tr = document.createElement("tr");
+      tr.append(cell("td", pair), cell("td", v.n), cell("td", `${fmt(v.percent_agreement, 0)}%`),
+                cell("td", fmt(v.cohen_kappa), {kappa: pair}));
+      table.append(tr);
+    }
+    card.append(table);
+  }
+  return card;
+}
+
+async function refresh() {
+  try {
+    const response = await fetch("/api/teacher");
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error);
+    renderPeople(data);
+    $("tasks").replaceChildren(...Object.entries(data.tasks).map(([name, t]) => renderTask(name, t)));
+    $("updated").textContent = `answers in ${data.out_dir}; updated ${new Date().toLocaleTimeString()}`;
+    $("error").textContent = "";
+  } catch (error) {
+    $("error").textContent = `cannot reach the workshop server: ${error.message}`;
+  }
+}
+
+$("merge").addEventListener("click", async () => {
+  const response = await fetch("/api/merge", {method: "POST"});
+  const written = await response.json();
+  $("written").replaceChildren(...Object.entries(written).map(([task, w]) =>
+    cell("li", w.path ? `${task}: ${w.rows} merged rows in ${w.path}` : `${task}: ${w.note}`, {task})));
+});
+
+refresh();
+setInterval(refresh, 2000);
