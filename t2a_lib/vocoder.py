@@ -299,6 +299,8 @@ def griffin_lim(log_mel: torch.Tensor, n_iter: int = 32, momentum: float = 0.99,
         return griffin_lim(log_mel[None], n_iter, momentum, seed)[0]
     if log_mel.dim() != 3 or log_mel.shape[1] != MelConfig().n_mels:
         raise ValueError(f"griffin_lim expects (B, 64, T), got {tuple(log_mel.shape)}")
+    if len(log_mel) > 1:  # batched FFTs round differently from single ones: one clip at a time
+        return torch.cat([griffin_lim(m[None], n_iter, momentum, seed) for m in log_mel])
     c = MelConfig()
     log_mel = log_mel.float()
     mag = mel_to_linear(torch.exp(log_mel))  # (B, 513, T)
