@@ -141,16 +141,8 @@ answered = claims.answer_all({"baton": tables}, here, n_boot=n_boot, seed=seed)
 display(answered[["claim", "measure", "n", "ours", "per seed", "half-width", "MDE", "continuous", "verdict"]])
 
 # %%
-show = answered[answered.difference.notna()]
-fig, ax = plt.subplots(figsize=(10, 0.5 + 0.45 * len(show)))
-y = np.arange(len(show))
-ax.errorbar(show.difference, y, xerr=[show.difference - show.low, show.high - show.difference], fmt="o", capsize=3)
-ax.axvline(0, color="k", linestyle=":")
-ax.set_yticks(y, show.measure, fontsize=7)
-ax.invert_yaxis()
-ax.set(title="BATON: paired effects (judges; 95% bootstrap intervals; seeds pooled)", xlabel="difference")
-fig.tight_layout()
-fig.savefig(run_dir / "figures" / "06_baton_effects.png", dpi=90)
+claims.plot_effects(answered, "BATON: paired effects (judges; 95% bootstrap intervals; seeds pooled)",
+                    run_dir / "figures" / "06_baton_effects.png")
 plt.show()
 
 # %%

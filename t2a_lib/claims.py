@@ -231,3 +231,22 @@ def answer_all(tables: dict[str, dict[str, list[pd.DataFrame]]], claims=CLAIMS, 
                seed: int = 0) -> pd.DataFrame:
     """Every claim answered: ``tables[prompt_set][model id]`` holds the per-seed judge tables."""
     return pd.DataFrame([answer(c, tables.get(c.prompts, {}), n_boot, seed) for c in claims])
+
+
+def plot_effects(answered: pd.DataFrame, title: str, path=None):
+    """Each answered row's pooled difference with its 95% interval, one line per measure (rows
+    without an interval left out); saved to ``path`` when given. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    show = answered[answered.difference.notna()]
+    fig, ax = plt.subplots(figsize=(10, 0.5 + 0.45 * len(show)))
+    y = np.arange(len(show))
+    ax.errorbar(show.difference, y, xerr=[show.difference - show.low, show.high - show.difference], fmt="o", capsize=3)
+    ax.axvline(0, color="k", linestyle=":")
+    ax.set_yticks(y, show.measure, fontsize=7)
+    ax.invert_yaxis()
+    ax.set(title=title, xlabel="difference")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=90)
+    return fig
