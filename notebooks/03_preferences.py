@@ -52,6 +52,7 @@ listener = "workshop"
 n_listen_pairs = 20
 gold_order = 600  # gold pairs whose loser has two events trading places in time
 gold_presence = 600  # gold pairs whose loser misses one event
+workers = 1  # > 1: sample the candidates in that many processes (one thread each on 2 cores)
 
 # %%
 import json
@@ -92,7 +93,8 @@ print(f"{len(prompts)} prompts → {len(clips)} clips:", pd.Series([c.group for 
 
 # %%
 t0 = time.time()
-audio = preferences.generate_clips(pipe, clips, config, pref_dir)
+audio = preferences.generate_clips(pipe, clips, config, pref_dir, workers=workers,
+                                   pipeline_dir=run_dir / "base" / "pipeline")
 gen_seconds = time.time() - t0
 scores = preferences.score_clips(rankers, clips, audio)
 print(f"generated and ranked {len(clips)} clips in {time.time() - t0:.0f} s ({len(clips) / gen_seconds:.1f} clips/s)")

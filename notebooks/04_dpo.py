@@ -65,6 +65,7 @@ sample_steps = 10
 guidance = 3.0
 eval_output = "audio"
 n_boot = 1000
+workers = 1  # > 1: fine-tune and sample in that many processes (one thread each on 2 cores)
 
 # %%
 import json
@@ -77,7 +78,7 @@ import pandas as pd
 import torch
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, claims, dpo, evaluation, preferences, reproduce, scorers
+from t2a_lib import base_model, claims, dpo, evaluation, parallel, preferences, reproduce, scorers
 from t2a_lib.datasets import load_split
 
 run_dir = Path(run_dir)
@@ -113,19 +114,31 @@ if sweep_lr or sweep_beta or sweep_steps:
 print(f"DPO settings used below: lr {lr:g}, β {beta:g}, {dpo_steps} steps of {batch_size} pairs")
 
 # %% [markdown]
-# ## Train: DPO on ranked and on gold pairs, SFT on winners
+# ## Train: DPO on ranked and on gold pairs, SFT on winners, CRPO
+#
+# CRPO runs online rounds: each samples `crpo_samples` clips for each of `crpo_prompts` training
+# prompts from the current model, pairs the rankers' best with their worst, and trains on them.
+# The fine-tunes are independent: with `workers = 2` they train side by side, one thread each
+# (`t2a_lib.parallel`).
 
 # %%
 t0 = time.time()
-histories = {}
+crpo_pool = preferences.seed_prompts(load_split(run_dir / "world", "train"), crpo_prompts, seed + 1)
+jobs = {}
 for k in range(n_seeds):
     cfg = dpo.DPOConfig(steps=dpo_steps, beta=beta, lr=lr, sft_first_steps=sft_first_steps, seed=seed + k, **common)
-    for model_id, pair_bank in (("dpo", bank), ("gold", gold_bank)):
-        _, histories[model_id, k] = dpo.fit_preference_model(reproduce.model_dir(run_dir, model_id, k), base.unet,
-                                                             sched, pair_bank, cfg)
-_, histories["sft", 0] = dpo.fit_preference_model(reproduce.model_dir(run_dir, "sft"), base.unet, sched, bank,
-                                                  dpo.DPOConfig(steps=dpo_steps, lr=lr, loss="sft", seed=seed, **common))
+    for model_id, pair_set in (("dpo", "preferences"), ("gold", "gold")):
+        jobs[model_id, k] = (dpo.fit_from_run, run_dir, reproduce.model_dir(run_dir, model_id, k), cfg, pair_set)
+jobs["crpo", 0] = (dpo.fit_crpo_from_run, run_dir, reproduce.model_dir(run_dir, "crpo"), crpo_pool, crpo_rounds,
+                   crpo_samples, dpo.DPOConfig(steps=crpo_steps, beta=beta, lr=lr, seed=seed, **common), sample_steps,
+                   guidance)
+jobs["sft", 0] = (dpo.fit_from_run, run_dir, reproduce.model_dir(run_dir, "sft"),
+                  dpo.DPOConfig(steps=dpo_steps, lr=lr, loss="sft", seed=seed, **common), "preferences")
+histories = dict(zip(jobs, parallel.run_jobs(parallel.call, list(jobs.values()), workers,
+                                             names=[f"{m}/s{k}" for m, k in jobs], desc="fine-tuning")))
+crpo_log = histories.pop(("crpo", 0))
 timings["train"] = time.time() - t0
+display(pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in crpo_log]).assign(model="CRPO"))
 
 # %%
 smooth = lambda s: s.rolling(20, min_periods=1).mean()  # noqa: E731
@@ -153,18 +166,6 @@ fig.savefig(run_dir / "figures" / "04_dpo_training.png", dpi=90)
 plt.show()
 
 # %% [markdown]
-# ## CRPO: online rounds ranked by the rankers
-
-# %%
-t0 = time.time()
-crpo_pool = preferences.seed_prompts(load_split(run_dir / "world", "train"), crpo_prompts, seed + 1)
-crpo_unet, crpo_log = dpo.fit_crpo(reproduce.model_dir(run_dir, "crpo"), base, rankers, crpo_pool, crpo_rounds,
-                                   crpo_samples, dpo.DPOConfig(steps=crpo_steps, beta=beta, lr=lr, seed=seed, **common),
-                                   sample_steps, guidance)
-timings["crpo"] = time.time() - t0
-display(pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in crpo_log]))
-
-# %% [markdown]
 # ## Evaluate: every model on the run's held-out prompts, judged by the judges
 #
 # Every model samples the evaluation set of notebook 02 with the same seed, so differences are
@@ -174,11 +175,13 @@ display(pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in cr
 
 # %%
 t0 = time.time()
-models = {"base": [base.unet], **{m: u for m, u in reproduce.load_models(run_dir).items() if m in
-                                  ("dpo", "gold", "sft", "crpo")}}
+fine_tuned = ["dpo", "gold", "sft", "crpo"]
+folders = {"base": [None], **reproduce.model_folders(run_dir, fine_tuned)}
+evaluation.sample_models(run_dir, [f for fs in folders.values() for f in fs], "tango", sample_steps, guidance,
+                         eval_output, workers)
 tables, samples = {}, {}
-for model_id, unets in models.items():
-    for k, unet in enumerate(unets):
+for model_id, unets in {"base": [base.unet], **reproduce.load_models(run_dir, fine_tuned)}.items():
+    for unet in unets:
         judged, mels = evaluation.evaluate_on(dpo.with_unet(base, unet), judges, run_dir, "tango", sample_steps,
                                               guidance, output=eval_output)
         tables.setdefault(model_id, []).append(judged.table)

@@ -23,7 +23,7 @@
 # The feedback term is maximum likelihood on the clips that were accepted (weighted by how
 # much); the pre-training term keeps the model near the data. Rewards are the labels of
 # notebook 05 (**HD**, 0/1), the reward model's scores on more audio (**RD**, in $[0, 1]$), or
-# both (**HD+RD**, BATON's best). HD and HD+RD train with `n_seeds` seeds. Judged on the run's
+# both (**HD+RD**, BATON's best). Each trains with `n_seeds` seeds. Judged on the run's
 # BATON evaluation prompts (notebook 02): all present on Integrity, order on Temporal.
 
 # %% tags=["parameters"]
@@ -36,11 +36,12 @@ batch_size = 8
 pretrain_batch_size = 8
 lr = 1e-4
 n_pretrain = 2500
-n_seeds = 2  # HD and HD+RD train with this many seeds (RD with one)
+n_seeds = 2  # every BATON model (HD, RD, HD+RD) trains with this many seeds
 sample_steps = 10
 guidance = 3.0
 eval_output = "audio"
 n_boot = 1000
+workers = 1  # > 1: fine-tune and sample in that many processes (one thread each on 2 cores)
 
 # %%
 import json
@@ -54,65 +55,46 @@ import torch
 from IPython.display import Audio, Markdown, display
 from safetensors.torch import load_file
 
-from t2a_lib import base_model, baton, claims, dpo, evaluation, reproduce, scorers
-from t2a_lib.autoencoder import encode_mels
-from t2a_lib.features import split_mels
-from t2a_lib.manifest import read_manifest
+from t2a_lib import base_model, baton, claims, dpo, evaluation, parallel, reproduce, scorers
 
 run_dir = Path(run_dir)
-baton_dir, models_dir = run_dir / "baton", run_dir / "models"
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
 t_start, timings = time.time(), {}
 base = base_model.load_pipeline(run_dir / "base" / "pipeline")
 judges = scorers.load_judges(run_dir)
-sched = dpo.make_train_scheduler_like(base)
 
 # %% [markdown]
 # ## Data: pre-training clips, HD labels, RD scores
+#
+# Written once to `baton/training_data.safetensors` (pre-training clips encoded by the base VAE,
+# the labelled HD and RD clips with their rewards and captions); every fine-tune reads it.
 
 # %%
-train_mels, train_recs = split_mels(run_dir / "world" / "train.jsonl")
-pick = np.random.default_rng(seed).permutation(len(train_recs))[:n_pretrain]
-pre_latents = encode_mels(base.vae, train_mels[pick])
-pre_text = base_model.text_bank(base.text_encoder, base.tokenizer, [train_recs[i].captions for i in pick])
-
-
-def feedback_set(name, labels_file):
-    clips = pd.read_parquet(baton_dir / name / "clips.parquet")
-    fb = {r.id: r.feedback for r in read_manifest(baton_dir / labels_file, kind="feedback")}
-    clips = clips[clips.id.isin(fb)].reset_index(drop=True)
-    lat = load_file(baton_dir / name / "latents.safetensors")
-    return (torch.stack([lat[i] for i in clips.id]),
-            base_model.text_bank(base.text_encoder, base.tokenizer, clips.caption.tolist()),
-            torch.tensor([fb[i] for i in clips.id], dtype=torch.float32), clips)
-
-
-hd_label_file = sorted(p.name for p in baton_dir.glob("hd_labels_*.jsonl") if not p.name.endswith(".events.jsonl"))[0]
-hd = feedback_set("hd", hd_label_file)
-rd = feedback_set("rd", "rd_labels.jsonl")
-sets = {"HD": hd, "RD": rd,
-        "HD+RD": (torch.cat([hd[0], rd[0]]),
-                  base_model.text_bank(base.text_encoder, base.tokenizer, hd[3].caption.tolist() + rd[3].caption.tolist()),
-                  torch.cat([hd[2], rd[2]]), pd.concat([hd[3], rd[3]], ignore_index=True))}
-print({k: {"clips": len(v[0]), "mean reward": round(float(v[2].mean()), 3)} for k, v in sets.items()})
+baton.write_training_data(run_dir, base.vae, n_pretrain, seed)
+data = baton.training_sets(run_dir, base.text_encoder, base.tokenizer)
+print({claims.MODEL_NAMES[m]: {"clips": len(data[m][0]), "mean reward": round(float(data[m][2].mean()), 3)}
+       for m in baton.FEEDBACK}, f"pre-training clips: {len(data['pretrain'][0])}")
 
 # %% [markdown]
 # ## Fine-tune: HD, RD, HD+RD
+#
+# Independent fine-tunes: with `workers = 2` they train side by side, one thread each
+# (`t2a_lib.parallel`).
 
 # %%
-runs = {}
-for name, (lat, text, r, _) in sets.items():
-    model_id = {"HD": "baton_hd", "RD": "baton_rd", "HD+RD": "baton_hd_rd"}[name]
-    for k in range(1 if name == "RD" else n_seeds):
-        t0 = time.time()
+t0 = time.time()
+jobs = {}
+for model_id in baton.FEEDBACK:
+    for k in range(n_seeds):
         cfg = baton.BatonConfig(steps=steps, batch_size=batch_size, pretrain_batch_size=pretrain_batch_size, lr=lr,
                                 beta=beta, seed=seed + k, mixed_precision="bf16" if torch.cuda.is_available() else "no")
-        runs[model_id, k] = baton.fit_baton_model(reproduce.model_dir(run_dir, model_id, k), base.unet, sched,
-                                                  pre_latents, pre_text, lat, text, r, cfg)
-        timings[f"{model_id}/s{k}"] = time.time() - t0
+        jobs[model_id, k] = (run_dir, reproduce.model_dir(run_dir, model_id, k), model_id, cfg)
+histories = dict(zip(jobs, parallel.run_jobs(baton.fit_from_run, list(jobs.values()), workers,
+                                             names=[f"{m}/s{k}" for m, k in jobs], desc="BATON fine-tuning")))
+timings["train"] = time.time() - t0
 
 fig, ax = plt.subplots(figsize=(8, 3))
-for (model_id, k), (_, hist) in runs.items():
+for (model_id, k), hist in histories.items():
     h = pd.DataFrame(hist)
     ax.plot(h.feedback.rolling(20, min_periods=1).mean(), label=f"{claims.MODEL_NAMES[model_id]}, seed {k}: mean r·ℓ")
 ax.set(title="feedback term during fine-tuning", xlabel="step", yscale="log")
@@ -127,9 +109,11 @@ plt.show()
 
 # %%
 t0 = time.time()
+folders = {"base": [None], **reproduce.model_folders(run_dir, list(baton.FEEDBACK))}
+evaluation.sample_models(run_dir, [f for fs in folders.values() for f in fs], "baton", sample_steps, guidance,
+                         eval_output, workers)
 tables, samples = {}, {}
-for model_id, unets in {"base": [base.unet], **{m: u for m, u in reproduce.load_models(run_dir).items()
-                                                if m.startswith("baton")}}.items():
+for model_id, unets in {"base": [base.unet], **reproduce.load_models(run_dir, list(baton.FEEDBACK))}.items():
     for unet in unets:
         judged, mels = evaluation.evaluate_on(dpo.with_unet(base, unet), judges, run_dir, "baton", sample_steps,
                                               guidance, output=eval_output)
@@ -157,7 +141,7 @@ for model_id in tables:
 # %%
 figures = {
     "profile": profile,
-    "sets": {k: {"clips": len(v[0]), "mean_reward": float(v[2].mean())} for k, v in sets.items()},
+    "sets": {m: {"clips": len(data[m][0]), "mean_reward": float(data[m][2].mean())} for m in baton.FEEDBACK},
     "effects": json.loads(answered.to_json(orient="records")),
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
     "wall_seconds": round(time.time() - t_start, 1),

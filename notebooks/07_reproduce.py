@@ -51,7 +51,7 @@ guidance = 3.0
 eval_output = "audio"
 n_boot = 1000
 ablations = True  # train Tango 2's ablations (DPO without S1; without S2 and S3) here
-workers = 1  # > 1: train the two ablations side by side in worker processes
+workers = 1  # > 1: train the ablations and sample the models in that many processes (one thread each)
 n_listen = 3  # held-out prompts in the report's listening section
 
 # %%
@@ -92,8 +92,8 @@ if ablations:
                            batch_size=dpo_settings["batch_size"], seed=seed,
                            mixed_precision="bf16" if torch.cuda.is_available() else "no")
     ablation_sets = {"dpo_wo_s1": ["S2", "S3"], "dpo_wo_s2s3": ["S1.1", "S1.2"]}
-    parallel.run_jobs(dpo.fit_on_strategies,
-                      [(run_dir, reproduce.model_dir(run_dir, m), strategies, config) for m, strategies in ablation_sets.items()],
+    parallel.run_jobs(dpo.fit_from_run, [(run_dir, reproduce.model_dir(run_dir, m), config, "preferences", strategies)
+                                         for m, strategies in ablation_sets.items()],
                       workers, names=list(ablation_sets), desc="ablations")
     timings["ablations"] = time.time() - t0
 unets = {reproduce.BASE: [base.unet], **reproduce.load_models(run_dir)}
@@ -107,12 +107,15 @@ print({claims.MODEL_NAMES[m]: len(u) for m, u in unets.items()}, "(seeds per mod
 
 # %%
 t0 = time.time()
+family = {name: [m for m in unets if m == reproduce.BASE or (name == "baton") == m.startswith("baton")]
+          for name in ("tango", "baton")}
+for name, model_ids in family.items():
+    folders = [None] + [f for fs in reproduce.model_folders(run_dir, model_ids).values() for f in fs]
+    evaluation.sample_models(run_dir, folders, name, sample_steps, guidance, eval_output, workers)
 judged, samples = {"tango": {}, "baton": {}}, {"tango": {}, "baton": {}}
-for model_id, models in unets.items():
-    for name in ("tango", "baton"):
-        if (name == "baton") != model_id.startswith("baton") and model_id != reproduce.BASE:
-            continue
-        for unet in models:
+for name, model_ids in family.items():
+    for model_id in model_ids:
+        for unet in unets[model_id]:
             j, mels = evaluation.evaluate_on(dpo.with_unet(base, unet), judges, run_dir, name, sample_steps, guidance,
                                              output=eval_output)
             judged[name].setdefault(model_id, []).append(j)

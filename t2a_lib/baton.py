@@ -73,3 +73,101 @@ def fit_baton_model(folder, base_unet, scheduler, pre_latents, pre_text, fb_late
     return fit_finetuned(folder, base_unet, key,
                          lambda unet: train_reward_weighted(unet, scheduler, pre_latents, pre_text, fb_latents,
                                                             fb_text, rewards, config, folder, progress))
+
+
+# --- the run's training data, written once, read by every fine-tune (in any process) -----------
+
+FEEDBACK = {"baton_hd": ("hd",), "baton_rd": ("rd",), "baton_hd_rd": ("hd", "rd")}  # model id -> feedback sets
+TRAINING_DATA = "training_data.safetensors"
+
+
+def hd_label_file(baton_dir) -> str:
+    """The run's human (HD) label file: the first ``hd_labels_<labeller>.jsonl`` by name."""
+    from pathlib import Path
+
+    names = sorted(p.name for p in Path(baton_dir).glob("hd_labels_*.jsonl") if not p.name.endswith(".events.jsonl"))
+    if not names:
+        raise FileNotFoundError(f"no hd_labels_*.jsonl in {baton_dir}: run notebook 05 first")
+    return names[0]
+
+
+def _feedback_clips(baton_dir, name: str, labels_file: str):
+    """The clips of feedback set ``name`` that carry a label: (latents, captions, rewards)."""
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from .manifest import read_manifest
+
+    clips = pd.read_parquet(baton_dir / name / "clips.parquet")
+    feedback = {r.id: r.feedback for r in read_manifest(baton_dir / labels_file, kind="feedback")}
+    clips = clips[clips.id.isin(feedback)].reset_index(drop=True)
+    latents = load_file(baton_dir / name / "latents.safetensors")
+    return (torch.stack([latents[i] for i in clips.id]), clips.caption.tolist(),
+            torch.tensor([feedback[i] for i in clips.id], dtype=torch.float32))
+
+
+def write_training_data(run_dir, vae, n_pretrain: int, seed: int):
+    """Write ``run_dir/baton/training_data.safetensors``: ``n_pretrain`` training-split clips
+    encoded by the base VAE (the pre-training term) and the labelled HD and RD clips (latents and
+    rewards), with every caption. Returns its path."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from .autoencoder import encode_mels
+    from .features import split_mels
+
+    run_dir = Path(run_dir)
+    baton_dir = run_dir / "baton"
+    mels, records = split_mels(run_dir / "world" / "train.jsonl")
+    pick = np.random.default_rng(seed).permutation(len(records))[:n_pretrain]
+    tensors = {"pretrain/latents": encode_mels(vae, mels[pick]).contiguous()}
+    captions = {"pretrain": [records[i].captions for i in pick]}
+    for name, labels in (("hd", hd_label_file(baton_dir)), ("rd", "rd_labels.jsonl")):
+        latents, captions[name], rewards = _feedback_clips(baton_dir, name, labels)
+        tensors[f"{name}/latents"], tensors[f"{name}/rewards"] = latents.contiguous(), rewards
+    path = baton_dir / TRAINING_DATA
+    save_file(tensors, path, metadata={"captions": json.dumps(captions)})
+    return path
+
+
+def training_sets(run_dir, text_encoder, tokenizer) -> dict:
+    """What :func:`write_training_data` wrote, with frozen text states: ``{"pretrain": (latents,
+    TextBank), model id: (latents, TextBank, rewards)}`` for the ids of :data:`FEEDBACK`."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from .base_model import text_bank
+
+    path = Path(run_dir) / "baton" / TRAINING_DATA
+    if not path.exists():
+        raise FileNotFoundError(f"no {path}: notebook 06 writes it (baton.write_training_data)")
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        captions = json.loads(f.metadata()["captions"])
+    out = {"pretrain": (tensors["pretrain/latents"], text_bank(text_encoder, tokenizer, captions["pretrain"]))}
+    for model_id, names in FEEDBACK.items():
+        out[model_id] = (torch.cat([tensors[f"{n}/latents"] for n in names]),
+                         text_bank(text_encoder, tokenizer, [c for n in names for c in captions[n]]),
+                         torch.cat([tensors[f"{n}/rewards"] for n in names]))
+    return out
+
+
+def fit_from_run(run_dir, folder, model_id: str, config: BatonConfig) -> list[dict]:
+    """:func:`fit_baton_model` from the run's base pipeline on the feedback of ``model_id``
+    (:data:`FEEDBACK`), everything read from ``run_dir``: a job for
+    :func:`t2a_lib.parallel.run_jobs`. The model lands in ``folder``; returns its history."""
+    from pathlib import Path
+
+    from .base_model import load_pipeline
+    from .dpo import make_train_scheduler_like
+
+    base = load_pipeline(Path(run_dir) / "base" / "pipeline")
+    data = training_sets(run_dir, base.text_encoder, base.tokenizer)
+    (pre_latents, pre_text), (latents, text, rewards) = data["pretrain"], data[model_id]
+    return fit_baton_model(folder, base.unet, make_train_scheduler_like(base), pre_latents, pre_text, latents, text,
+                           rewards, config, progress=False)[1]

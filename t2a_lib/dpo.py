@@ -228,17 +228,30 @@ def fit_preference_model(folder, base_unet, scheduler, bank: PairBank, config: D
                          fuse_lora=bool(config.lora_rank))
 
 
-def fit_on_strategies(run_dir, folder, strategies: list[str], config: DPOConfig) -> None:
-    """:func:`fit_preference_model` from the run's base pipeline on the pairs of ``strategies``
-    only (notebook 07's ablations), everything read from ``run_dir``: a job for
-    :func:`t2a_lib.parallel.run_jobs`. The model lands in ``folder`` as ``fit_preference_model``
-    leaves it."""
+def fit_from_run(run_dir, folder, config: DPOConfig, pairs: str = "preferences", strategies=None) -> list[dict]:
+    """:func:`fit_preference_model` from the run's base pipeline on the pair set ``run_dir/<pairs>``
+    (notebook 03's ``preferences`` or ``gold``), optionally only its ``strategies`` (notebook 07's
+    ablations), everything read from ``run_dir``: a job for :func:`t2a_lib.parallel.run_jobs`.
+    The model lands in ``folder``; returns its training history."""
     from .base_model import load_pipeline
 
     run_dir = Path(run_dir)
     base = load_pipeline(run_dir / "base" / "pipeline")
-    bank, _ = load_preference_pairs(run_dir / "preferences", base.text_encoder, base.tokenizer, strategies)
-    fit_preference_model(folder, base.unet, make_train_scheduler_like(base), bank, config, progress=False)
+    bank, _ = load_preference_pairs(run_dir / pairs, base.text_encoder, base.tokenizer, strategies)
+    return fit_preference_model(folder, base.unet, make_train_scheduler_like(base), bank, config, progress=False)[1]
+
+
+def fit_crpo_from_run(run_dir, folder, prompts: list[str], rounds: int, n_samples: int, config: DPOConfig,
+                      steps: int, guidance: float) -> list[dict]:
+    """:func:`fit_crpo` from the run's base pipeline and rankers: a job for
+    :func:`t2a_lib.parallel.run_jobs`. Returns the per-round log."""
+    from .base_model import load_pipeline
+    from .scorers import load_rankers
+
+    run_dir = Path(run_dir)
+    base = load_pipeline(run_dir / "base" / "pipeline")
+    return fit_crpo(folder, base, load_rankers(run_dir), prompts, rounds, n_samples, config, steps, guidance,
+                    progress=False)[1]
 
 
 def with_unet(pipe, unet):

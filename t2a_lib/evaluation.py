@@ -35,6 +35,16 @@ def model_fingerprint(*modules) -> str:
     return h.hexdigest()[:20]
 
 
+def sample_cache_path(pipe, prompts: list[str], seed: int, steps: int, guidance: float, output: str,
+                      cache_dir) -> Path:
+    """Where :func:`generate` keeps these samples: keyed by the model's weights (UNet, VAE, text
+    encoder, and the vocoder for audio), the prompts, seed, steps, guidance and output."""
+    vocoder = model_fingerprint(pipe.vocoder) if pipe.vocoder is not None else "griffin-lim"
+    key = content_key(model_fingerprint(pipe.unet, pipe.vae, pipe.text_encoder), list(prompts), seed, steps,
+                      guidance, vocoder if output == "audio" else "mel")
+    return Path(cache_dir) / f"{key[:24]}.npy"
+
+
 def generate(pipe, prompts: list[str], seed: int, steps: int, guidance: float, batch_size: int | None = None,
              progress: bool = True, cache_dir=None, output: str = "audio") -> np.ndarray:
     """One clip per prompt: waveforms (N, S), or with ``output="mel"`` the VAE's log-mels
@@ -42,10 +52,7 @@ def generate(pipe, prompts: list[str], seed: int, steps: int, guidance: float, b
     model's weights, prompts, seed, steps, guidance and output, and reused when all match."""
     path = None
     if cache_dir is not None:
-        vocoder = model_fingerprint(pipe.vocoder) if pipe.vocoder is not None else "griffin-lim"
-        key = content_key(model_fingerprint(pipe.unet, pipe.vae, pipe.text_encoder), list(prompts), seed, steps,
-                          guidance, vocoder if output == "audio" else "mel")
-        path = Path(cache_dir) / f"{key[:24]}.npy"
+        path = sample_cache_path(pipe, prompts, seed, steps, guidance, output, cache_dir)
         if path.exists():
             return np.load(path)
     g = torch.Generator().manual_seed(seed)
@@ -206,6 +213,46 @@ def evaluate_on(pipe, judges, run_dir, name: str, steps: int, guidance: float, o
     extra = prompts.drop(columns=["prompt"] + [c for c in ("labels", "all_labels") if c in prompts])
     judged.table = pd.concat([judged.table, extra.reset_index(drop=True)], axis=1)
     return judged, samples
+
+
+def _run_pipeline(run_dir, unet_folder=None):
+    """The run's base pipeline, its UNet replaced by the one saved in ``unet_folder`` if given."""
+    from .base_model import load_pipeline
+    from .dpo import with_unet
+    from .tango import load_unet
+
+    base = load_pipeline(Path(run_dir) / "base" / "pipeline")
+    return base if unet_folder is None else with_unet(base, load_unet(unet_folder))
+
+
+def sample_eval_set(run_dir, unet_folder, name: str, steps: int, guidance: float, output: str = "audio") -> None:
+    """A job for :func:`t2a_lib.parallel.run_jobs`: the run's base pipeline (with the UNet saved
+    in ``unet_folder``; ``None``: the base) samples evaluation set ``name`` into the run's sample
+    cache, where :func:`evaluate_on` finds it."""
+    generate(_run_pipeline(run_dir, unet_folder), load_eval_set(run_dir, name).prompt.tolist(), sample_seed(run_dir),
+             steps, guidance, progress=False, cache_dir=Path(run_dir) / "samples", output=output)
+
+
+def sample_models(run_dir, unet_folders: list, name: str, steps: int, guidance: float, output: str = "audio",
+                  workers: int = 1, progress: bool = True) -> int:
+    """Fill the run's sample cache for every model in ``unet_folders`` (``None``: the base) on
+    evaluation set ``name``: the models not yet cached sample in ``workers`` processes
+    (:mod:`t2a_lib.parallel`), so a following :func:`evaluate_on` only judges. Returns how many
+    models were sampled."""
+    from . import parallel
+    from .dpo import with_unet
+    from .tango import load_unet
+
+    run_dir = Path(run_dir)
+    base = _run_pipeline(run_dir)
+    prompts, seed = load_eval_set(run_dir, name).prompt.tolist(), sample_seed(run_dir)
+    todo = [f for f in unet_folders
+            if not sample_cache_path(base if f is None else with_unet(base, load_unet(f)), prompts, seed, steps,
+                                     guidance, output, run_dir / "samples").exists()]
+    names = ["base" if f is None else "/".join(Path(f).parts[-3:-1]) for f in todo]
+    parallel.run_jobs(sample_eval_set, [(run_dir, f, name, steps, guidance, output) for f in todo], workers, names,
+                      desc=f"sampling the {name} set", progress=progress)
+    return len(todo)
 
 
 def to_audio(sample, vocoder) -> np.ndarray:

@@ -85,6 +85,11 @@ def result(future: Future, name: str):
         raise JobError(f"{name} failed in a worker process: {type(err).__name__}: {err}") from err
 
 
+def call(fn, *args):
+    """``fn(*args)``: with it one pool runs different functions, ``run_jobs(call, [(fn, *args), ...])``."""
+    return fn(*args)
+
+
 def run_jobs(fn, jobs: list[tuple], workers: int = 1, names: list[str] | None = None,
              desc: str = "jobs", progress: bool = True) -> list:
     """``[fn(*job) for job in jobs]``, in ``workers`` spawned processes when ``workers`` > 1.

@@ -104,15 +104,14 @@ def plan_clips(prompts: list[str], config: PreferenceConfig, perturber: Perturbe
     return clips
 
 
-def generate_clips(pipe, clips: list[Clip], config: PreferenceConfig, out_dir, progress: bool = True) -> dict:
-    """Sample every planned clip (its own seed; grouped by step count), write wavs and latents."""
-    out_dir = Path(out_dir)
+def _sample_clips(pipe, clips: list[Clip], config: PreferenceConfig, out_dir, bar=None) -> tuple[dict, dict]:
+    """Sample ``clips`` (each from its own seed's noise; batched by step count) and write their
+    wavs: ``({clip id: waveform}, {clip id: final latent})``."""
     audio, latents = {}, {}
     shape = pipe.latent_shape()
     by_steps: dict[int, list[Clip]] = {}
     for c in clips:
         by_steps.setdefault(c.steps, []).append(c)
-    bar = tqdm(total=len(clips), desc="generating candidates", disable=not progress)
     for steps, group in sorted(by_steps.items()):
         for i in range(0, len(group), config.batch_size):
             batch = group[i:i + config.batch_size]
@@ -121,11 +120,42 @@ def generate_clips(pipe, clips: list[Clip], config: PreferenceConfig, out_dir, p
                        latents=noise, return_latents=True, progress=False)
             for c, a, z in zip(batch, out.audios, out.latents):
                 audio[c.clip_id], latents[c.clip_id] = a, torch.from_numpy(z)
-                write_wav(out_dir / "audio" / f"{c.clip_id}.wav", a, durable=False)
-            bar.update(len(batch))
-    bar.close()
-    save_file({k: v.contiguous() for k, v in latents.items()}, out_dir / "latents.safetensors")
-    return audio
+                write_wav(Path(out_dir) / "audio" / f"{c.clip_id}.wav", a, durable=False)
+            if bar is not None:
+                bar.update(len(batch))
+    return audio, latents
+
+
+def sample_clips_job(pipeline_dir, clips: list[Clip], config: PreferenceConfig, out_dir) -> tuple[dict, dict]:
+    """:func:`_sample_clips` with the pipeline saved in ``pipeline_dir``: a job for
+    :func:`t2a_lib.parallel.run_jobs`."""
+    from .base_model import load_pipeline
+
+    return _sample_clips(load_pipeline(pipeline_dir), clips, config, out_dir)
+
+
+def generate_clips(pipe, clips: list[Clip], config: PreferenceConfig, out_dir, progress: bool = True,
+                   workers: int = 1, pipeline_dir=None) -> dict:
+    """Sample every planned clip (its own seed), write wavs and latents; returns ``{clip id:
+    waveform}``. With ``workers`` > 1 the clips are split into interleaved chunks sampled in that
+    many processes (:mod:`t2a_lib.parallel`) from the pipeline saved in ``pipeline_dir``."""
+    from . import parallel
+
+    out_dir = Path(out_dir)
+    if workers > 1:
+        if pipeline_dir is None:
+            raise ValueError("generate_clips with workers > 1 needs pipeline_dir (the pipeline the workers load)")
+        n_chunks = 4 * workers
+        chunks = [(pipeline_dir, clips[i::n_chunks], config, out_dir) for i in range(n_chunks) if clips[i::n_chunks]]
+        parts = parallel.run_jobs(sample_clips_job, chunks, workers, desc="generating candidates", progress=progress)
+        audio = {k: v for part, _ in parts for k, v in part.items()}
+        latents = {k: v for _, part in parts for k, v in part.items()}
+    else:
+        bar = tqdm(total=len(clips), desc="generating candidates", disable=not progress)
+        audio, latents = _sample_clips(pipe, clips, config, out_dir, bar)
+        bar.close()
+    save_file({c.clip_id: latents[c.clip_id].contiguous() for c in clips}, out_dir / "latents.safetensors")
+    return {c.clip_id: audio[c.clip_id] for c in clips}
 
 
 def score_clips(rankers, clips: list[Clip], audio: dict) -> dict[str, np.ndarray]:

@@ -44,15 +44,21 @@ PAPER_TABLE5 = {"Tango-full-FT": {"temporal": (2.55, 1.16, 5.82, 0.55), "non-tem
 PAPER_BATON = {"Integrity": "CLAP +2.3% over Tango", "Temporal": "CLAP +6.0% over Tango"}
 
 
-def load_models(run_dir) -> dict[str, list]:
-    """Every fine-tuned UNet under ``run_dir/models``: ``{model id: [UNet of seed 0, seed 1, ...]}``
-    (the base is added by the caller)."""
+def model_folders(run_dir, model_ids=None) -> dict[str, list[Path]]:
+    """The saved UNet folders under ``run_dir/models``: ``{model id: [unet of seed 0, seed 1, ...]}``,
+    for ``model_ids`` (default: every fine-tuned model)."""
     out = {}
-    for model_id in MODEL_NAMES:
+    for model_id in model_ids or MODEL_NAMES:
         folders = sorted((Path(run_dir) / "models" / model_id).glob("s[0-9]*/unet")) if model_id != BASE else []
         if folders:
-            out[model_id] = [load_unet(f) for f in sorted(folders, key=lambda f: int(f.parent.name[1:]))]
+            out[model_id] = sorted(folders, key=lambda f: int(f.parent.name[1:]))
     return out
+
+
+def load_models(run_dir, model_ids=None) -> dict[str, list]:
+    """Every fine-tuned UNet under ``run_dir/models`` (or those of ``model_ids``): ``{model id:
+    [UNet of seed 0, seed 1, ...]}`` (the base is added by the caller)."""
+    return {m: [load_unet(f) for f in folders] for m, folders in model_folders(run_dir, model_ids).items()}
 
 
 def corpus_metrics(judges, judgement, source_out, ref_embeddings, sources, n_boot: int = 1000, seed: int = 0,
