@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .components import add_time_channel
+from .precision import float32
 
 
 def snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
@@ -50,11 +51,13 @@ def noisy_and_target(scheduler, latents, noise, timesteps):
 
 
 def per_sample_mse(unet, scheduler, latents, states, mask, noise, timesteps) -> torch.Tensor:
-    """Unweighted MSE per sample, averaged over C×H×W: shape (B,). The quantity DPO compares."""
+    """Unweighted MSE per sample, averaged over C×H×W: shape (B,). The quantity DPO compares.
+    The UNet may run under autocast; the error and its mean are float32 (precision.FLOAT32)."""
     noisy, target = noisy_and_target(scheduler, latents, noise, timesteps)
     pred = unet(add_time_channel(unet, noisy), timesteps, encoder_hidden_states=states,
                 encoder_attention_mask=mask).sample
-    return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+    with float32(pred.device.type):
+        return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
 
 
 def diffusion_loss(unet, scheduler, latents, states, mask, noise, timesteps, min_snr_gamma=None) -> torch.Tensor:

@@ -28,12 +28,16 @@ import torch
 import torch.nn.functional as F
 
 from .diffusion import TextBank, per_sample_mse, sample_timesteps, train_loop
+from .precision import at_least_float32, float32
 
 
 def dpo_loss(mse_w, mse_l, ref_w, ref_l, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pair Diffusion-DPO loss and implicit accuracy (both shape (B,))."""
-    inside = -0.5 * beta * ((mse_w - mse_l) - (ref_w - ref_l))
-    return -F.logsigmoid(inside), (inside > 0).float()
+    """Per-pair Diffusion-DPO loss and implicit accuracy (both shape (B,)), in float32 whatever
+    autocast is active (precision.FLOAT32: β times a small difference)."""
+    with float32(mse_w.device.type):
+        mse_w, mse_l, ref_w, ref_l = (at_least_float32(v) for v in (mse_w, mse_l, ref_w, ref_l))
+        inside = -0.5 * beta * ((mse_w - mse_l) - (ref_w - ref_l))
+        return -F.logsigmoid(inside), (inside > 0).float()
 
 
 @dataclass
