@@ -124,11 +124,11 @@ def make_unet(cfg: MiniTangoConfig) -> UNet2DConditionModel:
 def add_time_channel(unet, latents: torch.Tensor) -> torch.Tensor:
     """The UNet's input: the latents, plus a linear ramp over time (axis 2) when the UNet was built
     with ``time_channel`` (its ``in_channels`` is one more than the latents have)."""
-    extra = unet.config.in_channels - latents.shape[1]
+    extra = getattr(unet, "module", unet).config.in_channels - latents.shape[1]  # unwrapped from DDP
     if extra == 0:
         return latents
     if extra != 1:
-        raise ValueError(f"UNet expects {unet.config.in_channels} input channels, latents have {latents.shape[1]}")
+        raise ValueError(f"UNet expects {latents.shape[1] + extra} input channels, latents have {latents.shape[1]}")
     b, _, h, w = latents.shape
     ramp = torch.linspace(-1.0, 1.0, h, device=latents.device, dtype=latents.dtype)
     return torch.cat([latents, ramp.view(1, 1, h, 1).expand(b, 1, h, w)], dim=1)
