@@ -181,7 +181,16 @@ class Shard:
 
 def make_accelerator(mixed_precision: str = "no") -> Accelerator:
     """accelerate's Accelerator; without CUDA it runs on the CPU, and under ``accelerate launch
-    --multi_gpu --num_processes N`` (torchrun) as N CPU processes over gloo."""
+    --multi_gpu --num_processes N`` (torchrun) as N CPU processes over gloo.
+
+    accelerate keeps one precision per process and refuses another one later ("AcceleratorState
+    has already been initialized"); a notebook trains the VAE in float32, then the UNet in bf16
+    on a GPU. So a change of precision starts a fresh state, keeping the process group."""
+    from accelerate.state import AcceleratorState
+
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is not None and current != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
 
 

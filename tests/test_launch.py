@@ -79,3 +79,13 @@ def test_a_batch_that_does_not_split_evenly_is_refused():
     assert Shard()(torch.arange(3)).tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="split evenly"):
         Shard(0, 2)(torch.arange(3))
+
+
+def test_a_later_accelerator_may_change_precision():
+    """A notebook trains the VAE in float32, then the UNet in bf16 (on a GPU): accelerate alone
+    refuses the second precision in the same process."""
+    from t2a_lib.diffusion import make_accelerator
+
+    assert make_accelerator().mixed_precision == "no"
+    assert make_accelerator("bf16").mixed_precision == "bf16"
+    assert make_accelerator().mixed_precision == "no"
