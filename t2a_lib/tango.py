@@ -97,17 +97,20 @@ class TangoPipeline(DiffusionPipeline):
         class-embedding conditioning, the normalised text embeddings (B, D) and no mask."""
         tok = self.tokenizer(list(prompts), padding="max_length" if max_length else True, max_length=max_length,
                              truncation=True, return_tensors="pt")
-        ids, mask = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
+        # each component on its own device: a UNet trained on a GPU beside a text encoder and VAE on the CPU
+        ids, mask = tok.input_ids.to(self.text_encoder.device), tok.attention_mask.to(self.text_encoder.device)
         if self.conditioning == "class_embedding":
             embeds = self.text_encoder(input_ids=ids, attention_mask=mask).text_embeds
             return torch.nn.functional.normalize(embeds, dim=-1), None
         return self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask
 
     def _predict(self, x, t, states, mask):
-        x = add_time_channel(self.unet, x)
+        x = add_time_channel(self.unet, x.to(self.unet.device))
+        states = states.to(self.unet.device, self.unet.dtype)
         if self.conditioning == "class_embedding":
-            return self.unet(x, t, encoder_hidden_states=None, class_labels=states.to(self.unet.dtype)).sample
-        return self.unet(x, t, encoder_hidden_states=states.to(self.unet.dtype), encoder_attention_mask=mask).sample
+            return self.unet(x, t, encoder_hidden_states=None, class_labels=states).sample
+        mask = None if mask is None else mask.to(self.unet.device)
+        return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
 
     @torch.no_grad()
     def latents_to_mel(self, latents: torch.Tensor) -> np.ndarray:
@@ -116,8 +119,9 @@ class TangoPipeline(DiffusionPipeline):
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Log-mel of scaled latents; never autocast (precision.FLOAT32: the VAE decode)."""
-        with float32(self.device.type):
-            return image_to_mel(self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample)
+        with float32(self.vae.device.type):
+            latents = latents.to(self.vae.device, self.vae.dtype)
+            return image_to_mel(self.vae.decode(latents / self.vae.config.scaling_factor).sample)
 
     @torch.no_grad()
     def latents_to_audio(self, latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +152,7 @@ class TangoPipeline(DiffusionPipeline):
             latents = torch.randn((len(prompts), *self.latent_shape(n_frames)), generator=generator)
         audios, mels, finals = [], [], []
         use_cfg = guidance_scale != 1.0
-        precision = sampling_precision(self.device, mixed_precision)
+        precision = sampling_precision(self.unet.device, mixed_precision)
         bar = tqdm(total=len(prompts), desc="sampling", disable=not progress or len(prompts) <= batch_size)
         for i in range(0, len(prompts), batch_size):
             batch = prompts[i:i + batch_size]
@@ -158,9 +162,9 @@ class TangoPipeline(DiffusionPipeline):
             for t in self.scheduler.timesteps:
                 inp = torch.cat([x, x]) if use_cfg else x
                 inp = self.scheduler.scale_model_input(inp, t)
-                with autocast(self.device, precision):
+                with autocast(self.unet.device, precision):
                     pred = self._predict(inp, t, states, mask)
-                pred = pred.to(x.dtype)
+                pred = pred.to(x.device, x.dtype)
                 if use_cfg:
                     uncond, cond = pred.chunk(2)
                     pred = uncond + guidance_scale * (cond - uncond)
