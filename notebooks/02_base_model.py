@@ -88,6 +88,7 @@ n_boot = 1000
 n_listen = 4
 workers = 1  # > 1: train the vocoder in a second process beside the text encoder and the VAE
 use_release = True  # load releases/base when it was trained on this run's world
+model_size = "default"  # UNet and VAE widths (components.MODEL_SIZES): "default" (the release's), "gpu" (larger)
 eval_temporal = 320  # held-out temporal prompts every model is evaluated on (notebooks 04-07 read the same set)
 eval_other_per_kind = 24  # held-out prompts of each other kind (single, background, while)
 eval_integrity = 200  # BATON Integrity evaluation prompts
@@ -110,7 +111,7 @@ from t2a_lib import base_model, evaluation, metrics, parallel, release, scorers
 from t2a_lib.audiotext import timeline_targets
 from t2a_lib.autoencoder import VAETrainConfig, decode_latents, encode_mels
 from t2a_lib.captions import parse_caption, reorder_twin, word_labels
-from t2a_lib.components import MiniTangoConfig, make_train_scheduler
+from t2a_lib.components import MiniTangoConfig, make_train_scheduler, model_config, n_params
 from t2a_lib.diffusion import TrainConfig, per_sample_mse, step_generator
 from t2a_lib.grounding import word_time_attention
 from t2a_lib.features import load_waves, split_mels, waves_to_mel
@@ -126,8 +127,13 @@ test_mels, test_recs = split_mels(world_dir / "test.jsonl")
 captions = [r.captions for r in train_recs]
 judges = scorers.load_judges(run_dir)
 print(f"{len(train_recs)} training clips, {len(test_recs)} held-out; judges loaded")
-released, why = (release.matching_release(release.RELEASES / "base", world_dir) if use_release
-                 else (None, "use_release is off (the scratch profile trains everything)"))
+model_cfg = model_config(model_size)
+if not use_release:
+    released, why = None, "use_release is off (the scratch profile trains everything)"
+elif model_size != "default":
+    released, why = None, f"model_size is {model_size!r} (the release is the default size)"
+else:
+    released, why = release.matching_release(release.RELEASES / "base", world_dir)
 if released:
     release_pipe, _ = release.load_base()
     fits = released["components"]
@@ -191,7 +197,8 @@ display(pd.DataFrame([text_order]).style.format(precision=3))
 # %%
 t0 = time.time()
 vae, vae_fig = ((release_pipe.vae, fits["vae"]) if released else
-                base_model.fit_vae(base_dir / "vae", train_mels, VAETrainConfig(steps=vae_steps, seed=seed + 11)))
+                base_model.fit_vae(base_dir / "vae", train_mels, VAETrainConfig(steps=vae_steps, seed=seed + 11),
+                                   cfg=model_cfg))
 timings["vae"] = time.time() - t0
 z = encode_mels(vae, test_mels[:n_vocoder_check])
 recon_mels = decode_latents(vae, z)
@@ -262,8 +269,10 @@ else:
                             mixed_precision="bf16" if torch.cuda.is_available() else "no")
     # the grounding term's targets: per word, the share of each latent frame its event fills
     unet_timeline = timeline_targets(train_recs, latents.shape[2], train_mels.shape[-1]) if grounding_weight else None
-    unet, unet_fig = base_model.fit_unet(base_dir / "unet", latents, bank, train_cfg, timeline=unet_timeline)
+    unet, unet_fig = base_model.fit_unet(base_dir / "unet", latents, bank, train_cfg, cfg=model_cfg,
+                                         timeline=unet_timeline)
 timings["unet"] = time.time() - t0
+print(f"UNet ({model_size}): {n_params(unet):,} parameters; VAE {n_params(vae):,}")
 curves = {k: np.array(unet_fig[k]) for k in ("diffusion", "grounding") if k in unet_fig} or {"loss": np.array(unet_fig["losses"])}
 fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 3), squeeze=False)
 for ax, (name, c) in zip(axes[0], curves.items()):
@@ -278,7 +287,7 @@ plt.show()
 # ## 5 · The pipeline, saved and reloaded
 
 # %%
-pipe = base_model.assemble(vae, text_encoder, tokenizer, unet, vocoder)
+pipe = base_model.assemble(vae, text_encoder, tokenizer, unet, vocoder, model_cfg)
 pipe.save_pretrained(base_dir / "pipeline")
 reloaded = base_model.load_pipeline(base_dir / "pipeline")
 probe = ["A dog barks, then a siren wails"]
@@ -442,7 +451,8 @@ figures = {
     "unet": {"steps": len(unet_fig["losses"]), "batch_size": batch_size, "seconds": unet_fig.get("seconds"),
              "final_loss": unet_fig.get("final_loss"), "grounding_weight": grounding_weight,
              "final_grounding_loss": float(np.mean(unet_fig["grounding"][-50:])) if "grounding" in unet_fig else None,
-             "params": sum(p.numel() for p in unet.parameters())},
+             "params": sum(p.numel() for p in unet.parameters()), "model_size": model_size,
+             "vae_params": n_params(vae)},
     "bit_exact_reload": bool(np.array_equal(a, b)),
     "release": {"used": bool(released), "why_not": why, "world_fingerprint": released and released["world_fingerprint"]},
     "evaluation_sets": {name: len(t) for name, t in sets.items()},

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from safetensors.torch import load_model, save_model
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from .captions import CaptionError, GrammarPerturber, parse_caption, reorder_twin, word_labels
+from .diffusion import make_accelerator
 from .encoders import AUDIO_TRUNKS, TEXT_ENCODERS, masked_mean, read_model_config
 from .features import frame_targets
 from .text import build_world_tokenizer
@@ -198,7 +198,7 @@ def train_audiotext(config: AudioTextConfig, mels: torch.Tensor, captions: list[
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     steps = config.epochs * (len(mels) // config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=max(steps, 1), pct_start=0.1)
-    acc = Accelerator()
+    acc = make_accelerator()  # float32 (diffusion.make_accelerator: one precision per state)
     model, opt = acc.prepare(model, opt)
     gen = torch.Generator().manual_seed(config.seed)
     losses = []

@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 
 import torch
-from accelerate import Accelerator
 from tqdm.auto import tqdm
+
+from .diffusion import make_accelerator
 
 
 def mel_to_image(mel: torch.Tensor) -> torch.Tensor:
@@ -42,7 +43,7 @@ def train_vae(vae, mels: torch.Tensor, config: VAETrainConfig, progress: bool = 
     """Train in place on random crops of (N, 64, T) log-mels; returns losses and seconds."""
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    acc = Accelerator()
+    acc = make_accelerator()  # float32 (diffusion.make_accelerator: one precision per state)
     opt = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.steps, pct_start=0.1)
     vae, opt = acc.prepare(vae, opt)

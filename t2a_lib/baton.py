@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .diffusion import TextBank, batch_indices, diffusion_loss, fingerprint, fit_finetuned, sample_timesteps, train_loop
+from .diffusion import Shard, TextBank, batch_indices, diffusion_loss, fingerprint, fit_finetuned, sample_timesteps, train_loop
 
 
 @dataclass
@@ -41,11 +41,13 @@ class BatonConfig:
         return self.lr * min(1.0, (step + 1) / max(1, self.warmup))
 
 
-def _term(model, scheduler, latents, text: TextBank, idx, g, config, device):
+def _term(model, scheduler, latents, text: TextBank, idx, g, config, device, shard=Shard()):
+    """Per-sample loss of this process's rows of the global batch ``idx`` (draws made for all rows)."""
+    noise = shard(torch.randn((len(idx), *latents.shape[1:]), generator=g)).to(device)
+    t = shard(sample_timesteps(len(idx), g, config.high_noise_share)).to(device)
+    drop = shard(torch.rand(len(idx), generator=g) < config.p_uncond)
+    idx = shard(idx)
     x0 = latents[idx].to(device)
-    noise = torch.randn(x0.shape, generator=g).to(device)
-    t = sample_timesteps(len(idx), g, config.high_noise_share).to(device)
-    drop = torch.rand(len(idx), generator=g) < config.p_uncond
     states, mask = (v.to(device) for v in text.batch(idx, drop))
     return diffusion_loss(model, scheduler, x0, states, mask, noise, t, config.min_snr_gamma)
 
@@ -56,10 +58,11 @@ def train_reward_weighted(unet, scheduler, pre_latents, pre_text: TextBank, fb_l
     if len(rewards) != len(fb_latents) or rewards.min() < 0 or rewards.max() > 1 or rewards.isnan().any():
         raise ValueError("rewards must be one number in [0, 1] per feedback clip")
 
-    def step_loss(model, idx, g, step, device):
+    def step_loss(model, idx, g, step, device, shard=Shard()):
         pre_idx = batch_indices(len(pre_latents), config.pretrain_batch_size, config.seed + 1, step)
-        l_pre = _term(model, scheduler, pre_latents, pre_text, pre_idx, g, config, device).mean()
-        l_fb = (rewards[idx].to(device) * _term(model, scheduler, fb_latents, fb_text, idx, g, config, device)).mean()
+        l_pre = _term(model, scheduler, pre_latents, pre_text, pre_idx, g, config, device, shard).mean()
+        l_fb = (shard(rewards[idx]).to(device)
+                * _term(model, scheduler, fb_latents, fb_text, idx, g, config, device, shard)).mean()
         return config.beta * l_pre + l_fb, {"pretrain": l_pre, "feedback": l_fb}
 
     return train_loop(unet, len(fb_latents), config, step_loss, out_dir, progress, desc="BATON")

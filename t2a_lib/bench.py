@@ -2,11 +2,17 @@
 
     python -m t2a_lib.bench                       # default-size model, random weights
     python -m t2a_lib.bench --pipeline papermill_runs/default/base/pipeline
+    python -m t2a_lib.bench --size tango --sections scale   # Tango-size UNet on a GPU (t2a_lib.scale)
 
 Prints: sampling throughput (clips/s for 32 prompts at several step counts, guidance 3, VAE and
 vocoder included; run in the pipeline's default batches, and for 10 steps also as one batch of
 32), one UNet training step (batch 16), one VAE step, and one DPO step (8 pairs).
 Random weights cost the same as trained ones, so the default needs no trained model.
+
+Then, under "scale" (:mod:`t2a_lib.scale`): on a Tango-size UNet (``--size tango``, 865.9M
+parameters; ``auto``: tango on a GPU, a tiny config of the same layout on a CPU), sampling seconds
+per 10.24 s clip at 200 guided steps by batch size, DPO pairs/s and peak memory (full and LoRA,
+gradient checkpointing off and on), each with its share of the physical limit.
 """
 
 from __future__ import annotations
@@ -94,8 +100,18 @@ def main(argv=None) -> None:
     ap.add_argument("--pipeline", help="a saved TangoPipeline folder (default: random weights)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 20])
+    ap.add_argument("--sections", nargs="+", choices=["mini", "scale"], default=["mini", "scale"],
+                    help="mini: the miniature model's figures above; scale: t2a_lib.scale")
+    ap.add_argument("--size", choices=["auto", "tiny", "tango"], default="auto", help="the scale section's UNet")
+    ap.add_argument("--scale-batches", type=int, nargs="+", help="sampling batch sizes (default: the size's)")
+    ap.add_argument("--peak-tflops", type=float, help="the limit's FLOP rate (default: 790 on a GPU, measured on a CPU)")
     args = ap.parse_args(argv)
-    print(json.dumps(run(args.pipeline, args.batch, tuple(args.steps)), indent=2))
+    if "mini" in args.sections:
+        print(json.dumps(run(args.pipeline, args.batch, tuple(args.steps)), indent=2))
+    if "scale" in args.sections:
+        from . import scale
+
+        print(json.dumps({"scale": scale.run(args.size, args.peak_tflops, args.scale_batches)}, indent=2))
 
 
 if __name__ == "__main__":

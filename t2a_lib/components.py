@@ -53,6 +53,31 @@ class MiniTangoConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+# Named model sizes (notebook 02's ``model_size``). Only the UNet and VAE widths change: the
+# text encoder, the mel front end and the latent layout stay as they are, so every later notebook
+# reads a model of either size the same way. "default" is MiniTangoConfig() itself (the release's
+# recipe, unchanged bit for bit); "gpu" is the larger model the gpu profile trains; "tiny" is a
+# seconds-on-a-CPU model for tests and the multi-process check.
+MODEL_SIZES = {
+    "default": {},
+    "gpu": {"unet_channels": (128, 256, 512), "unet_layers_per_block": 2, "unet_head_dim": 32,
+            "vae_channels": (32, 64, 128)},
+    "tiny": {"n_frames": 64, "vae_channels": (8, 8, 8), "unet_channels": (16, 16), "unet_head_dim": 8,
+             "text_dim": 32},
+}
+
+
+def model_config(size: str = "default", **overrides) -> MiniTangoConfig:
+    """The :class:`MiniTangoConfig` of a named size (:data:`MODEL_SIZES`), fields overridable."""
+    if size not in MODEL_SIZES:
+        raise ValueError(f"model_size must be one of {sorted(MODEL_SIZES)}, got {size!r}")
+    return MiniTangoConfig(**{**MODEL_SIZES[size], **overrides})
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def make_vae(cfg: MiniTangoConfig) -> AutoencoderKL:
     n = len(cfg.vae_channels)  # n blocks -> n-1 downsamplings (x4 for 3 blocks)
     return AutoencoderKL(in_channels=1, out_channels=1, latent_channels=cfg.latent_channels,
@@ -99,11 +124,11 @@ def make_unet(cfg: MiniTangoConfig) -> UNet2DConditionModel:
 def add_time_channel(unet, latents: torch.Tensor) -> torch.Tensor:
     """The UNet's input: the latents, plus a linear ramp over time (axis 2) when the UNet was built
     with ``time_channel`` (its ``in_channels`` is one more than the latents have)."""
-    extra = unet.config.in_channels - latents.shape[1]
+    extra = getattr(unet, "module", unet).config.in_channels - latents.shape[1]  # unwrapped from DDP
     if extra == 0:
         return latents
     if extra != 1:
-        raise ValueError(f"UNet expects {unet.config.in_channels} input channels, latents have {latents.shape[1]}")
+        raise ValueError(f"UNet expects {latents.shape[1] + extra} input channels, latents have {latents.shape[1]}")
     b, _, h, w = latents.shape
     ramp = torch.linspace(-1.0, 1.0, h, device=latents.device, dtype=latents.dtype)
     return torch.cat([latents, ramp.view(1, 1, h, 1).expand(b, 1, h, w)], dim=1)

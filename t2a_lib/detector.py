@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from .diffusion import make_accelerator
 from .encoders import AUDIO_TRUNKS, read_model_config
 from .metrics import Event, event_f1_corpus, events_from_frames, order_correct, presence
 from .world import CLASSES
@@ -115,7 +115,7 @@ def train_detector(config: DetectorConfig, mels: torch.Tensor, targets: torch.Te
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     steps = config.epochs * (len(mels) // config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=max(steps, 1), pct_start=0.15)
-    acc = Accelerator()
+    acc = make_accelerator()  # float32 (diffusion.make_accelerator: one precision per state)
     model, opt = acc.prepare(model, opt)
     gen = torch.Generator().manual_seed(config.seed)
     losses, bar = [], tqdm(total=steps, desc=f"detector ({config.role}, {config.arch})", disable=not progress)

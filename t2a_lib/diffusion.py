@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .components import add_time_channel
+from .precision import float32
 
 
 def snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
@@ -50,11 +51,13 @@ def noisy_and_target(scheduler, latents, noise, timesteps):
 
 
 def per_sample_mse(unet, scheduler, latents, states, mask, noise, timesteps) -> torch.Tensor:
-    """Unweighted MSE per sample, averaged over C×H×W: shape (B,). The quantity DPO compares."""
+    """Unweighted MSE per sample, averaged over C×H×W: shape (B,). The quantity DPO compares.
+    The UNet may run under autocast; the error and its mean are float32 (precision.FLOAT32)."""
     noisy, target = noisy_and_target(scheduler, latents, noise, timesteps)
     pred = unet(add_time_channel(unet, noisy), timesteps, encoder_hidden_states=states,
                 encoder_attention_mask=mask).sample
-    return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+    with float32(pred.device.type):
+        return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
 
 
 def diffusion_loss(unet, scheduler, latents, states, mask, noise, timesteps, min_snr_gamma=None) -> torch.Tensor:
@@ -158,15 +161,58 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor
     return perm[pos * batch_size:(pos + 1) * batch_size]
 
 
+@dataclass(frozen=True)
+class Shard:
+    """One process's share of a global batch under ``accelerate launch``: the contiguous rows
+    ``[rank·n/world, (rank+1)·n/world)`` of anything of n rows. Every process draws the global
+    batch's randomness (noise, timesteps, dropout) in full from the same generator and keeps its
+    rows, so the global batch is the one a single process would draw; DDP averages the equal
+    shards' gradients, which is the gradient of the global mean. ``Shard()`` keeps every row."""
+
+    rank: int = 0
+    world: int = 1
+
+    def __call__(self, rows):
+        n = len(rows)
+        if n % self.world:
+            raise ValueError(f"a batch of {n} rows does not split evenly over {self.world} processes")
+        return rows[n * self.rank // self.world: n * (self.rank + 1) // self.world]
+
+
+def make_accelerator(mixed_precision: str = "no") -> Accelerator:
+    """accelerate's Accelerator; without CUDA it runs on the CPU, and under ``accelerate launch
+    --multi_gpu --num_processes N`` (torchrun) as N CPU processes over gloo.
+
+    accelerate keeps one precision per process and refuses another one later ("AcceleratorState
+    has already been initialized"); a notebook trains the VAE in float32, then the UNet in bf16
+    on a GPU. So a change of precision starts a fresh state, keeping the process group."""
+    from accelerate.state import AcceleratorState
+
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is not None and current != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
+def _mean_over_processes(acc: Accelerator, value):
+    """A scalar log averaged over processes (as-is in a single process)."""
+    value = value.detach() if torch.is_tensor(value) else torch.tensor(float(value))
+    return acc.reduce(value.float().to(acc.device), "mean") if acc.num_processes > 1 else value
+
+
 def train_loop(unet, n_items: int, config, step_loss, out_dir=None, progress: bool = True, desc: str = "UNet") -> dict:
     """The one training loop (base model, SFT, DPO, CRPO, BATON): AdamW on the trainable
     parameters, warm-up + cosine LR, gradient clipping, optional EMA, accelerate, checkpoints in
-    ``out_dir/checkpoint`` every ``config.checkpoint_every`` steps, exact resume.
+    ``out_dir/checkpoint`` every ``config.checkpoint_every`` steps (written by the main process
+    only), exact resume.
 
-    ``step_loss(unet, idx, generator, step, device) -> (loss, logs)`` computes one step's loss;
-    ``logs`` (floats) are kept per step in the returned ``history``.
+    ``step_loss(unet, idx, generator, step, device, shard) -> (loss, logs)`` computes one step's
+    loss on this process's :class:`Shard` of the global batch ``idx`` (``config.batch_size``
+    rows); ``logs`` (floats) are kept per step in the returned ``history``, averaged over
+    processes. Under ``accelerate launch`` with N processes each takes batch_size / N rows.
     """
-    acc = Accelerator(mixed_precision=config.mixed_precision)
+    acc = make_accelerator(config.mixed_precision)
+    shard = Shard(acc.process_index, acc.num_processes)
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     ckpt = Path(out_dir) / "checkpoint" if out_dir else None
@@ -191,7 +237,7 @@ def train_loop(unet, n_items: int, config, step_loss, out_dir=None, progress: bo
         for group in opt.param_groups:
             group["lr"] = config.lr_at(step)
         with acc.autocast():
-            loss, logs = step_loss(unet, idx, g, step, acc.device)
+            loss, logs = step_loss(unet, idx, g, step, acc.device, shard)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; last checkpoint kept in {ckpt}")
         opt.zero_grad(set_to_none=True)
@@ -203,12 +249,16 @@ def train_loop(unet, n_items: int, config, step_loss, out_dir=None, progress: bo
             with torch.no_grad():
                 for k, v in acc.unwrap_model(unet).state_dict().items():
                     ema[k].mul_(config.ema_decay).add_(v.float(), alpha=1 - config.ema_decay)
+        if acc.num_processes > 1:
+            loss, logs = _mean_over_processes(acc, loss), {k: _mean_over_processes(acc, v) for k, v in logs.items()}
         history.append({"loss": round(loss.item(), 6),
                         **{k: round(float(v.detach() if torch.is_tensor(v) else v), 6) for k, v in logs.items()}})
         bar.update()
         bar.set_postfix(loss=f"{sum(h['loss'] for h in history[-20:]) / len(history[-20:]):.4f}")
         if ckpt is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
-            _save_checkpoint(ckpt, acc.unwrap_model(unet), ema, opt, step + 1, history, config)
+            if acc.is_main_process:
+                _save_checkpoint(ckpt, acc.unwrap_model(unet), ema, opt, step + 1, history, config)
+            acc.wait_for_everyone()
     bar.close()
     acc.unwrap_model(unet).eval()
     return {"history": history, "losses": [h["loss"] for h in history], "seconds": time.time() - t0,
@@ -225,12 +275,16 @@ def train_unet(unet, scheduler, latents: torch.Tensor, text: TextBank, config: T
     if bool(config.grounding_weight) != (timeline is not None):
         raise ValueError("timeline targets are needed exactly when config.grounding_weight > 0")
 
-    def step_loss(model, idx, g, step, device):
+    def step_loss(model, idx, g, step, device, shard=Shard()):
+        if timeline is not None and shard.world > 1:
+            raise NotImplementedError("the grounding term runs in one process (launch without it)")
         x0 = latents[idx].to(device)
         noise = torch.randn(x0.shape, generator=g).to(device)
         t = sample_timesteps(len(idx), g, config.high_noise_share).to(device)
         drop = torch.rand(len(idx), generator=g) < config.p_uncond
         states, mask = (v.to(device) for v in text.batch(idx, drop))
+        if shard.world > 1:
+            x0, noise, t, states, mask = (shard(v) for v in (x0, noise, t, states, mask))
         loss = diffusion_loss(model, scheduler, x0, states, mask, noise, t, config.min_snr_gamma).mean()
         if timeline is None:
             return loss, {}

@@ -27,13 +27,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .diffusion import TextBank, per_sample_mse, sample_timesteps, train_loop
+from .diffusion import Shard, TextBank, per_sample_mse, sample_timesteps, train_loop
+from .precision import at_least_float32, float32
 
 
 def dpo_loss(mse_w, mse_l, ref_w, ref_l, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pair Diffusion-DPO loss and implicit accuracy (both shape (B,))."""
-    inside = -0.5 * beta * ((mse_w - mse_l) - (ref_w - ref_l))
-    return -F.logsigmoid(inside), (inside > 0).float()
+    """Per-pair Diffusion-DPO loss and implicit accuracy (both shape (B,)), in float32 whatever
+    autocast is active (precision.FLOAT32: β times a small difference)."""
+    with float32(mse_w.device.type):
+        mse_w, mse_l, ref_w, ref_l = (at_least_float32(v) for v in (mse_w, mse_l, ref_w, ref_l))
+        inside = -0.5 * beta * ((mse_w - mse_l) - (ref_w - ref_l))
+        return -F.logsigmoid(inside), (inside > 0).float()
 
 
 @dataclass
@@ -94,6 +98,7 @@ def reference_of(unet, frozen_copy):
     if frozen_copy is not None:
         yield frozen_copy
         return
+    unet = getattr(unet, "module", unet)  # under DDP (accelerate launch): the wrapped UNet
     unet.disable_adapters()
     try:
         yield unet
@@ -114,11 +119,15 @@ def train_dpo(unet, scheduler, pairs: PairBank, config: DPOConfig, out_dir=None,
         frozen = copy.deepcopy(unet).requires_grad_(False).eval()
         unet.requires_grad_(True)
 
-    def step_loss(model, idx, g, step, device):
+    def step_loss(model, idx, g, step, device, shard=Shard()):
+        if frozen is not None and frozen.device.type != torch.device(device).type:
+            frozen.to(device)  # the frozen copy follows the policy onto accelerate's device (a GPU)
+        # the global batch's draws, then this process's rows (diffusion.Shard; all rows in one process)
+        noise = shard(torch.randn((len(idx), *pairs.winners.shape[1:]), generator=g)).to(device)
+        t = shard(sample_timesteps(len(idx), g, config.high_noise_share)).to(device)
+        drop = shard(torch.rand(len(idx), generator=g) < config.p_uncond)
+        idx = shard(idx)
         xw, xl = pairs.winners[idx].to(device), pairs.losers[idx].to(device)
-        noise = torch.randn(xw.shape, generator=g).to(device)
-        t = sample_timesteps(len(idx), g, config.high_noise_share).to(device)
-        drop = torch.rand(len(idx), generator=g) < config.p_uncond
         states, mask = (v.to(device) for v in pairs.text.batch(idx, drop))
         if config.loss == "sft" or step < config.sft_first_steps:
             mse = per_sample_mse(model, scheduler, xw, states, mask, noise, t)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .autoencoder import image_to_mel
 from .components import add_time_channel
+from .precision import autocast, float32, sampling_precision
 
 
 def realigned(module):
@@ -96,28 +97,37 @@ class TangoPipeline(DiffusionPipeline):
         class-embedding conditioning, the normalised text embeddings (B, D) and no mask."""
         tok = self.tokenizer(list(prompts), padding="max_length" if max_length else True, max_length=max_length,
                              truncation=True, return_tensors="pt")
-        ids, mask = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
+        # each component on its own device: a UNet trained on a GPU beside a text encoder and VAE on the CPU
+        ids, mask = tok.input_ids.to(self.text_encoder.device), tok.attention_mask.to(self.text_encoder.device)
         if self.conditioning == "class_embedding":
             embeds = self.text_encoder(input_ids=ids, attention_mask=mask).text_embeds
             return torch.nn.functional.normalize(embeds, dim=-1), None
         return self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask
 
     def _predict(self, x, t, states, mask):
-        x = add_time_channel(self.unet, x)
+        x = add_time_channel(self.unet, x.to(self.unet.device))
+        states = states.to(self.unet.device, self.unet.dtype)
         if self.conditioning == "class_embedding":
-            return self.unet(x, t, encoder_hidden_states=None, class_labels=states.to(self.unet.dtype)).sample
-        return self.unet(x, t, encoder_hidden_states=states.to(self.unet.dtype), encoder_attention_mask=mask).sample
+            return self.unet(x, t, encoder_hidden_states=None, class_labels=states).sample
+        mask = None if mask is None else mask.to(self.unet.device)
+        return self.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
 
     @torch.no_grad()
     def latents_to_mel(self, latents: torch.Tensor) -> np.ndarray:
         """The VAE's log-mel (B, 64, T) of scaled latents."""
-        return image_to_mel(self.vae.decode(latents / self.vae.config.scaling_factor).sample).float().cpu().numpy()
+        return self._decode(latents).float().cpu().numpy()
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Log-mel of scaled latents; never autocast (precision.FLOAT32: the VAE decode)."""
+        with float32(self.vae.device.type):
+            latents = latents.to(self.vae.device, self.vae.dtype)
+            return image_to_mel(self.vae.decode(latents / self.vae.config.scaling_factor).sample)
 
     @torch.no_grad()
     def latents_to_audio(self, latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         from .vocoder import vocode
 
-        mel = image_to_mel(self.vae.decode(latents / self.vae.config.scaling_factor).sample)
+        mel = self._decode(latents)
         audio = vocode(mel.float().cpu(), self.vocoder)
         return audio[:, : mel.shape[-1] * 160], mel.float().cpu().numpy()  # real HiFi-GAN adds 32 samples
 
@@ -125,13 +135,15 @@ class TangoPipeline(DiffusionPipeline):
     def __call__(self, prompts: str | list[str], num_inference_steps: int = 10, guidance_scale: float = 3.0,
                  generator: torch.Generator | None = None, batch_size: int | None = None, latents: torch.Tensor | None = None,
                  n_frames: int | None = None, return_latents: bool = False, progress: bool = True,
-                 output: str = "audio") -> TangoOutput:
+                 output: str = "audio", mixed_precision: str | None = None) -> TangoOutput:
         """Generate one clip per prompt (repeat a prompt for several samples). Batches of
         ``batch_size`` prompts (default ``default_batch_size``); noise is drawn in prompt order
         from ``generator`` on the CPU, so the same seed gives the same noise on any device and
         batch size (and the same audio up to floating-point rounding; bit for bit on the same
         machine and batch size). ``output="mel"`` stops at the VAE's log-mel (no vocoder):
-        ``audios`` is then None."""
+        ``audios`` is then None. ``mixed_precision``: the UNet's forward in ``"bf16"`` autocast or
+        ``"no"``; None: bf16 on a GPU, float32 on a CPU (:func:`t2a_lib.precision.sampling_precision`);
+        the solver's state and the VAE decode stay float32 either way."""
         if output not in ("audio", "mel"):
             raise ValueError(f"output must be 'audio' or 'mel', got {output!r}")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -140,6 +152,7 @@ class TangoPipeline(DiffusionPipeline):
             latents = torch.randn((len(prompts), *self.latent_shape(n_frames)), generator=generator)
         audios, mels, finals = [], [], []
         use_cfg = guidance_scale != 1.0
+        precision = sampling_precision(self.unet.device, mixed_precision)
         bar = tqdm(total=len(prompts), desc="sampling", disable=not progress or len(prompts) <= batch_size)
         for i in range(0, len(prompts), batch_size):
             batch = prompts[i:i + batch_size]
@@ -149,7 +162,9 @@ class TangoPipeline(DiffusionPipeline):
             for t in self.scheduler.timesteps:
                 inp = torch.cat([x, x]) if use_cfg else x
                 inp = self.scheduler.scale_model_input(inp, t)
-                pred = self._predict(inp, t, states, mask)
+                with autocast(self.unet.device, precision):
+                    pred = self._predict(inp, t, states, mask)
+                pred = pred.to(x.device, x.dtype)
                 if use_cfg:
                     uncond, cond = pred.chunk(2)
                     pred = uncond + guidance_scale * (cond - uncond)

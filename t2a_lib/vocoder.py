@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .diffusion import make_accelerator
 from .mel import MelConfig, MelFrontEnd, mel_filterbank
 
 HOP = 160
@@ -194,7 +195,6 @@ def train_vocoder(waves: np.ndarray, config: VocoderConfig | None = None, progre
     schedule. ``losses`` is one dict per step: total, mel (log-mel L1) and stft. The model is
     returned in eval mode on the CPU.
     """
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     from .features import waves_to_mel
@@ -221,7 +221,7 @@ def train_vocoder(waves: np.ndarray, config: VocoderConfig | None = None, progre
     ctx = config.context_frames
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.8, 0.99), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=max(config.steps, 1), pct_start=0.1)
-    acc = Accelerator()
+    acc = make_accelerator()  # float32 (diffusion.make_accelerator: one precision per state)
     model, opt, front = acc.prepare(model, opt, front)
     gen = torch.Generator().manual_seed(config.seed)
     resolutions = [tuple(r) for r in config.stft_resolutions]
