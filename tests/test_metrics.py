@@ -551,3 +551,16 @@ def test_cached(tmp_path):
     assert np.array_equal(cached(tmp_path, "d", lambda: None)["a"], d["a"])
     with pytest.raises(ValueError, match="plain file name"):
         cached(tmp_path, "../x", lambda: 1)
+
+
+def test_trace_sqrt_product_matches_scipy_sqrtm_for_full_and_rank_deficient_covariances():
+    from scipy.linalg import sqrtm
+
+    from t2a_lib.metrics import _trace_sqrt_product
+
+    rng = np.random.default_rng(4)
+    for n1, n2 in ((300, 200), (40, 300), (300, 12)):  # full rank, rank-deficient Σ1, rank-deficient Σ2
+        a, b = rng.standard_normal((n1, 64)) @ rng.standard_normal((64, 64)), rng.standard_normal((n2, 64))
+        s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        want = float(np.real(np.trace(sqrtm(s1 @ s2))))
+        assert abs(_trace_sqrt_product(s1, s2) - want) <= 1e-6 * abs(want), (n1, n2)

@@ -305,3 +305,13 @@ def test_no_pickle_loading_in_the_library():
             for m in re.finditer(pat, code):
                 problems.append(f"{path.relative_to(ROOT)}: {m.group(0)}")
     assert not problems, "\n".join(problems)
+
+
+def test_importing_the_library_puts_numpy_and_scipy_blas_on_one_thread():
+    import subprocess
+    import sys
+
+    code = ("import t2a_lib\nfrom threadpoolctl import threadpool_info\n"
+            "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[1]"
