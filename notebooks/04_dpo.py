@@ -106,9 +106,8 @@ if sweep_lr or sweep_beta or sweep_steps:
     sweep = dpo.sweep(run_dir / "models" / "sweep", base, sched, bank,
                       dpo.DPOConfig(steps=dpo_steps, beta=beta, lr=lr, seed=seed, **common), grid,
                       rankers, val_prompts, sample_steps, guidance)
-    candidates = sweep[sweep.candidate != "base"]
-    best = candidates.loc[candidates.score.idxmax()]
-    lr, beta, dpo_steps = float(best.lr), float(best.beta), int(best.steps)
+    chosen = dpo.sweep_choice(sweep)
+    lr, beta, dpo_steps = chosen["lr"], chosen["beta"], chosen["steps"]
     timings["sweep"] = time.time() - t0
     display(sweep.style.format(precision=4))
 print(f"DPO settings used below: lr {lr:g}, β {beta:g}, {dpo_steps} steps of {batch_size} pairs")

@@ -263,6 +263,16 @@ def fit_crpo_from_run(run_dir, folder, prompts: list[str], rounds: int, n_sample
                     progress=False)[1]
 
 
+def sweep_choice(sweep_table: pd.DataFrame) -> dict:
+    """The settings :func:`sweep` chose: the candidate (never the base row) with the highest
+    ranker score; ties go to the earlier candidate. ``{"lr", "beta", "steps"}``."""
+    candidates = sweep_table[sweep_table.candidate != "base"].reset_index(drop=True)
+    if candidates.empty:
+        raise ValueError("the sweep table has no candidates")
+    best = candidates.loc[candidates.score.idxmax()]
+    return {"lr": float(best.lr), "beta": float(best.beta), "steps": int(best.steps)}
+
+
 def with_unet(pipe, unet):
     """The same pipeline with another UNet (the other components are shared, not copied)."""
     from .tango import TangoPipeline
