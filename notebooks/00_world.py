@@ -166,17 +166,7 @@ for rec in examples[:n_listen]:
 
 # %%
 rng = np.random.default_rng(seed)
-perturber = captions.GrammarPerturber()
-demo = []
-for rec in splits["train"][:40]:
-    spec = captions.parse_caption(rec.captions)
-    if spec.is_temporal:
-        for kind in captions.PERTURBATIONS:
-            out = perturber(rec.captions, kind, 1, rng)
-            demo.append({"caption": rec.captions, "time order": " → ".join(spec.time_order),
-                         "perturbation": kind, "perturbed": out[0] if out else "—"})
-    if len(demo) >= 12:
-        break
+demo = captions.perturbation_demo([r.captions for r in splits["train"][:40]], rng)
 display(pd.DataFrame(demo))
 
 # %% [markdown]

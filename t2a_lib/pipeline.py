@@ -29,6 +29,8 @@ from pathlib import Path
 
 import yaml
 
+from t2a_lib.params import check_values, numbers, parse_value
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = ROOT / "papermill_runs" / "profiles"
 REQUIRED = ("run_dir", "profile", "seed")
@@ -95,8 +97,8 @@ def load_profile(name_or_path) -> Profile:
     check(isinstance(data, dict), f"a profile must be a mapping, got {type(data).__name__}")
     unknown = sorted(set(data) - set(PROFILE_KEYS))
     check(not unknown, f"unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(PROFILE_KEYS)}")
-    seed, params = data.get("seed", 0), data.get("parameters") or {}
-    notebooks, stages = data.get("notebooks") or {}, data.get("stages")
+    seed, params = data.get("seed", 0), numbers(data.get("parameters") or {})
+    notebooks, stages = numbers(data.get("notebooks") or {}), data.get("stages")
     check(isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an integer, got {seed!r}")
     check(isinstance(params, dict), "'parameters' must be a mapping of name: value")
     check(isinstance(notebooks, dict) and all(isinstance(v, dict) or v is None for v in notebooks.values()),
@@ -187,7 +189,12 @@ def check_parameters(profile: Profile, declared: dict[str, dict], overrides: dic
     problems = [p for p in problems if p]
     if problems:
         raise PipelineError("refusing to run; unknown parameters:\n  " + "\n  ".join(problems))
-    return {s: {**{k: v for k, v in glob.items() if k in declared[s]}, **per.get(s, {})} for s in stages}
+    params = {s: {**{k: v for k, v in glob.items() if k in declared[s]}, **per.get(s, {})} for s in stages}
+    given_globally = {s: {k: v for k, v in glob.items() if k in declared[s]} for s in stages}
+    bad = list(dict.fromkeys(check_values(declared, given_globally) + check_values(declared, params)))
+    if bad:
+        raise PipelineError(f"refusing to run (profile {where}); bad parameter values:\n  " + "\n  ".join(bad))
+    return params
 
 
 def plan(profile, overrides=None, notebooks_dir="notebooks"):
@@ -335,10 +342,7 @@ def _parse_sets(items) -> dict:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise PipelineError(f"--set {item!r}: expected key=value")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            overrides[key.strip()] = value
+        overrides[key.strip()] = parse_value(value)
     return overrides
 
 
@@ -357,7 +361,7 @@ def main(argv=None) -> int:
     ap.add_argument("--run-dir", help="default papermill_runs/<profile>/")
     ap.add_argument("--report-dir", help="default reports/<profile>/")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="override a parameter (value parsed as YAML); KEY may be stem.name")
+                    help="override a parameter (value parsed as YAML, 1e-4 as a number); KEY may be stem.name")
     ap.add_argument("--notebooks-dir", default="notebooks")
     ap.add_argument("--list", action="store_true", help="check the profile and show the stages; run nothing")
     args = ap.parse_args(argv)
