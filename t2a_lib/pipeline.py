@@ -174,6 +174,10 @@ def check_parameters(profile: Profile, declared: dict[str, dict], overrides: dic
         if not any(key in d for d in declared.values()):
             problems.append(f"{where}: parameters.{key}: no stage declares {key!r}; declared: {names(stages)}")
     for stem, params in profile.notebooks.items():
+        if stem not in declared:  # once per notebook, not once per key
+            problems.append(f"{where}: notebooks.{stem}: no such notebook among the stages "
+                            f"({', '.join(stages)}); was it deleted or renamed?")
+            continue
         problems += [check_one(f"{where}: notebooks.{stem}.{key}", stem, key) for key in params]
     glob, per = dict(profile.parameters), {k: dict(v) for k, v in profile.notebooks.items()}
     for key, value in (overrides or {}).items():

@@ -93,3 +93,12 @@ def test_perturbation_demo_survives_three_event_captions():
     kinds = {r["perturbation"]: r["perturbed"] for r in rows}
     assert set(kinds) == set(captions.PERTURBATIONS) and kinds["add"] == "—"
     assert kinds["drop"] != "—" and captions.parse_caption(kinds["drop"]).labels != ("dog_bark", "siren", "bell")
+
+
+def test_deleted_notebook_named_once(tmp_path, smoke_declared):
+    prof, declared = smoke_declared
+    declared = {k: v for k, v in declared.items() if k != "03_preferences"}
+    with pytest.raises(PipelineError) as err:
+        pipeline.check_parameters(prof, declared)
+    msg = str(err.value)
+    assert msg.count("03_preferences") == 1 and "deleted or renamed" in msg
