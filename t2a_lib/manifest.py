@@ -176,7 +176,14 @@ def _decode_array(text: str, path: Path) -> list[tuple[int, Any]]:
 
 def _decode(path: Path) -> list[tuple[int, Any]]:
     """(1-based line number, decoded object) pairs from a JSON-lines or JSON-array file."""
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ManifestError(f"{path} line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {col}); "
+                            f"re-save the file as UTF-8") from None
     if not text.strip():
         raise ManifestError(f"{path} is empty")
     if text.lstrip().startswith("["):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from t2a_lib import captions, pipeline
 from t2a_lib.params import check_value, parse_value
@@ -102,3 +103,89 @@ def test_deleted_notebook_named_once(tmp_path, smoke_declared):
         pipeline.check_parameters(prof, declared)
     msg = str(err.value)
     assert msg.count("03_preferences") == 1 and "deleted or renamed" in msg
+
+
+# -- audio, manifests and cache files: errors that name the file and line --------------------
+
+from t2a_lib import features  # noqa: E402
+from t2a_lib.audio import AudioError, read_wav, write_wav  # noqa: E402
+from t2a_lib.manifest import ManifestError, ManifestRecord, read_manifest, write_manifest  # noqa: E402
+
+
+def tone(seconds: float, f: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.5 * np.sin(2 * np.pi * f * t)).astype(np.float32)
+
+
+def tiny_split(folder, lengths=(0.2, 0.2, 0.2)):
+    recs = []
+    for i, sec in enumerate(lengths):
+        write_wav(folder / f"c{i}.wav", tone(sec, 300 + 100 * i), durable=False)
+        recs.append(ManifestRecord("w", str(folder / f"c{i}.wav"), f"clip {i}"))
+    write_manifest(folder / "train.jsonl", recs)
+    return folder / "train.jsonl"
+
+
+def test_truncated_wav_named_not_zero_padded(tmp_path):
+    path = tmp_path / "t.wav"
+    write_wav(path, tone(2.56), durable=False)
+    path.write_bytes(path.read_bytes()[:44 + 1000])  # header says 40,960 samples; 500 remain
+    with pytest.raises(AudioError, match=r"t\.wav: truncated: its header declares 40960 samples but the file holds 500"):
+        read_wav(path)
+
+
+def test_over_range_float_wav_named(tmp_path):
+    import soundfile as sf
+    sf.write(tmp_path / "loud.wav", np.full(2000, 1.5, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"loud\.wav: samples outside \[-1, 1\] \(peak 1\.500\)"):
+        read_wav(tmp_path / "loud.wav")
+
+
+@pytest.mark.parametrize("lengths, bad, why", [
+    ((0.2, 0.2, 60.0 / 50), "c2.wav", "long while the split's clips are 0.20 s"),  # 6x the median
+    ((0.2, 0.01, 0.2), "c1.wav", "too short for one mel window"),
+])
+def test_clip_lengths_checked_naming_file_and_line(tmp_path, lengths, bad, why):
+    manifest = tiny_split(tmp_path, lengths)
+    with pytest.raises(AudioError, match=why) as err:
+        features.split_mels(manifest, cache=False)
+    line = 1 + [f"c{i}.wav" for i in range(3)].index(bad)
+    assert bad in str(err.value) and f"train.jsonl line {line}" in str(err.value)
+
+
+def test_bad_wav_in_a_split_names_the_manifest_line(tmp_path):
+    manifest = tiny_split(tmp_path)
+    (tmp_path / "c2.wav").write_bytes(b"RIFF....WAVEjunk")
+    with pytest.raises(AudioError, match=r"c2\.wav: cannot read audio.*train\.jsonl line 3"):
+        features.split_mels(manifest, cache=False)
+
+
+def test_feature_cache_keyed_by_wav_content_and_float32_on_hit_and_miss(tmp_path):
+    manifest = tiny_split(tmp_path)
+    miss, _ = features.split_mels(manifest)
+    hit, _ = features.split_mels(manifest)
+    assert miss.dtype == hit.dtype == torch.float32 and torch.equal(miss, hit)
+    fresh, _ = features.split_mels(manifest, cache=False)
+    assert torch.equal(fresh, hit)
+    write_wav(tmp_path / "c1.wav", tone(0.2, 1234.0), durable=False)  # replaced in place
+    new, _ = features.split_mels(manifest)
+    expected = features.waves_to_mel(np.stack([read_wav(tmp_path / f"c{i}.wav") for i in range(3)]))
+    assert torch.equal(new, expected) and not torch.equal(new[1], hit[1])
+
+
+def test_truncated_feature_cache_named(tmp_path):
+    manifest = tiny_split(tmp_path)
+    features.split_mels(manifest)
+    (cache,) = (tmp_path / "features").glob("*.npy")
+    cache.write_bytes(cache.read_bytes()[:200])
+    with pytest.raises(features.CacheError, match=str(cache.name)):
+        features.split_mels(manifest)
+
+
+def test_non_utf8_manifest_names_file_and_line(tmp_path):
+    path = tmp_path / "m.jsonl"
+    before = b'{"dataset": "a", "location": "y.wav", "captions": "caf'
+    path.write_bytes(b'{"dataset": "a", "location": "x.wav", "captions": "ok"}\n' + before + b'\xe9"}\n')
+    col = len(before) + 1
+    with pytest.raises(ManifestError, match=rf"m\.jsonl line 2: not UTF-8 \(byte 0xe9 at column {col}\)"):
+        read_manifest(path)
