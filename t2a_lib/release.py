@@ -28,6 +28,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .files import read_json
+
 ROOT = Path(__file__).resolve().parents[1]
 RELEASES = ROOT / "releases"
 N_AUDIO = 16  # clips of each split whose audio bytes enter the fingerprint
@@ -157,13 +159,13 @@ def _git_commit() -> str | None:
 
 
 def _world_info(run_dir: Path) -> dict:
-    world = json.loads((run_dir / "world" / "world.json").read_text())
+    world = read_json(run_dir / "world" / "world.json", "world record")
     return {"sizes": world["sizes"], "seed": world["seed"], "config": world["config"], "key": world["key"]}
 
 
 def _fit_record(folder: Path) -> dict:
-    fit = json.loads((folder / "fit.json").read_text())
-    return {k: v for k, v in fit.items() if k != "config"} | {"config": fit.get("config")}
+    fit = read_json(folder / "fit.json", "fit record")
+    return {k: v for k, v in fit.items() if k != "key"} | {"config": fit.get("key")}
 
 
 def export(run_dir, out=RELEASES) -> dict:
