@@ -189,3 +189,106 @@ def test_non_utf8_manifest_names_file_and_line(tmp_path):
     col = len(before) + 1
     with pytest.raises(ManifestError, match=rf"m\.jsonl line 2: not UTF-8 \(byte 0xe9 at column {col}\)"):
         read_manifest(path)
+
+
+# -- caches and run folders: nothing stale, nothing blocked, corrupt files named -------------
+
+import json  # noqa: E402
+
+from t2a_lib import datasets, metrics  # noqa: E402
+from t2a_lib.diffusion import claim_folder  # noqa: E402
+from t2a_lib.files import CorruptFileError, load_fit, load_safetensors, read_json, save_fit  # noqa: E402
+
+
+def test_going_back_to_an_earlier_setting_never_blocks_and_reuses_its_checkpoint(tmp_path):
+    """dpo_steps 4 (smoke), 8, 4, 8 moved a checkpoint onto an existing superseded name."""
+    def train(key):
+        claim_folder(tmp_path, key)
+        ckpt = tmp_path / "checkpoint"
+        found = (ckpt / "who.txt").read_text() if ckpt.is_dir() else None
+        ckpt.mkdir(exist_ok=True)
+        (ckpt / "who.txt").write_text(json.dumps(key))
+        return found
+    seen = [train({"steps": s}) for s in (4, 8, 4, 8, 4)]
+    assert seen == [None, None, '{"steps": 4}', '{"steps": 8}', '{"steps": 4}']  # each key resumes its own
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint"))
+    assert len(left) == 2 and "checkpoint" in left  # the other key's checkpoint kept aside
+
+
+def test_fit_record_hit_equals_miss_and_other_data_misses(tmp_path):
+    key = {"train": {"lr": 1e-4, "steps": (1, 2)}, "data": "abc"}
+    (tmp_path / "unet").mkdir()
+    miss = save_fit(tmp_path, key, history=[{"loss": 0.5}], seconds=1.0)
+    assert load_fit(tmp_path, key, ("unet",)) == miss
+    assert load_fit(tmp_path, {**key, "data": "abd"}, ("unet",)) is None  # other training data
+    assert load_fit(tmp_path, key, ("vae",)) is None  # the artifact is missing
+    assert not list(tmp_path.glob(".*tmp"))  # written atomically, nothing left behind
+
+
+def test_metrics_cache_returns_the_same_on_hit_and_miss(tmp_path):
+    miss = metrics.cached(tmp_path, "k", lambda: {"a": (1, 2), "b": 0.1})
+    assert miss == metrics.cached(tmp_path, "k", lambda: pytest.fail("recomputed")) == {"a": [1, 2], "b": 0.1}
+
+
+@pytest.mark.parametrize("name", ["fit.json", "world.json", "training.json"])
+def test_truncated_json_records_named(tmp_path, name):
+    path = tmp_path / name
+    path.write_text('{"key": {"a": 1}, "hist')
+    with pytest.raises(CorruptFileError, match=f"{path}: corrupt"):
+        {"fit.json": lambda: load_fit(tmp_path, {"a": 1}),
+         "world.json": lambda: datasets.require_world(tmp_path),
+         "training.json": lambda: claim_folder(tmp_path, {"a": 2})}[name]()
+
+
+def test_world_json_truncated_named_by_build_world(tmp_path):
+    (tmp_path / "world.json").write_text('{"key": "ab')
+    with pytest.raises(CorruptFileError, match="world.json: corrupt world record"):
+        datasets.build_world(tmp_path, 2, 1, 1, progress=False)
+
+
+def test_truncated_safetensors_named(tmp_path):
+    from safetensors.torch import save_file
+    path = tmp_path / "checkpoint" / "unet.safetensors"
+    path.parent.mkdir()
+    save_file({"w": torch.ones(64, 64)}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(CorruptFileError, match=r"checkpoint/unet\.safetensors: corrupt weights file"):
+        load_safetensors(path)
+
+
+def test_stage_refuses_a_folder_without_a_finished_world(tmp_path):
+    (tmp_path / "train.jsonl").write_text("")  # an old, half-written world
+    with pytest.raises(FileNotFoundError, match=r"world\.json: no complete world here.*run 00_world"):
+        datasets.require_world(tmp_path)
+
+
+def external_split(folder, split, n, bad_row=None):
+    recs = []
+    for i in range(n):
+        wav = folder / "audio" / f"{split}{i}.wav"
+        write_wav(wav, tone(0.1, 200 + 50 * i), durable=False)
+        if i + 1 == bad_row:
+            wav.write_bytes(wav.read_bytes()[:500])  # truncated
+        recs.append(ManifestRecord("real", str(wav), f"{split} clip {i}"))
+    write_manifest(folder / f"{split}.jsonl", recs)
+    return str(folder / f"{split}.jsonl")
+
+
+def test_external_manifest_every_row_checked(tmp_path):
+    manifests = {s: external_split(tmp_path / "ext", s, 14 if s == "train" else 2,
+                                   bad_row=13 if s == "train" else None) for s in datasets.SPLITS}
+    world_dir = tmp_path / "run" / "world"
+    with pytest.raises(ManifestError, match=r"(?s)1 bad row.*train\.jsonl line 13: .*train12\.wav: truncated"):
+        datasets.use_external(world_dir, manifests)
+    assert not (world_dir / "world.json").exists()
+
+
+def test_external_manifests_become_the_world_every_stage_reads(tmp_path):
+    world_dir = tmp_path / "run" / "world"
+    datasets.build_world(world_dir, 2, 1, 1, progress=False, workers=1)  # an old synthetic world
+    manifests = {s: external_split(tmp_path / "ext", s, 2) for s in datasets.SPLITS}
+    info = datasets.use_external(world_dir, manifests)
+    assert datasets.require_world(world_dir) == info and info["source"] == "external"
+    for s in datasets.SPLITS:
+        assert [r.to_dict() for r in datasets.load_split(world_dir, s)] == \
+               [r.to_dict() for r in read_manifest(manifests[s])]
