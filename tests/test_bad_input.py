@@ -292,3 +292,41 @@ def test_external_manifests_become_the_world_every_stage_reads(tmp_path):
     for s in datasets.SPLITS:
         assert [r.to_dict() for r in datasets.load_split(world_dir, s)] == \
                [r.to_dict() for r in read_manifest(manifests[s])]
+
+
+# -- weights given as pickles: refused, and said so --------------------------------------------
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+@pytest.fixture(scope="module")
+def tiny_audioldm(tmp_path_factory):
+    from t2a_lib.checkpoints import make_tiny_audioldm
+    return make_tiny_audioldm(tmp_path_factory.mktemp("audioldm"), seed=0)
+
+
+@pytest.mark.parametrize("part", ["unet", "vocoder"])
+def test_pickle_payload_as_audioldm_weights_refused_as_such(tiny_audioldm, tmp_path, capsys, part):
+    import shutil
+
+    from t2a_lib.checkpoints import CheckpointError, load_audioldm
+    folder = shutil.copytree(tiny_audioldm, tmp_path / "a")
+    for f in (folder / part).glob("*.safetensors"):
+        f.unlink()
+    name = "diffusion_pytorch_model.bin" if part == "unet" else "pytorch_model.bin"
+    torch.save({"w": torch.zeros(1), "x": _Payload()}, folder / part / name)
+    with pytest.raises(CheckpointError, match=rf"{part}.*{name}.*pickled objects other than tensors"):
+        load_audioldm(folder)
+    assert "unpickled!" not in capsys.readouterr().out
+
+
+def test_truncated_tango_safetensors_named(tmp_path):
+    from t2a_lib.checkpoints import CheckpointError, load_weights_file
+    from safetensors.torch import save_file
+    path = tmp_path / "pytorch_model_main.safetensors"
+    save_file({"w": torch.ones(32, 32)}, path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="pytorch_model_main.safetensors' is not a readable safetensors"):
+        load_weights_file(path)
