@@ -276,6 +276,14 @@ def _line(rec: ManifestRecord, folder: Path, where: str) -> str:
     return json.dumps(d, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+def _umask() -> int:
+    return _UMASK
+
+
+_UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
+
 def write_manifest(path: str | os.PathLike, records: Iterable[ManifestRecord]) -> None:
     """Write clean JSON lines (no trailing commas) atomically: temp file, fsync, ``os.replace``.
 
@@ -287,8 +295,10 @@ def write_manifest(path: str | os.PathLike, records: Iterable[ManifestRecord]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     folder = path.resolve().parent
     lines = [_line(r, folder, f"{path} record {i}") for i, r in enumerate(records, start=1)]
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, mode)  # mkstemp makes 0600: keep the file's own mode (a new one: the umask's)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.writelines(lines)
             f.flush()

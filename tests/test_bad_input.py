@@ -330,3 +330,74 @@ def test_truncated_tango_safetensors_named(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="pytorch_model_main.safetensors' is not a readable safetensors"):
         load_weights_file(path)
+
+
+# -- labelling that cannot collide ------------------------------------------------------------
+
+@pytest.fixture
+def label_clips(tmp_path):
+    recs = []
+    for i in range(3):
+        write_wav(tmp_path / f"l{i}.wav", tone(0.2, 400 + 80 * i), durable=False)
+        recs.append(ManifestRecord("world", str(tmp_path / f"l{i}.wav"), f"a bell rings then a knock {i}", id=f"c{i}"))
+    return recs
+
+
+def test_second_labeller_on_one_out_path_refused_even_when_opened_first(tmp_path, label_clips):
+    from t2a_lib.labels import load_labels
+    from t2a_lib.widgets import FeedbackLabeller
+    out = tmp_path / "labels.jsonl"
+    ana = FeedbackLabeller(label_clips, out, "Both present?", labeller="ana")
+    bo = FeedbackLabeller(label_clips, out, "Both present?", labeller="bo")  # opened before ana wrote
+    ana.answer("yes")
+    with pytest.raises(ValueError, match=r"holds labels by \['ana'\].*refused"):
+        bo.answer("no")
+    with pytest.raises(ValueError, match="holds labels by"):
+        FeedbackLabeller(label_clips, out, "Both present?", labeller="bo")
+    assert list(load_labels(out).labeller) == ["ana"] and len(read_manifest(out)) == 1
+
+
+def test_one_labeller_opened_twice_cannot_corrupt_the_file(tmp_path, label_clips):
+    from t2a_lib.labels import load_labels
+    from t2a_lib.widgets import FeedbackLabeller
+    out = tmp_path / "labels.jsonl"
+    first = FeedbackLabeller(label_clips, out, "Both present?", labeller="ana")
+    second = FeedbackLabeller(label_clips, out, "Both present?", labeller="ana")
+    first.answer("yes")
+    second.answer("no")  # the same clip c0, from a stale widget
+    first.answer("yes")  # c1
+    baton = read_manifest(out)  # readable: every id once
+    assert sorted(r.id for r in baton) == ["c0", "c1"]
+    assert {r.id: r.feedback for r in baton} == {"c0": 0.0, "c1": 1.0}  # the latest answer stands
+    assert load_labels(out).set_index("id").feedback.to_dict() == {"c0": 0.0, "c1": 1.0}
+
+
+def test_a_log_with_two_labellers_is_refused_not_silently_folded(tmp_path, label_clips):
+    from t2a_lib.labels import append_jsonl, events_path, feedback_line, load_labels
+    out = tmp_path / "labels.jsonl"
+    for who, action in (("ana", "yes"), ("bo", "no")):
+        append_jsonl(events_path(out), feedback_line(label_clips[0], "c0", action, who, "q", tmp_path))
+    with pytest.raises(ValueError, match=r"several labellers \(ana, bo\)"):
+        load_labels(out)
+
+
+def test_permissions_kept_after_an_undo(tmp_path, label_clips):
+    import os
+    import stat
+
+    from t2a_lib.labels import events_path
+    from t2a_lib.widgets import FeedbackLabeller
+    out = tmp_path / "labels.jsonl"
+    fl = FeedbackLabeller(label_clips, out, "Both present?", labeller="ana")
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    umask = os.umask(0o022)
+    os.umask(umask)
+    fl.answer("yes")
+    assert mode(out) == mode(events_path(out)) == 0o666 & ~umask  # a new file: the umask's mode, not 0600
+    fl.answer("no")
+    os.chmod(out, 0o644)
+    fl.undo()
+    assert mode(out) == 0o644
+    os.chmod(out, 0o640)
+    fl.answer("yes")
+    assert mode(out) == 0o640
