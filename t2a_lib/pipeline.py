@@ -43,6 +43,11 @@ class PipelineError(Exception):
     exit_code = 2
 
 
+class Interrupted(PipelineError):
+    """Ctrl-C (or SIGTERM) while running; the message says what stopped and how to resume."""
+    exit_code = 130
+
+
 class StageFailed(PipelineError):
     """A stage raised (exit status 1); ``result`` is what run_pipeline would have returned."""
     exit_code = 1
@@ -259,7 +264,7 @@ def run_pipeline(profile, run_dir=None, report_dir=None, start=None, only=None, 
         raise PipelineError("nothing to run: --from/--only select no stage")
     run_dir = _resolve(run_dir or f"papermill_runs/{prof.name}")
     report_dir = _resolve(report_dir or f"reports/{prof.name}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_writable(run_dir)
     state_path = run_dir / "pipeline.json"
     try:
         old = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -295,13 +300,16 @@ def run_pipeline(profile, run_dir=None, report_dir=None, start=None, only=None, 
         try:
             papermill.execute_notebook(str(notebooks[stem]), str(out), parameters=full,
                                        kernel_name=kernel_name, progress_bar=True, cwd=str(ROOT))
-        except PapermillExecutionError as e:
-            failure = _describe_failure(stem, notebooks[stem], out, e)
-        except KeyboardInterrupt:
-            rec.update(status="interrupted", seconds=round(time.perf_counter() - t0, 3))
-            state["status"] = "interrupted"
-            save()
-            raise
+        except (KeyboardInterrupt, PapermillExecutionError) as e:
+            if isinstance(e, PapermillExecutionError) and e.ename != "KeyboardInterrupt":
+                failure = _describe_failure(stem, notebooks[stem], out, e)
+            else:  # Ctrl-C reaches the kernel too: its cell then fails with KeyboardInterrupt
+                rec.update(status="interrupted", seconds=round(time.perf_counter() - t0, 3))
+                state["status"] = "interrupted"
+                save()
+                raise Interrupted(f"interrupted: stage {stem} stopped after {rec['seconds']:.1f} s (outputs so "
+                                  f"far kept in {_rel(run_dir)}); resume with: "
+                                  f"{_resume_command(profile, run_dir, stem, overrides, notebooks_dir)}") from None
         except Exception as e:  # kernel missing or died, unreadable notebook, ...
             failure = f"stage {stem} could not run {_rel(notebooks[stem])}: {type(e).__name__}: {e}"
         rec["seconds"] = round(time.perf_counter() - t0, 3)
@@ -338,6 +346,31 @@ def run_pipeline(profile, run_dir=None, report_dir=None, start=None, only=None, 
         raise StageFailed(failure, result)
     print(f"done: {len(todo)} stage(s) in {result['seconds']:.1f} s; records in {_rel(state_path)}")
     return result
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Create ``run_dir`` and write a file in it, or refuse (exit 2) naming the folder."""
+    import tempfile
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise PipelineError(f"cannot write the run folder {run_dir}: {e.strerror or e}; make it writable "
+                            f"or choose another with --run-dir") from None
+
+
+def _resume_command(profile, run_dir, stem, overrides, notebooks_dir) -> str:
+    import shlex
+
+    name = profile.name if isinstance(profile, Profile) and profile.path.parent == PROFILES_DIR else \
+        (_rel(profile.path) if isinstance(profile, Profile) else str(profile))
+    words = ["python", "-m", "t2a_lib.pipeline", "--profile", name, "--run-dir", _rel(run_dir), "--from", stem]
+    words += [w for k, v in (overrides or {}).items() for w in ("--set", f"{k}={json.dumps(v)}")]
+    if _resolve(notebooks_dir) != ROOT / "notebooks":
+        words += ["--notebooks-dir", _rel(_resolve(notebooks_dir))]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _parse_sets(items) -> dict:
@@ -377,8 +410,12 @@ def main(argv=None) -> int:
         run_pipeline(args.profile, args.run_dir, args.report_dir, args.start, args.only, overrides,
                      args.notebooks_dir)
     except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(e if isinstance(e, Interrupted) else f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # before or after the stages (checking, the report)
+        print("interrupted before any stage ran or while building the report; run the same command again",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -194,6 +194,7 @@ def test_non_utf8_manifest_names_file_and_line(tmp_path):
 # -- caches and run folders: nothing stale, nothing blocked, corrupt files named -------------
 
 import json  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from t2a_lib import datasets, metrics  # noqa: E402
 from t2a_lib.diffusion import claim_folder  # noqa: E402
@@ -401,3 +402,55 @@ def test_permissions_kept_after_an_undo(tmp_path, label_clips):
     os.chmod(out, 0o640)
     fl.answer("yes")
     assert mode(out) == 0o640
+
+
+# -- clean interrupts and unwritable run folders -----------------------------------------------
+
+def fixture_project(tmp_path):
+    import nbformat
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    for stem in ("00_a", "01_b"):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        cell = nbformat.v4.new_code_cell('run_dir = ""\nprofile = ""\nseed = 0\nx = 1')
+        cell.metadata["tags"] = ["parameters"]
+        nb.cells = [cell, nbformat.v4.new_code_cell("pass")]
+        nbformat.write(nb, nbs / f"{stem}.ipynb")
+    (tmp_path / "p.yaml").write_text("seed: 0\n")
+    return nbs, tmp_path / "p.yaml"
+
+
+@pytest.mark.parametrize("how", ["in the runner", "in the kernel"])
+def test_ctrl_c_is_one_line_saying_what_stopped_and_how_to_resume(tmp_path, capsys, monkeypatch, how):
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    def execute(src, out, **kw):
+        if "01_b" in src:
+            if how == "in the runner":
+                raise KeyboardInterrupt
+            raise PapermillExecutionError(1, 1, "pass", "KeyboardInterrupt", "", [])
+        Path(out).write_text(Path(src).read_text())
+        Path(out).with_suffix(".json").write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    nbs, prof = fixture_project(tmp_path)
+    run_dir = tmp_path / "run"
+    code = pipeline.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(run_dir),
+                          "--set", "x=2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 130 and len(err.splitlines()) == 1, err
+    assert err.startswith("interrupted: stage 01_b stopped") and "--from 01_b" in err and "x=2" in err
+    state = json.loads((run_dir / "pipeline.json").read_text())
+    assert state["status"] == "interrupted"
+    assert [r["status"] for r in state["stages"]] == ["ok", "interrupted"]
+
+
+def test_unwritable_run_folder_refused_naming_it(tmp_path, capsys):
+    nbs, prof = fixture_project(tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code = pipeline.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(blocker / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot write the run folder {blocker / 'run'}" in err and len(err.splitlines()) == 1
