@@ -93,7 +93,11 @@ def build_world(out_dir, n_train: int, n_val: int, n_test: int, seed: int = 0,
     """Generate (or find already generated) world splits in ``out_dir``; returns world.json's dict."""
     config = config or WorldConfig()
     out_dir = Path(out_dir)
-    sizes = {"train": int(n_train), "val": int(n_val), "test": int(n_test)}
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    bad = [f"n_{s}={n!r}" for s, n in sizes.items() if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1]
+    if bad:  # refused before the old world is touched
+        raise ValueError(f"build_world: {', '.join(bad)}: every split needs at least one clip")
+    sizes = {k: int(v) for k, v in sizes.items()}
     key = _world_key(sizes, seed, config)
     info_path = out_dir / "world.json"
     if info_path.exists() and not overwrite:  # a cache hit needs the same key and every wav present

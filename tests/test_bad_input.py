@@ -454,3 +454,31 @@ def test_unwritable_run_folder_refused_naming_it(tmp_path, capsys):
     code = pipeline.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(blocker / "run")])
     err = capsys.readouterr().err
     assert code == 2 and f"cannot write the run folder {blocker / 'run'}" in err and len(err.splitlines()) == 1
+
+
+def test_base_model_part_hit_equals_miss_and_other_data_retrains(tmp_path):
+    """One way to train or load: a VAE loaded from its fit record is the one trained, with the same
+    figures; the same config on other clips trains again (the key holds the data's fingerprint)."""
+    from t2a_lib import base_model
+    from t2a_lib.autoencoder import VAETrainConfig
+    from t2a_lib.components import MiniTangoConfig
+    cfg = MiniTangoConfig(vae_channels=(8, 8, 8), n_frames=32)
+    train = VAETrainConfig(steps=2, batch_size=2, crop_frames=16)
+    mels = torch.randn(4, 64, 32, generator=torch.Generator().manual_seed(0))
+    vae, fig = base_model.fit_vae(tmp_path, mels, train, cfg, progress=False)
+    again, fig2 = base_model.fit_vae(tmp_path, mels, train, cfg, progress=False)
+    assert fig2 == fig and fig2["seconds"] == fig["seconds"]  # loaded, not retrained
+    for (k, a), (_, b) in zip(vae.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), k
+    _, fig3 = base_model.fit_vae(tmp_path, mels + 1, train, cfg, progress=False)
+    assert fig3["losses"] != fig["losses"]
+    assert json.loads((tmp_path / "fit.json").read_text())["key"]["data"] != "" and "config" not in \
+        json.loads((tmp_path / "fit.json").read_text())
+
+
+@pytest.mark.parametrize("sizes", [(0, 1, 1), (2, -1, 1), (2, 1, 1.5)])
+def test_empty_split_refused_before_the_world_is_touched(tmp_path, sizes):
+    (tmp_path / "world.json").write_text('{"key": "old"}')
+    with pytest.raises(ValueError, match="every split needs at least one clip"):
+        datasets.build_world(tmp_path, *sizes, progress=False)
+    assert (tmp_path / "world.json").read_text() == '{"key": "old"}'
