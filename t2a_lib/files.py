@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -29,15 +30,27 @@ def write_json(path, obj, indent: int | None = None) -> None:
     os.replace(tmp, path)
 
 
-def load_safetensors(path) -> dict:
-    """``safetensors.torch.load_file`` on CPU; a truncated or foreign file raises naming it."""
+@contextmanager
+def weights_named(path):
+    """Re-raise a failure to read saved weights at ``path`` (file or folder) as
+    ``CorruptFileError`` naming it (safetensors, diffusers and transformers name nothing)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     try:
+        yield
+    except (SafetensorError, OSError, ValueError, RuntimeError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CorruptFileError(f"{path}: corrupt weights ({first}); delete it to retrain") from None
+
+
+def load_safetensors(path) -> dict:
+    """``safetensors.torch.load_file`` on CPU; a truncated or foreign file raises naming it."""
+    from safetensors.torch import load_file
+
+    with weights_named(path):
         return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CorruptFileError(f"{path}: corrupt weights file ({e}); delete it to retrain") from None
 
 
 # ----------------------------------------------------------------------------- one way to train or load

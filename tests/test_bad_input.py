@@ -253,7 +253,7 @@ def test_truncated_safetensors_named(tmp_path):
     path.parent.mkdir()
     save_file({"w": torch.ones(64, 64)}, path)
     path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(CorruptFileError, match=r"checkpoint/unet\.safetensors: corrupt weights file"):
+    with pytest.raises(CorruptFileError, match=r"checkpoint/unet\.safetensors: corrupt weights"):
         load_safetensors(path)
 
 
@@ -482,3 +482,15 @@ def test_empty_split_refused_before_the_world_is_touched(tmp_path, sizes):
     with pytest.raises(ValueError, match="every split needs at least one clip"):
         datasets.build_world(tmp_path, *sizes, progress=False)
     assert (tmp_path / "world.json").read_text() == '{"key": "old"}'
+
+
+def test_truncated_saved_unet_named(tmp_path):
+    from t2a_lib.components import MiniTangoConfig, make_unet
+    from t2a_lib.tango import load_unet
+    cfg = MiniTangoConfig(vae_channels=(8, 16, 16), text_dim=32, text_heads=2, unet_channels=(16, 16, 16),
+                          unet_head_dim=8)
+    make_unet(cfg).save_pretrained(tmp_path / "unet")
+    (weights,) = (tmp_path / "unet").glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CorruptFileError, match=rf"{tmp_path / 'unet'}: corrupt weights"):
+        load_unet(tmp_path / "unet")
