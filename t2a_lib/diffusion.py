@@ -105,16 +105,8 @@ class TrainConfig:
     grounding_heads: int = 0
 
     def key(self) -> dict:
-        """The fields that identify a trained model (new fields only when set, so models
-        trained before they existed still load)."""
-        d = asdict(self)
-        if not d["grounding_weight"]:
-            d.pop("grounding_weight")
-            d.pop("grounding_min_t")
-            d.pop("grounding_batch")
-        if not d["grounding_heads"]:
-            d.pop("grounding_heads")
-        return d
+        """The fields that identify a trained model: all of them."""
+        return asdict(self)
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:

@@ -7,7 +7,10 @@
 Stages are the sorted ``notebooks/NN_name.ipynb`` files (or the profile's ``stages`` list).
 Every notebook receives ``run_dir``, ``profile`` and ``seed``, plus the profile's global
 ``parameters`` that it declares and its own ``notebooks.<stem>`` entries; a name that no
-notebook declares is refused before anything runs.
+notebook declares is refused before anything runs, and so is a value of the wrong type (the
+notebook's default says which) or out of range (``t2a_lib.params.RANGES``), naming the
+parameter (exit status 2; ``--set lr=1e-4`` is a float). Ctrl-C ends with one line naming the
+interrupted stage and the command that resumes it (exit status 130).
 
 Paths: relative paths (profile files, notebooks_dir, run_dir, report_dir) are taken from the
 repository root, and every notebook runs with the repository root as its working directory,

@@ -494,3 +494,40 @@ def test_truncated_saved_unet_named(tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(CorruptFileError, match=rf"{tmp_path / 'unet'}: corrupt weights"):
         load_unet(tmp_path / "unet")
+
+
+# -- a fine-tune killed mid-way and run again equals one never interrupted ----------------------
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: nothing after it runs (not even except Exception handlers)."""
+
+
+def test_fine_tune_killed_then_rerun_is_bit_identical_to_uninterrupted(tmp_path):
+    from t2a_lib.components import MiniTangoConfig, make_unet
+    from t2a_lib.diffusion import TrainConfig, fit_finetuned, train_loop
+    torch.manual_seed(0)
+    base = make_unet(MiniTangoConfig(n_frames=16, n_mels=16, unet_channels=(8, 8, 8), text_dim=16,
+                                     unet_head_dim=4))
+    cfg = TrainConfig(steps=5, batch_size=2, warmup=1, checkpoint_every=1, seed=1)
+
+    steps_run = []
+
+    def run(folder, kill_at=None):
+        def step_loss(unet, idx, g, step, device):
+            steps_run.append(step)
+            if step == kill_at:
+                raise _Killed
+            loss = sum(((p * torch.randn(p.shape, generator=g)).sum()) ** 2 for p in unet.parameters()) * 1e-6
+            return loss, {}
+        return fit_finetuned(folder, base, {"config": cfg.key()},
+                             lambda unet: train_loop(unet, 8, cfg, step_loss, out_dir=folder, progress=False))
+
+    straight, hist = run(tmp_path / "a")
+    with pytest.raises(_Killed):
+        run(tmp_path / "b", kill_at=3)
+    steps_run.clear()
+    resumed, hist_b = run(tmp_path / "b")
+    assert steps_run == [3, 4] and hist_b == hist  # resumed from its checkpoint, not retrained
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert json.loads((tmp_path / "b" / "fit.json").read_text())["history"] == hist
