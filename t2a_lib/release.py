@@ -129,7 +129,9 @@ def install_scorers(run_dir, folder=RELEASES / "scorers") -> tuple[bool, str]:
         return False, why
     for role in ("judges", "rankers"):
         for model in sorted((Path(folder) / role).iterdir()):
-            shutil.copytree(model, Path(run_dir) / "scorers" / role / model.name, dirs_exist_ok=True)
+            target = Path(run_dir) / "scorers" / role / model.name
+            (target / "fit.json").unlink(missing_ok=True)  # a record of the model this one replaces
+            shutil.copytree(model, target, dirs_exist_ok=True)
     return True, ""
 
 

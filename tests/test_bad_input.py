@@ -531,3 +531,23 @@ def test_fine_tune_killed_then_rerun_is_bit_identical_to_uninterrupted(tmp_path)
     for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), k
     assert json.loads((tmp_path / "b" / "fit.json").read_text())["history"] == hist
+
+
+def test_a_scorer_trained_on_other_data_is_not_loaded(tmp_path):
+    from dataclasses import asdict
+
+    from t2a_lib import scorers
+    (cfg,) = scorers.scorer_configs("judge", 1, 1, 1, 1)[1]
+    for name in ("model.safetensors", "model_card.json"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "config.json").write_text(json.dumps({**asdict(cfg), "kind": "audio_text"}))
+    recs = [ManifestRecord("w", "a.wav", "a dog barks")]
+    train, test = (torch.zeros(1, 64, 8), recs), (torch.ones(1, 64, 8), recs)
+    data = scorers.data_key(train, test)
+    assert scorers._same_config(tmp_path, cfg, data)  # no record (a release): the config decides
+    save_fit(tmp_path, {"config": asdict(cfg), "data": data})
+    assert scorers._same_config(tmp_path, cfg, data)
+    other = scorers.data_key((train[0] + 1, recs), test)
+    assert other != data and not scorers._same_config(tmp_path, cfg, other)
+    relabelled = scorers.data_key((train[0], [ManifestRecord("w", "a.wav", "a siren wails")]), test)
+    assert relabelled != data
