@@ -106,9 +106,9 @@ def _range_problem(value, rule):
     if kind == "choice":
         return None if value in rule[1] else f"must be one of {', '.join(sorted(map(repr, rule[1])))}"
     if kind == "manifests":
-        if not isinstance(value, dict) or not value or set(value) - {"train", "val", "test"} \
+        if not isinstance(value, dict) or set(value) != {"train", "val", "test"} \
                 or not all(isinstance(v, str) and v for v in value.values()):
-            return "must be null or a mapping of train/val/test to manifest paths"
+            return "must be null or a mapping of train, val and test to manifest paths"
         return None
     low, high = rule[1], rule[2]
     closed = rule[3] if len(rule) > 3 else True

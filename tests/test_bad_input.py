@@ -46,7 +46,8 @@ def test_set_lr_reaches_the_stage_as_a_float(smoke_declared):
     (["eval_output=wav"], "eval_output", "one of"),
     (["04_dpo.sweep_lr=[1e-4, -1]"], "04_dpo.sweep_lr", "every element"),
     (["05_feedback.held_out=1.5"], "05_feedback.held_out", "<= 1"),
-    (["00_world.external_manifests=[a, b]"], "00_world.external_manifests", "train/val/test"),
+    (["00_world.external_manifests=[a, b]"], "00_world.external_manifests", "train, val and test"),
+    (["00_world.external_manifests={train: a.jsonl}"], "00_world.external_manifests", "train, val and test"),
     (["clip_seconds=.nan"], "clip_seconds", "finite"),
 ])
 def test_nonsense_parameters_refused_naming_the_field(smoke_declared, sets, field, why):
