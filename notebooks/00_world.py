@@ -60,7 +60,6 @@ from IPython.display import Audio, Markdown, display
 
 from t2a_lib import captions, datasets, world
 from t2a_lib.audio import read_wav
-from t2a_lib.manifest import read_manifest
 from t2a_lib.mel import log_mel
 
 run_dir = Path(run_dir)
@@ -77,13 +76,11 @@ world_dir = run_dir / "world"
 # %%
 t0 = time.time()
 if external_manifests:
-    splits = {s: read_manifest(p) for s, p in external_manifests.items()}
-    info = {"source": "external", "manifests": external_manifests,
-            "sizes": {s: len(r) for s, r in splits.items()}}
+    info = datasets.use_external(world_dir, external_manifests)  # every row checked; later stages read these
 else:
     config = world.WorldConfig(clip_seconds=clip_seconds)
     info = datasets.build_world(world_dir, n_train, n_val, n_test, seed=seed, config=config, workers=workers)
-    splits = {s: datasets.load_split(world_dir, s) for s in datasets.SPLITS}
+splits = {s: datasets.load_split(world_dir, s) for s in datasets.SPLITS}
 wall = time.time() - t0
 print(f"{sum(len(r) for r in splits.values())} clips ready in {wall:.1f} s "
       f"(built in {info.get('build_seconds', 0)} s)")
@@ -166,17 +163,7 @@ for rec in examples[:n_listen]:
 
 # %%
 rng = np.random.default_rng(seed)
-perturber = captions.GrammarPerturber()
-demo = []
-for rec in splits["train"][:40]:
-    spec = captions.parse_caption(rec.captions)
-    if spec.is_temporal:
-        for kind in captions.PERTURBATIONS:
-            out = perturber(rec.captions, kind, 1, rng)
-            demo.append({"caption": rec.captions, "time order": " → ".join(spec.time_order),
-                         "perturbation": kind, "perturbed": out[0] if out else "—"})
-    if len(demo) >= 12:
-        break
+demo = captions.perturbation_demo([r.captions for r in splits["train"][:40]], rng)
 display(pd.DataFrame(demo))
 
 # %% [markdown]

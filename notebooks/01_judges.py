@@ -67,13 +67,14 @@ import torch
 from IPython.display import Audio, Markdown, display
 from scipy.special import softmax
 
-from t2a_lib import corrupt, metrics, release, scorers
+from t2a_lib import corrupt, datasets, metrics, release, scorers
 from t2a_lib.features import load_waves, split_mels, waves_to_mel
 from t2a_lib.world import CLASSES
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 run_dir = Path(run_dir)
 world_dir = run_dir / "world"
+world_info = datasets.require_world(world_dir)  # the world 00_world finished (synthetic or external)
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
 t_start = time.time()
 

@@ -107,7 +107,7 @@ import pandas as pd
 import torch
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, evaluation, metrics, parallel, release, scorers
+from t2a_lib import base_model, datasets, evaluation, metrics, parallel, release, scorers
 from t2a_lib.audiotext import timeline_targets
 from t2a_lib.autoencoder import VAETrainConfig, decode_latents, encode_mels
 from t2a_lib.captions import parse_caption, reorder_twin, word_labels
@@ -119,6 +119,7 @@ from t2a_lib.vocoder import VocoderConfig, vocode
 
 run_dir = Path(run_dir)
 world_dir, base_dir = run_dir / "world", run_dir / "base"
+datasets.require_world(world_dir)  # the world 00_world finished (synthetic or external)
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
 torch.manual_seed(seed)
 t_start, timings = time.time(), {}

@@ -8,6 +8,7 @@ rest are one-line transforms with the anchors' exact constants.
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 import warnings
 from math import gcd
@@ -48,9 +49,13 @@ def read_wav(
         raise AudioError(f"{path}: cannot read audio ({exc})") from exc
     if data.shape[0] == 0:
         raise AudioError(f"{path}: audio file is empty (0 samples)")
+    check_wav_length(path, data.shape[0])
     audio = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if not np.all(np.isfinite(audio)):
         raise AudioError(f"{path}: audio contains NaN or infinite samples")
+    peak = float(np.max(np.abs(data)))
+    if peak > 1.0 + 1e-6:  # only float files can hold such samples
+        raise AudioError(f"{path}: samples outside [-1, 1] (peak {peak:.3f}); normalise the file first")
     if file_sr != sample_rate:
         if not resample:
             raise AudioError(
@@ -60,6 +65,40 @@ def read_wav(
     if not allow_silent and float(np.max(np.abs(audio))) < SILENCE_PEAK:
         raise AudioError(f"{path}: audio is silent (peak < {SILENCE_PEAK:g})")
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def wav_data_bytes(path: Path) -> tuple[int, int, int] | None:
+    """(declared data bytes, bytes present, bytes per frame) of a RIFF/WAVE file, else None."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        frame = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            kind, n = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if kind == b"fmt ":
+                fmt = f.read(n + (n & 1))
+                frame = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+                continue
+            if kind == b"data":
+                return n, size - f.tell(), frame or 1
+            f.seek(n + (n & 1), os.SEEK_CUR)
+
+
+def check_wav_length(path: Path, n_read: int) -> None:
+    """Raise ``AudioError`` when a wav's header promises more samples than the file holds."""
+    info = wav_data_bytes(path)
+    if info is None:
+        return
+    declared, present, frame = info
+    if declared in (0, 0xFFFFFFFF) or present >= declared:  # 0 / -1: a streamed header, size unknown
+        return
+    raise AudioError(f"{path}: truncated: its header declares {declared // frame} samples but the "
+                     f"file holds {present // frame} (read {n_read}); re-export or drop it")
 
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SAMPLE_RATE,

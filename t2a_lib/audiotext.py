@@ -25,6 +25,7 @@ from .captions import CaptionError, GrammarPerturber, parse_caption, reorder_twi
 from .diffusion import make_accelerator
 from .encoders import AUDIO_TRUNKS, TEXT_ENCODERS, masked_mean, read_model_config
 from .features import frame_targets
+from .files import weights_named
 from .text import build_world_tokenizer
 from .world import CLASSES
 
@@ -130,7 +131,8 @@ class AudioTextModel(nn.Module):
         folder = Path(folder)
         cfg = read_model_config(folder, "audio_text", "audio-text model", role)
         model = cls(AudioTextConfig(**cfg), AutoTokenizer.from_pretrained(folder / "tokenizer"))
-        load_model(model, str(folder / "model.safetensors"))
+        with weights_named(folder / "model.safetensors"):
+            load_model(model, str(folder / "model.safetensors"))
         return model.eval()
 
 

@@ -12,7 +12,7 @@ loads it instead of retraining.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,22 +27,8 @@ from .autoencoder import VAETrainConfig, calibrate_scaling, train_vae
 from .captions import TEMPORAL, CaptionError, parse_caption, word_labels
 from .components import MiniTangoConfig, make_sample_scheduler, make_train_scheduler, make_unet, make_vae
 from .diffusion import TextBank, TrainConfig, claim_folder, fingerprint, train_unet
+from .files import load_fit, save_fit
 from .tango import TangoPipeline, load_unet, realigned
-
-
-def _matches(folder: Path, config: dict) -> bool:
-    path = folder / "fit.json"
-    return path.exists() and json.loads(path.read_text()).get("config") == config
-
-
-def _record(folder: Path, config: dict, **figures) -> dict:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "fit.json").write_text(json.dumps({"config": config, **figures}, indent=1))
-    return figures
-
-
-def _read(folder: Path) -> dict:
-    return {k: v for k, v in json.loads((folder / "fit.json").read_text()).items() if k != "config"}
 
 
 def fit_text_encoder(folder, mels, captions, test=None, epochs: int = 4, seed: int = 0,
@@ -54,12 +40,11 @@ def fit_text_encoder(folder, mels, captions, test=None, epochs: int = 4, seed: i
     folder = Path(folder)
     bins = 0 if timeline is None else timeline[0].shape[-1]
     config = {"epochs": epochs, "seed": seed, "dim": cfg.text_dim, "n": len(captions),
-              "position_std": MiniTangoConfig().text_position_std}  # the encoder is built from the defaults
-    if bins:  # keyed only when used, so encoders trained before the term existed still load
-        config["timeline_bins"] = bins
-    if _matches(folder, config):
+              "position_std": MiniTangoConfig().text_position_std,  # the encoder is built from the defaults
+              "timeline_bins": bins, "data": fingerprint(mels, *(timeline or ())), "captions": hashlib.sha1("\n".join(captions).encode()).hexdigest()}
+    if (fit := load_fit(folder, config, ("audiotext",))) is not None:
         model = AudioTextModel.load(folder / "audiotext", role="base")
-        return realigned(model.text.t5).eval(), model.tokenizer, _read(folder)
+        return realigned(model.text.t5).eval(), model.tokenizer, fit
     at_cfg = AudioTextConfig(role="base", seed=seed, text_arch="t5", text_dim=cfg.text_dim, epochs=epochs,
                              timeline_bins=bins)
     t0 = time.time()
@@ -69,7 +54,7 @@ def fit_text_encoder(folder, mels, captions, test=None, epochs: int = 4, seed: i
         figures.update(evaluate_audiotext(model, test[0], [r.captions for r in test[1]],
                                           n_candidates=min(100, len(test[1]))))
     model.save(folder / "audiotext")
-    _record(folder, config, **figures, losses=losses)
+    save_fit(folder, config, **figures, losses=losses)
     return model.text.t5.eval(), model.tokenizer, figures
 
 
@@ -77,14 +62,14 @@ def fit_vae(folder, mels, config: VAETrainConfig, cfg: MiniTangoConfig = MiniTan
     folder = Path(folder)
     model = {k: v for k, v in cfg.to_dict().items()  # the VAE's own fields: UNet settings don't matter here
              if k in ("n_frames", "n_mels", "latent_channels", "vae_channels")}
-    key = {"train": asdict(config), "model": model, "n": len(mels)}
-    if _matches(folder, key):
-        return realigned(AutoencoderKL.from_pretrained(folder / "vae")).eval(), _read(folder)
+    key = {"train": asdict(config), "model": model, "n": len(mels), "data": fingerprint(mels)}
+    if (fit := load_fit(folder, key, ("vae",))) is not None:
+        return realigned(AutoencoderKL.from_pretrained(folder / "vae")).eval(), fit
     vae = make_vae(cfg)
     out = train_vae(vae, mels, config, progress)
     factor = calibrate_scaling(vae, mels[: min(len(mels), 512)])
     vae.save_pretrained(folder / "vae")
-    figures = _record(folder, key, seconds=round(out["seconds"], 1), scaling_factor=factor,
+    figures = save_fit(folder, key, seconds=round(out["seconds"], 1), scaling_factor=factor,
                       final_l1=sum(out["losses"][-20:]) / 20, losses=out["losses"])
     return vae, figures
 
@@ -97,16 +82,16 @@ def fit_vocoder(folder, waves, config, progress: bool = True):
     if config is None:
         return None, {"vocoder": "griffin-lim"}
     key = _vocoder_key(config, waves)
-    if _matches(folder, key):
-        return realigned(load_vocoder(folder / "vocoder")), _read(folder)
+    if (fit := load_fit(folder, key, ("vocoder",))) is not None:
+        return realigned(load_vocoder(folder / "vocoder")), fit
     t0 = time.time()
     model, losses = train_vocoder(waves, config, progress)
     model.save_pretrained(folder / "vocoder")
-    return model, _record(folder, key, vocoder="hifigan", seconds=round(time.time() - t0, 1), losses=losses)
+    return model, save_fit(folder, key, vocoder="hifigan", seconds=round(time.time() - t0, 1), losses=losses)
 
 
 def _vocoder_key(config, waves) -> dict:
-    return {"train": asdict(config), "n": len(waves)}
+    return {"train": asdict(config), "n": len(waves), "data": fingerprint(np.asarray(waves, dtype=np.float32))}
 
 
 def _fit_vocoder_from_file(folder, waves_file, config) -> None:
@@ -121,7 +106,7 @@ def start_vocoder(folder, waves, config, threads: int):
     from . import parallel
 
     folder = Path(folder)
-    if config is None or _matches(folder, _vocoder_key(config, waves)):
+    if config is None or load_fit(folder, _vocoder_key(config, waves), ("vocoder",)) is not None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
     waves_file = folder / "waves.tmp.npy"  # the worker reads its clips from here
@@ -218,8 +203,8 @@ def fit_unet(folder, latents, bank: TextBank, config: TrainConfig, cfg: MiniTang
     folder = Path(folder)
     key = {"train": config.key(), "model": cfg.to_dict(), "n": len(latents),
            "data": fingerprint(latents, bank.states, bank.mask, *(timeline or ()))}
-    if _matches(folder, key):
-        return load_unet(folder / "unet"), _read(folder)
+    if (fit := load_fit(folder, key, ("unet",))) is not None:
+        return load_unet(folder / "unet"), fit
     claim_folder(folder, key)
     torch.manual_seed(config.seed)
     unet = make_unet(cfg)
@@ -229,7 +214,7 @@ def fit_unet(folder, latents, bank: TextBank, config: TrainConfig, cfg: MiniTang
         unet.load_state_dict(out["ema"])
     unet.save_pretrained(folder / "unet")
     parts = {k: [h[k] for h in out["history"]] for k in ("diffusion", "grounding") if k in out["history"][-1]}
-    figures = _record(folder, key, seconds=round(out["seconds"], 1), resumed_from=out["resumed_from"],
+    figures = save_fit(folder, key, seconds=round(out["seconds"], 1), resumed_from=out["resumed_from"],
                       final_loss=sum(out["losses"][-50:]) / 50, losses=out["losses"], **parts)
     return unet.eval(), figures
 

@@ -301,6 +301,30 @@ class GrammarPerturber:
         return out
 
 
+def perturbation_demo(caption_list, rng: np.random.Generator, limit: int = 12,
+                      perturber: Perturber | None = None) -> list[dict]:
+    """Each kind of perturbation applied to the first temporal captions (about ``limit`` rows);
+    a kind that does not apply to a caption (``add`` to three events) shows as "—"."""
+    perturber, rows = perturber or GrammarPerturber(), []
+    for caption in caption_list:
+        try:
+            spec = parse_caption(caption)
+        except CaptionError:  # a real caption, not the grammar's
+            continue
+        if not spec.is_temporal:
+            continue
+        for kind in PERTURBATIONS:
+            try:
+                out = perturber(caption, kind, 1, rng)
+            except CaptionError:
+                out = []
+            rows.append({"caption": caption, "time order": " → ".join(spec.time_order),
+                         "perturbation": kind, "perturbed": out[0] if out else "—"})
+        if len(rows) >= limit:
+            break
+    return rows
+
+
 class CallablePerturber:
     """Plug in an LLM: ``fn(caption, kind, n) -> list[str]``. Outputs are validated (strings,
     distinct from the caption) but, unlike the grammar, not guaranteed parseable."""

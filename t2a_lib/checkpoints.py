@@ -98,8 +98,12 @@ def load_weights_file(path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsNotFoundError(f"No weights file at '{path}'.")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        sd = load_file(str(path), device="cpu")
+        try:
+            sd = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"'{path}' is not a readable safetensors file (truncated or corrupt): {exc}") from None
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -541,10 +545,13 @@ def load_audioldm(folder) -> dict:
     for part, load in loaders.items():
         try:
             parts[part] = load()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            # every file was checked present above: what fails now is there but unreadable
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise WeightsNotFoundError(f"Could not load {part} from '{folder / part}': {first}. "
-                                       f"{AUDIOLDM_HOW_TO}.") from None
+            files = ", ".join(sorted(p.name for p in (folder / part).glob("*") if p.suffix in (".bin", ".safetensors")))
+            raise CheckpointError(f"Could not load {part} from '{folder / part}' ({files or 'its files'}): they are "
+                                  f"corrupt, or a .bin holds pickled objects other than tensors, which are never "
+                                  f"unpickled here (torch.load weights_only=True): {first}") from None
     unet, te = parts["unet"], parts["text_encoder"]
     if unet.config.class_embed_type != "simple_projection":
         raise CheckpointError(f"AudioLDM's UNet should take the text embedding as a simple_projection class "

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .audio import write_wav
 from .captions import caption_scene
+from .files import read_json, write_json
 from .manifest import ManifestRecord, read_manifest, write_manifest
 from .world import Scene, WorldConfig, clip_rng, render_scene, sample_scene
 
@@ -92,11 +93,15 @@ def build_world(out_dir, n_train: int, n_val: int, n_test: int, seed: int = 0,
     """Generate (or find already generated) world splits in ``out_dir``; returns world.json's dict."""
     config = config or WorldConfig()
     out_dir = Path(out_dir)
-    sizes = {"train": int(n_train), "val": int(n_val), "test": int(n_test)}
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    bad = [f"n_{s}={n!r}" for s, n in sizes.items() if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1]
+    if bad:  # refused before the old world is touched
+        raise ValueError(f"build_world: {', '.join(bad)}: every split needs at least one clip")
+    sizes = {k: int(v) for k, v in sizes.items()}
     key = _world_key(sizes, seed, config)
     info_path = out_dir / "world.json"
     if info_path.exists() and not overwrite:  # a cache hit needs the same key and every wav present
-        info = json.loads(info_path.read_text())
+        info = read_json(info_path, "world record")
         if info.get("key") == key and all((out_dir / f"{s}.jsonl").exists() for s in SPLITS):
             if all(Path(r.location).exists() for s in SPLITS for r in load_split(out_dir, s)):
                 return info
@@ -116,8 +121,54 @@ def build_world(out_dir, n_train: int, n_val: int, n_test: int, seed: int = 0,
     info = {"key": key, "seed": seed, "sizes": sizes, "config": config.to_dict(),
             "format_version": FORMAT_VERSION, "build_seconds": round(time.time() - t0, 2),
             "draws": plan[-1].index + 1, "stats": world_stats(plan)}
-    info_path.write_text(json.dumps(info, indent=2))
+    write_json(info_path, info, indent=2)
     return info
+
+
+def use_external(out_dir, manifests: dict[str, str]) -> dict:
+    """Make ``out_dir`` the world of real data: every row of each split's manifest validated (its
+    audio read; an error names the manifest and line), then the manifests copied to
+    ``out_dir/<split>.jsonl``, where every later stage reads its data, and ``world.json`` written
+    last, recording where they came from and a key of their content."""
+    from .audio import AudioError, read_wav
+    from .manifest import ManifestError
+
+    out_dir = Path(out_dir)
+    missing = [s for s in SPLITS if s not in (manifests or {})]
+    if missing:
+        raise ManifestError(f"external_manifests lacks {', '.join(missing)} (give train, val and test)")
+    (out_dir / "world.json").unlink(missing_ok=True)  # an old world stops being the world now
+    splits, problems, h = {}, [], hashlib.sha256()
+    for split in SPLITS:
+        splits[split] = read_manifest(manifests[split])
+        h.update(Path(manifests[split]).read_bytes())
+        for r in splits[split]:
+            try:
+                n = len(read_wav(r.location))
+                if n < 1024:
+                    raise AudioError(f"{r.location}: {n} samples, shorter than one mel window (1024)")
+                h.update(Path(r.location).read_bytes())
+            except (AudioError, FileNotFoundError) as e:
+                problems.append(f"{r.source} line {r.line}: {e}")
+    if problems:
+        shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
+        raise ManifestError(f"{len(problems)} bad row(s) in the external manifests:\n  " + "\n  ".join(shown))
+    for split, records in splits.items():
+        write_manifest(out_dir / f"{split}.jsonl", records)
+    info = {"source": "external", "key": h.hexdigest()[:16], "manifests": {s: str(Path(p).resolve())
+            for s, p in manifests.items()}, "sizes": {s: len(r) for s, r in splits.items()},
+            "format_version": FORMAT_VERSION}
+    write_json(out_dir / "world.json", info, indent=2)
+    return info
+
+
+def require_world(world_dir) -> dict:
+    """``world.json`` of a complete world (00_world writes it last), else an error saying so."""
+    path = Path(world_dir) / "world.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no complete world here (00_world writes it last); run 00_world "
+                                f"for this run folder first")
+    return read_json(path, "world record")
 
 
 def world_stats(plan: list[PlannedClip]) -> dict:

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from .diffusion import make_accelerator
 from .encoders import AUDIO_TRUNKS, read_model_config
+from .files import load_safetensors
 from .metrics import Event, event_f1_corpus, events_from_frames, order_correct, presence
 from .world import CLASSES
 
@@ -103,7 +104,7 @@ class EventDetector(nn.Module):
     def load(cls, folder, role: str | None = None) -> "EventDetector":
         folder = Path(folder)
         model = cls(DetectorConfig(**read_model_config(folder, "event_detector", "event detector", role)))
-        model.load_state_dict(load_file(folder / "model.safetensors"))
+        model.load_state_dict(load_safetensors(folder / "model.safetensors"))
         return model.eval()
 
 

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .components import add_time_channel
+from .files import CorruptFileError, load_fit, load_safetensors, read_json, save_fit, write_json
 from .precision import float32
 
 
@@ -107,16 +108,8 @@ class TrainConfig:
     grounding_heads: int = 0
 
     def key(self) -> dict:
-        """The fields that identify a trained model (new fields only when set, so models
-        trained before they existed still load)."""
-        d = asdict(self)
-        if not d["grounding_weight"]:
-            d.pop("grounding_weight")
-            d.pop("grounding_min_t")
-            d.pop("grounding_batch")
-        if not d["grounding_heads"]:
-            d.pop("grounding_heads")
-        return d
+        """The fields that identify a trained model: all of them."""
+        return asdict(self)
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
@@ -218,13 +211,17 @@ def train_loop(unet, n_items: int, config, step_loss, out_dir=None, progress: bo
     ckpt = Path(out_dir) / "checkpoint" if out_dir else None
     start, history, ema = 0, [], None
     if ckpt is not None and (ckpt / "state.json").exists():
-        state = json.loads((ckpt / "state.json").read_text())
+        state = read_json(ckpt / "state.json", "checkpoint state")
         if state["config"] == asdict(config):
-            unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
-            opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+            unet.load_state_dict(load_safetensors(ckpt / "unet.safetensors"))
+            try:
+                opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+            except (RuntimeError, EOFError, OSError) as e:
+                raise CorruptFileError(f"{ckpt / 'optimizer.pt'}: corrupt checkpoint ({e}); delete {ckpt} "
+                                       f"to start over") from None
             start, history = state["step"], state["history"]
             if (ckpt / "ema.safetensors").exists():
-                ema = load_file(ckpt / "ema.safetensors")
+                ema = load_safetensors(ckpt / "ema.safetensors")
     if getattr(config, "ema_decay", None) and ema is None:
         ema = {k: v.detach().clone().float() for k, v in unet.state_dict().items()}
     unet, opt = acc.prepare(unet, opt)
@@ -318,31 +315,46 @@ def fingerprint(*items) -> str:
     return h.hexdigest()[:16]
 
 
+def _key_hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``, ... whichever does not exist yet."""
+    n, out = 1, path
+    while out.exists():
+        n += 1
+        out = path.with_name(f"{path.name}-{n}")
+    return out
+
+
 def claim_folder(folder, key: dict) -> None:
     """Mark ``folder`` as training the model that ``key`` identifies. Checkpoints left there by
     training anything else (another base model, other data, another config) are moved aside to
-    ``checkpoint.superseded-<hash>``, so a resume never continues another model's run; an
-    interrupted run with the same key still resumes."""
+    ``checkpoint.superseded-<hash of their key>`` (a free name: nothing is lost, nothing blocks),
+    so a resume never continues another model's run; an interrupted run with the same key still
+    resumes, and so does one whose checkpoint was moved aside earlier (its key matches again)."""
     folder, key = Path(folder), json.loads(json.dumps(key))
     marker = folder / "training.json"
-    if not marker.exists() or json.loads(marker.read_text()) != key:
-        old = hashlib.sha1(marker.read_bytes()).hexdigest()[:8] if marker.exists() else "unknown"
+    text = json.dumps(key)
+    if not marker.exists() or read_json(marker, "training marker") != key:
+        old = _key_hash(marker.read_text()) if marker.exists() else "unknown"
         for ckpt in [p for p in folder.rglob("checkpoint") if p.is_dir()]:
-            os.replace(ckpt, ckpt.with_name(f"checkpoint.superseded-{old}"))
+            os.replace(ckpt, _free_name(ckpt.with_name(f"checkpoint.superseded-{old}")))
+            mine = ckpt.with_name(f"checkpoint.superseded-{_key_hash(text)}")
+            if mine.is_dir():  # this key trained here before: continue from where it got to
+                os.replace(mine, ckpt)
     folder.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(key))
+    write_json(marker, key)
 
 
 def cached_fit(folder, key: dict) -> dict | None:
     """``folder/fit.json`` when it records ``key`` (the model in ``folder/unet`` is then the one
     asked for); otherwise None, and the folder is claimed for training that model."""
-    folder = Path(folder)
-    if (folder / "fit.json").exists():
-        fit = json.loads((folder / "fit.json").read_text())
-        if fit["key"] == json.loads(json.dumps(key)):
-            return fit
-    claim_folder(folder, key)
-    return None
+    fit = load_fit(folder, key, ("unet",))
+    if fit is None:
+        claim_folder(folder, key)
+    return fit
 
 
 def fit_finetuned(folder, base_unet, key: dict, train_fn, fuse_lora: bool = False):
@@ -365,5 +377,5 @@ def fit_finetuned(folder, base_unet, key: dict, train_fn, fuse_lora: bool = Fals
         unet.fuse_lora()
         unet.unload_lora()
     unet.save_pretrained(folder / "unet")
-    (folder / "fit.json").write_text(json.dumps({"key": key, "seconds": out["seconds"], "history": out["history"]}))
+    save_fit(folder, key, seconds=out["seconds"], history=out["history"])
     return unet.eval(), out["history"]

@@ -287,10 +287,10 @@ def fit_crpo(folder, base_pipe, rankers, prompts: list[str], rounds: int, n_samp
              steps: int, guidance: float, progress: bool = True):
     """CRPO from the base model, saved as ``folder/unet`` (or loaded when done with the same
     settings). Returns ``(unet, per-round log)``."""
-    import json
     from dataclasses import asdict
 
     from .diffusion import cached_fit, fingerprint
+    from .files import save_fit
     from .tango import load_unet
 
     folder = Path(folder)
@@ -303,7 +303,7 @@ def fit_crpo(folder, base_pipe, rankers, prompts: list[str], rounds: int, n_samp
     pipe = with_unet(base_pipe, copy.deepcopy(base_pipe.unet))
     log = run_crpo(pipe, rankers, prompts, rounds, n_samples, config, steps, guidance, folder, progress)
     pipe.unet.save_pretrained(folder / "unet")
-    (folder / "fit.json").write_text(json.dumps({"key": key, "log": log}))
+    save_fit(folder, key, log=log)
     return pipe.unet.eval(), log
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from .captions import TEMPORAL, parse_caption
+from .files import read_json
 from .world import Scene, WorldConfig, render_scene
 
 KINDS = ("order", "presence")
@@ -70,7 +71,7 @@ def plan_gold(world_dir, config: GoldConfig) -> list[GoldPair]:
     ``world.json``'s sizes, seed and config, exactly as notebook 00 drew them)."""
     from .datasets import plan_world
 
-    info = json.loads((Path(world_dir) / "world.json").read_text())
+    info = read_json(Path(world_dir) / "world.json", "world record")
     wcfg = WorldConfig(**{**info["config"], "layout_weights": tuple(info["config"]["layout_weights"])})
     clips = [c for c in plan_world(info["sizes"], info["seed"], wcfg)
              if c.split == "train" and len(c.scene.foreground) >= 2]
@@ -88,7 +89,7 @@ def plan_gold(world_dir, config: GoldConfig) -> list[GoldPair]:
 
 def render_pairs(pairs: list[GoldPair], world_dir, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(winners, losers) waveforms, each pair rendered from its own stream."""
-    info = json.loads((Path(world_dir) / "world.json").read_text())
+    info = read_json(Path(world_dir) / "world.json", "world record")
     wcfg = WorldConfig(**{**info["config"], "layout_weights": tuple(info["config"]["layout_weights"])})
     win, lose = [], []
     for p in pairs:
@@ -124,7 +125,7 @@ def build_gold_set(out_dir, world_dir, vae, config: GoldConfig, rankers=None, n_
     from .diffusion import fingerprint
 
     out_dir = Path(out_dir)
-    key = {"config": asdict(config), "world": json.loads((Path(world_dir) / "world.json").read_text())["key"],
+    key = {"config": asdict(config), "world": read_json(Path(world_dir) / "world.json", "world record")["key"],
            "vae": fingerprint(vae)}
     if (out_dir / "gold.json").exists() and json.loads((out_dir / "gold.json").read_text()).get("key") == key:
         return pd.read_parquet(out_dir / "preferences.parquet")  # built from the same world, config and VAE

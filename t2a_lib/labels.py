@@ -174,7 +174,12 @@ def load_labels(out_path, include_skips: bool = False) -> pd.DataFrame:
     resolved against its folder), else ``out_path`` itself as a plain BATON file."""
     log = events_path(out_path)
     if log.exists():
-        answers, history = fold(read_jsonl(log), "id")
+        lines = read_jsonl(log)
+        who = sorted({str(x.get("labeller")) for x in lines if not x.get("undo")})
+        if len(who) > 1:
+            raise ValueError(f"{log} holds labels by several labellers ({', '.join(who)}); one would hide "
+                             f"the others: read each person's file and merge them (merge_labellers)")
+        answers, history = fold(lines, "id")
         rows = [{**answers[k], "location": resolve_location(answers[k]["location"], log.parent)}
                 for k in history if include_skips or answers[k]["action"] != "skip"]
     elif Path(out_path).exists():

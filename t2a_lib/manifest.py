@@ -176,7 +176,14 @@ def _decode_array(text: str, path: Path) -> list[tuple[int, Any]]:
 
 def _decode(path: Path) -> list[tuple[int, Any]]:
     """(1-based line number, decoded object) pairs from a JSON-lines or JSON-array file."""
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ManifestError(f"{path} line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {col}); "
+                            f"re-save the file as UTF-8") from None
     if not text.strip():
         raise ManifestError(f"{path} is empty")
     if text.lstrip().startswith("["):
@@ -269,6 +276,14 @@ def _line(rec: ManifestRecord, folder: Path, where: str) -> str:
     return json.dumps(d, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+def _umask() -> int:
+    return _UMASK
+
+
+_UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
+
 def write_manifest(path: str | os.PathLike, records: Iterable[ManifestRecord]) -> None:
     """Write clean JSON lines (no trailing commas) atomically: temp file, fsync, ``os.replace``.
 
@@ -280,8 +295,10 @@ def write_manifest(path: str | os.PathLike, records: Iterable[ManifestRecord]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     folder = path.resolve().parent
     lines = [_line(r, folder, f"{path} record {i}") for i, r in enumerate(records, start=1)]
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, mode)  # mkstemp makes 0600: keep the file's own mode (a new one: the umask's)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.writelines(lines)
             f.flush()

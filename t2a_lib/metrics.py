@@ -540,16 +540,20 @@ def cached(cache_dir: str | os.PathLike, key: str, compute_fn: Callable[[], Any]
     d = Path(cache_dir)
     npz, js = d / f"{key}.npz", d / f"{key}.json"
     if npz.exists():
-        with np.load(npz, allow_pickle=False) as z:
-            kind = str(z["__kind__"])
-            items = {k: z[k] for k in z.files if k != "__kind__"}
+        try:
+            with np.load(npz, allow_pickle=False) as z:
+                kind = str(z["__kind__"])
+                items = {k: z[k] for k in z.files if k != "__kind__"}
+        except (ValueError, OSError, EOFError, KeyError) as e:  # truncated zip, bad member
+            raise ValueError(f"{npz}: corrupt cache file ({e}); delete it to recompute") from None
         if kind == "array":
             return items["value"]
         if kind == "tuple":
             return tuple(items[str(i)] for i in range(len(items)))
         return items
     if js.exists():
-        return json.loads(js.read_text())
+        from .files import read_json
+        return read_json(js, "cache file")
     result = compute_fn()
     d.mkdir(parents=True, exist_ok=True)
     if isinstance(result, np.ndarray):
@@ -564,7 +568,7 @@ def cached(cache_dir: str | os.PathLike, key: str, compute_fn: Callable[[], Any]
         tmp = js.with_suffix(f".json.tmp{os.getpid()}")
         tmp.write_text(json.dumps(result))
         os.replace(tmp, js)
-        return result
+        return json.loads(js.read_text())  # exactly what a hit returns (tuples as lists)
     tmp = d / f"{key}.tmp{os.getpid()}.npz"
     np.savez(tmp, __kind__=np.array(kind), **items)
     os.replace(tmp, npz)

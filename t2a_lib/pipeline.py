@@ -7,7 +7,10 @@
 Stages are the sorted ``notebooks/NN_name.ipynb`` files (or the profile's ``stages`` list).
 Every notebook receives ``run_dir``, ``profile`` and ``seed``, plus the profile's global
 ``parameters`` that it declares and its own ``notebooks.<stem>`` entries; a name that no
-notebook declares is refused before anything runs.
+notebook declares is refused before anything runs, and so is a value of the wrong type (the
+notebook's default says which) or out of range (``t2a_lib.params.RANGES``), naming the
+parameter (exit status 2; ``--set lr=1e-4`` is a float). Ctrl-C ends with one line naming the
+interrupted stage and the command that resumes it (exit status 130).
 
 Paths: relative paths (profile files, notebooks_dir, run_dir, report_dir) are taken from the
 repository root, and every notebook runs with the repository root as its working directory,
@@ -29,6 +32,8 @@ from pathlib import Path
 
 import yaml
 
+from t2a_lib.params import check_values, numbers, parse_value
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = ROOT / "papermill_runs" / "profiles"
 REQUIRED = ("run_dir", "profile", "seed")
@@ -39,6 +44,11 @@ STEM = re.compile(r"^\d\d_\w+$")
 class PipelineError(Exception):
     """A bad configuration, refused before anything runs (exit status 2)."""
     exit_code = 2
+
+
+class Interrupted(PipelineError):
+    """Ctrl-C (or SIGTERM) while running; the message says what stopped and how to resume."""
+    exit_code = 130
 
 
 class StageFailed(PipelineError):
@@ -95,8 +105,8 @@ def load_profile(name_or_path) -> Profile:
     check(isinstance(data, dict), f"a profile must be a mapping, got {type(data).__name__}")
     unknown = sorted(set(data) - set(PROFILE_KEYS))
     check(not unknown, f"unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(PROFILE_KEYS)}")
-    seed, params = data.get("seed", 0), data.get("parameters") or {}
-    notebooks, stages = data.get("notebooks") or {}, data.get("stages")
+    seed, params = data.get("seed", 0), numbers(data.get("parameters") or {})
+    notebooks, stages = numbers(data.get("notebooks") or {}), data.get("stages")
     check(isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an integer, got {seed!r}")
     check(isinstance(params, dict), "'parameters' must be a mapping of name: value")
     check(isinstance(notebooks, dict) and all(isinstance(v, dict) or v is None for v in notebooks.values()),
@@ -172,6 +182,10 @@ def check_parameters(profile: Profile, declared: dict[str, dict], overrides: dic
         if not any(key in d for d in declared.values()):
             problems.append(f"{where}: parameters.{key}: no stage declares {key!r}; declared: {names(stages)}")
     for stem, params in profile.notebooks.items():
+        if stem not in declared:  # once per notebook, not once per key
+            problems.append(f"{where}: notebooks.{stem}: no such notebook among the stages "
+                            f"({', '.join(stages)}); was it deleted or renamed?")
+            continue
         problems += [check_one(f"{where}: notebooks.{stem}.{key}", stem, key) for key in params]
     glob, per = dict(profile.parameters), {k: dict(v) for k, v in profile.notebooks.items()}
     for key, value in (overrides or {}).items():
@@ -187,7 +201,12 @@ def check_parameters(profile: Profile, declared: dict[str, dict], overrides: dic
     problems = [p for p in problems if p]
     if problems:
         raise PipelineError("refusing to run; unknown parameters:\n  " + "\n  ".join(problems))
-    return {s: {**{k: v for k, v in glob.items() if k in declared[s]}, **per.get(s, {})} for s in stages}
+    params = {s: {**{k: v for k, v in glob.items() if k in declared[s]}, **per.get(s, {})} for s in stages}
+    given_globally = {s: {k: v for k, v in glob.items() if k in declared[s]} for s in stages}
+    bad = list(dict.fromkeys(check_values(declared, given_globally) + check_values(declared, params)))
+    if bad:
+        raise PipelineError(f"refusing to run (profile {where}); bad parameter values:\n  " + "\n  ".join(bad))
+    return params
 
 
 def plan(profile, overrides=None, notebooks_dir="notebooks"):
@@ -248,7 +267,7 @@ def run_pipeline(profile, run_dir=None, report_dir=None, start=None, only=None, 
         raise PipelineError("nothing to run: --from/--only select no stage")
     run_dir = _resolve(run_dir or f"papermill_runs/{prof.name}")
     report_dir = _resolve(report_dir or f"reports/{prof.name}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_writable(run_dir)
     state_path = run_dir / "pipeline.json"
     try:
         old = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -284,13 +303,16 @@ def run_pipeline(profile, run_dir=None, report_dir=None, start=None, only=None, 
         try:
             papermill.execute_notebook(str(notebooks[stem]), str(out), parameters=full,
                                        kernel_name=kernel_name, progress_bar=True, cwd=str(ROOT))
-        except PapermillExecutionError as e:
-            failure = _describe_failure(stem, notebooks[stem], out, e)
-        except KeyboardInterrupt:
-            rec.update(status="interrupted", seconds=round(time.perf_counter() - t0, 3))
-            state["status"] = "interrupted"
-            save()
-            raise
+        except (KeyboardInterrupt, PapermillExecutionError) as e:
+            if isinstance(e, PapermillExecutionError) and e.ename != "KeyboardInterrupt":
+                failure = _describe_failure(stem, notebooks[stem], out, e)
+            else:  # Ctrl-C reaches the kernel too: its cell then fails with KeyboardInterrupt
+                rec.update(status="interrupted", seconds=round(time.perf_counter() - t0, 3))
+                state["status"] = "interrupted"
+                save()
+                raise Interrupted(f"interrupted: stage {stem} stopped after {rec['seconds']:.1f} s (outputs so "
+                                  f"far kept in {_rel(run_dir)}); resume with: "
+                                  f"{_resume_command(profile, run_dir, stem, overrides, notebooks_dir)}") from None
         except Exception as e:  # kernel missing or died, unreadable notebook, ...
             failure = f"stage {stem} could not run {_rel(notebooks[stem])}: {type(e).__name__}: {e}"
         rec["seconds"] = round(time.perf_counter() - t0, 3)
@@ -329,16 +351,38 @@ def run_pipeline(profile, run_dir=None, report_dir=None, start=None, only=None, 
     return result
 
 
+def _check_writable(run_dir: Path) -> None:
+    """Create ``run_dir`` and write a file in it, or refuse (exit 2) naming the folder."""
+    import tempfile
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise PipelineError(f"cannot write the run folder {run_dir}: {e.strerror or e}; make it writable "
+                            f"or choose another with --run-dir") from None
+
+
+def _resume_command(profile, run_dir, stem, overrides, notebooks_dir) -> str:
+    import shlex
+
+    name = profile.name if isinstance(profile, Profile) and profile.path.parent == PROFILES_DIR else \
+        (_rel(profile.path) if isinstance(profile, Profile) else str(profile))
+    words = ["python", "-m", "t2a_lib.pipeline", "--profile", name, "--run-dir", _rel(run_dir), "--from", stem]
+    words += [w for k, v in (overrides or {}).items() for w in ("--set", f"{k}={json.dumps(v)}")]
+    if _resolve(notebooks_dir) != ROOT / "notebooks":
+        words += ["--notebooks-dir", _rel(_resolve(notebooks_dir))]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def _parse_sets(items) -> dict:
     overrides = {}
     for item in items or []:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise PipelineError(f"--set {item!r}: expected key=value")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            overrides[key.strip()] = value
+        overrides[key.strip()] = parse_value(value)
     return overrides
 
 
@@ -357,7 +401,7 @@ def main(argv=None) -> int:
     ap.add_argument("--run-dir", help="default papermill_runs/<profile>/")
     ap.add_argument("--report-dir", help="default reports/<profile>/")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="override a parameter (value parsed as YAML); KEY may be stem.name")
+                    help="override a parameter (value parsed as YAML, 1e-4 as a number); KEY may be stem.name")
     ap.add_argument("--notebooks-dir", default="notebooks")
     ap.add_argument("--list", action="store_true", help="check the profile and show the stages; run nothing")
     args = ap.parse_args(argv)
@@ -369,8 +413,12 @@ def main(argv=None) -> int:
         run_pipeline(args.profile, args.run_dir, args.report_dir, args.start, args.only, overrides,
                      args.notebooks_dir)
     except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(e if isinstance(e, Interrupted) else f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # before or after the stages (checking, the report)
+        print("interrupted before any stage ran or while building the report; run the same command again",
+              file=sys.stderr)
+        return 130
     return 0
 
 

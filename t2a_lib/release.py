@@ -28,6 +28,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .files import read_json
+
 ROOT = Path(__file__).resolve().parents[1]
 RELEASES = ROOT / "releases"
 N_AUDIO = 16  # clips of each split whose audio bytes enter the fingerprint
@@ -127,7 +129,9 @@ def install_scorers(run_dir, folder=RELEASES / "scorers") -> tuple[bool, str]:
         return False, why
     for role in ("judges", "rankers"):
         for model in sorted((Path(folder) / role).iterdir()):
-            shutil.copytree(model, Path(run_dir) / "scorers" / role / model.name, dirs_exist_ok=True)
+            target = Path(run_dir) / "scorers" / role / model.name
+            (target / "fit.json").unlink(missing_ok=True)  # a record of the model this one replaces
+            shutil.copytree(model, target, dirs_exist_ok=True)
     return True, ""
 
 
@@ -157,13 +161,13 @@ def _git_commit() -> str | None:
 
 
 def _world_info(run_dir: Path) -> dict:
-    world = json.loads((run_dir / "world" / "world.json").read_text())
+    world = read_json(run_dir / "world" / "world.json", "world record")
     return {"sizes": world["sizes"], "seed": world["seed"], "config": world["config"], "key": world["key"]}
 
 
 def _fit_record(folder: Path) -> dict:
-    fit = json.loads((folder / "fit.json").read_text())
-    return {k: v for k, v in fit.items() if k != "config"} | {"config": fit.get("config")}
+    fit = read_json(folder / "fit.json", "fit record")
+    return {k: v for k, v in fit.items() if k != "key"} | {"config": fit.get("key")}
 
 
 def export(run_dir, out=RELEASES) -> dict:

@@ -177,16 +177,33 @@ def score_clips(family: Scorers, mels: torch.Tensor, captions: list[str], ids: l
     return Judgement(pd.DataFrame(rows), out)
 
 
-def _same_config(folder: Path, config) -> bool:
+def data_key(train: tuple, test: tuple) -> str:
+    """What a scorer's training depends on besides its config: the content of the train and
+    test mels and of their records' captions and timelines."""
     import json
+
+    from .diffusion import fingerprint
+
+    labels = json.dumps([[r.captions, r.events] for _, recs in (train, test) for r in recs]).encode()
+    return fingerprint(train[0], test[0], torch.frombuffer(bytearray(labels), dtype=torch.uint8))
+
+
+def _same_config(folder: Path, config, data: str | None = None) -> bool:
+    """A model saved in ``folder`` with this config and, where its ``fit.json`` records the data
+    it was trained on, on this data (the released scorers carry no fit.json: the release is
+    checked against the world's fingerprint instead, in ``release.install_scorers``)."""
     from dataclasses import asdict
+
+    from .files import read_json
 
     path = folder / "config.json"
     if not (path.exists() and (folder / "model.safetensors").exists() and (folder / "model_card.json").exists()):
         return False
-    saved = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("kind", "vocab_size")}
+    saved = {k: v for k, v in read_json(path, "model config").items() if k not in ("kind", "vocab_size")}
     wanted = {k: v for k, v in asdict(config).items() if k != "vocab_size"}
-    return saved == wanted
+    fit = folder / "fit.json"
+    trained_on = read_json(fit, "fit record").get("key", {}).get("data") if fit.exists() else data
+    return saved == wanted and trained_on == data
 
 
 def train_scorer(folder, config: DetectorConfig | AudioTextConfig, train: tuple, test: tuple,
@@ -240,8 +257,10 @@ def fit_scorers(families: dict[str, tuple], train: tuple, test: tuple, progress:
     """
     import json
     import tempfile
+    from dataclasses import asdict
 
     from . import parallel
+    from .files import save_fit
 
     models = {}  # role -> [(folder of one model, its config)], the detector first
     for role, (folder, det_cfg, at_cfgs) in families.items():
@@ -249,8 +268,9 @@ def fit_scorers(families: dict[str, tuple], train: tuple, test: tuple, progress:
             raise RoleError(f"the {role} family's configs must all have role {role!r}")
         models[role] = [(Path(folder) / "detector", det_cfg)] + \
             [(Path(folder) / f"audiotext_{i}", c) for i, c in enumerate(at_cfgs)]
+    data = data_key(train, test)
     todo = [(path, cfg) for role_models in models.values() for path, cfg in role_models
-            if not _same_config(path, cfg)]  # every model not saved yet with this config
+            if not _same_config(path, cfg, data)]  # every model not saved yet with this config and data
     todo.sort(key=lambda job: (isinstance(job[1], DetectorConfig), job[1].role != "ranker"))  # longest first
     names = [f"{cfg.role}/{path.name}" for path, cfg in todo]
     if workers > 1 and todo:
@@ -267,6 +287,8 @@ def fit_scorers(families: dict[str, tuple], train: tuple, test: tuple, progress:
             print(f"training {name}")
             train_scorer(path, cfg, train, test, progress)
 
+    for path, cfg in todo:
+        save_fit(path, {"config": asdict(cfg), "data": data})
     sets, cards = {}, {}
     for role, ((det_path, _), *at_models) in models.items():
         sets[role] = Scorers(role, EventDetector.load(det_path, role),

@@ -41,7 +41,10 @@ def load_unet(folder):
     """A saved ``UNet2DConditionModel`` in eval mode, its weights in fresh memory (see ``realigned``)."""
     from diffusers import UNet2DConditionModel
 
-    return realigned(UNet2DConditionModel.from_pretrained(folder)).eval()
+    from .files import weights_named
+
+    with weights_named(folder):
+        return realigned(UNet2DConditionModel.from_pretrained(folder)).eval()
 
 
 @dataclass

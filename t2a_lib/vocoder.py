@@ -383,12 +383,15 @@ def load_vocoder(folder):
     """The ``SpeechT5HifiGan`` saved in ``folder`` by ``save_vocoder`` / ``save_pretrained``, in eval mode."""
     from transformers import SpeechT5HifiGan
 
+    from .files import weights_named
+
     folder = Path(folder)
     missing = [n for n in ("config.json", "model.safetensors") if not (folder / n).exists()]
     if missing:
         raise FileNotFoundError(f"no vocoder in {folder} ({', '.join(missing)} missing); train one with "
                                 "t2a_lib.vocoder.train_vocoder, or call vocode(mel) without one for Griffin-Lim")
-    return SpeechT5HifiGan.from_pretrained(folder).eval()
+    with weights_named(folder):
+        return SpeechT5HifiGan.from_pretrained(folder).eval()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,10 +12,11 @@ with a warning).
 - ``FeedbackLabeller`` keeps two files, because ``read_manifest`` refuses duplicate ids and a
   BATON file must hold each clip's final label once: ``<out>.events.jsonl``, the append-only log
   of every yes/no/skip/undo (the source of truth), and ``out_path``, the BATON file {dataset,
-  location, captions, feedback, id, labeller, question}. A label is appended to it
-  (``append_record``); an undo rewrites it atomically (``write_manifest``), or deletes it when no
-  label is left (an empty manifest is unreadable); it is rebuilt from the log on start, healing a
-  crash between the two writes. Skips live only in the log. ``load_labels`` folds the log. Both
+  location, captions, feedback, id, labeller, question}. After each label or undo it is rebuilt
+  atomically from the log on disk (``write_manifest``, keeping the file's permissions), or deleted
+  when no label is left (an empty manifest is unreadable), so one labeller with two widgets open
+  on it cannot write an id twice; it is rebuilt on start too, healing a crash between the two
+  writes. A second labeller on the same ``out_path`` is refused, at start and before every write. Skips live only in the log. ``load_labels`` folds the log. Both
   store clip locations relative to their folder, as ``read_manifest`` resolves them.
 
 The logs, their folding, merging and agreement live in :mod:`t2a_lib.labels` (shared with the
@@ -43,7 +44,7 @@ from .labels import (
     load_labels, merge_feedback, merge_labellers, merge_pairs, pair_line, participant_files, read_jsonl,
     shown_as_a, undo_line, write_merged,
 )
-from .manifest import ManifestRecord, append_record, parse_record, resolve_location, write_manifest
+from .manifest import ManifestRecord, parse_record, resolve_location, write_manifest
 from .media import clip_media, spectrogram_png, wav_bytes
 
 __all__ = ["PairListener", "FeedbackLabeller", "pair_listener_from_run", "feedback_labellers_from_run",
@@ -123,6 +124,7 @@ class _Session:
 
     def _record(self, line: dict) -> dict:
         key = line[self._id_key]
+        self._before_write()
         append_jsonl(self.log_path, line)  # on disk before anything else changes
         self._answers[key] = line
         self._history.append(key)
@@ -136,6 +138,7 @@ class _Session:
             self.status.value = "Nothing to undo."
             return None
         key = self._history[-1]
+        self._before_write()
         append_jsonl(self.log_path, undo_line(self._id_key, key, self._who_key, self._who))
         self._history.pop()
         self._undone(self._answers.pop(key))
@@ -143,6 +146,7 @@ class _Session:
         return key
 
     _answered = _undone = staticmethod(lambda line: None)  # hooks: after an answer, an undo
+    _before_write = staticmethod(lambda: None)  # hook: refuse a write that would mix up files
 
     def _go(self, message: str = "") -> None:
         n = len(self._ids)
@@ -276,9 +280,7 @@ class FeedbackLabeller(_Session):
             raise ValueError(f"{self.out_path} exists without its log {log.name}; "
                              "pick a new out_path")
         lines = read_jsonl(log)
-        others = sorted({str(x.get("labeller")) for x in lines} - {labeller})
-        if others:
-            raise ValueError(f"{log} holds labels by {others}; use one out_path per labeller")
+        self._refuse_others(log, lines, labeller)
         self._start([str(r.id if r.id is not None else r.location) for r in self.records],
                     labeller, log, lines)
         self._by_id = dict(zip(self._ids, self.records))
@@ -309,17 +311,30 @@ class FeedbackLabeller(_Session):
                               line["captions"], id=line["id"], feedback=line["feedback"],
                               extra={"labeller": line["labeller"], "question": line["question"]})
 
+    @staticmethod
+    def _refuse_others(log: Path, lines: list[dict], labeller: str) -> None:
+        others = sorted({str(x.get("labeller")) for x in lines} - {labeller})
+        if others:
+            raise ValueError(f"{log} holds labels by {others}; several labellers on one out_path are "
+                             f"refused: use one out_path per labeller (participant_files)")
+
+    def _before_write(self) -> None:
+        """Another labeller may have opened this out_path since: refuse before writing anything."""
+        self._refuse_others(self.log_path, read_jsonl(self.log_path), self.labeller)
+
     def _answered(self, line: dict) -> None:
-        if line["action"] != "skip":  # the file holds exactly the standing labels, so no duplicate
-            append_record(self.out_path, self._baton(line))
+        if line["action"] != "skip":
+            self._rewrite_baton()
 
     def _undone(self, line: dict) -> None:
         if line["action"] != "skip":
             self._rewrite_baton()
 
     def _rewrite_baton(self) -> None:
-        recs = [self._baton(self._answers[k]) for k in self._history
-                if self._answers[k]["action"] != "skip"]
+        """The BATON file = the standing labels of the log on disk (the source of truth), so two
+        widgets of one labeller on one file never write an id twice."""
+        answers, history = fold(read_jsonl(self.log_path), "id")
+        recs = [self._baton(answers[k]) for k in history if answers[k]["action"] != "skip"]
         if recs:
             write_manifest(self.out_path, recs)
         elif self.out_path.exists():

@@ -122,11 +122,10 @@ def test_recorder_keeps_the_first_heads_as_a_hand_computed_softmax():
         AttentionRecorder([], (16, 4), 3)(attn, hidden, encoder_hidden_states=ctx)
 
 
-def test_grounding_needs_timelines_and_leaves_old_keys_alone():
-    assert "grounding_weight" not in TrainConfig().key()  # models trained before it still load
-    assert "grounding_heads" not in TrainConfig(grounding_weight=0.1).key()  # nor grounded ones
+def test_grounding_needs_timelines_and_every_field_is_keyed():
+    assert TrainConfig().key()["grounding_weight"] == 0.0  # no exceptions kept for older models
     assert TrainConfig(grounding_weight=0.1, grounding_heads=1).key()["grounding_heads"] == 1
-    assert TrainConfig(grounding_weight=0.1).key()["grounding_weight"] == 0.1
+    assert TrainConfig(grounding_weight=0.1).key() != TrainConfig(grounding_weight=0.1, grounding_heads=1).key()
     unet = make_unet(TINY)
     bank = TextBank(torch.zeros(2, 3, 32), torch.ones(2, 3), torch.zeros(1, 3, 32), torch.ones(1, 3))
     with pytest.raises(ValueError, match="timeline"):

@@ -1,0 +1,82 @@
+"""Small file helpers whose errors name the file: JSON records and safetensors weights, read
+and written the one way (writes atomic: a unique temporary name in the folder, then a rename)."""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class CorruptFileError(ValueError):
+    """A file that exists but cannot be read (truncated, not JSON, not safetensors); names it."""
+
+
+def read_json(path, what: str = "record"):
+    """``json.loads`` of ``path``; a truncated or non-JSON file raises ``CorruptFileError`` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise CorruptFileError(f"{path}: corrupt {what} ({e}); delete it (or its folder) to rebuild") from None
+
+
+def write_json(path, obj, indent: int | None = None) -> None:
+    """Write ``obj`` as JSON atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=indent))
+    os.replace(tmp, path)
+
+
+@contextmanager
+def weights_named(path):
+    """Re-raise a failure to read saved weights at ``path`` (file or folder) as
+    ``CorruptFileError`` naming it (safetensors, diffusers and transformers name nothing)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, OSError, ValueError, RuntimeError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CorruptFileError(f"{path}: corrupt weights ({first}); delete it to retrain") from None
+
+
+def load_safetensors(path) -> dict:
+    """``safetensors.torch.load_file`` on CPU; a truncated or foreign file raises naming it."""
+    from safetensors.torch import load_file
+
+    with weights_named(path):
+        return load_file(str(path), device="cpu")
+
+
+# ----------------------------------------------------------------------------- one way to train or load
+
+def plain(obj):
+    """``obj`` as JSON reads it back (tuples become lists, keys strings): what a key compares as."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def load_fit(folder, key: dict, needs: tuple[str, ...] = ()) -> dict | None:
+    """The record in ``folder/fit.json`` (without its key) when it was written for ``key`` and the
+    artifacts ``needs`` (names in ``folder``) exist; otherwise None: train, then :func:`save_fit`.
+
+    ``key`` holds everything the artifact depends on: its config *and* a fingerprint of its
+    training data's content, so a model trained on other data is never loaded."""
+    path = Path(folder) / "fit.json"
+    if not path.exists():
+        return None
+    fit = read_json(path, "fit record")
+    if not isinstance(fit, dict) or fit.get("key") != plain(key) or not all((Path(folder) / n).exists() for n in needs):
+        return None
+    return {k: v for k, v in fit.items() if k != "key"}
+
+
+def save_fit(folder, key: dict, **record) -> dict:
+    """Write ``folder/fit.json`` = ``{"key": key, **record}`` atomically (after the artifact itself,
+    so its presence means the artifact is complete); returns ``record`` as a later load reads it."""
+    write_json(Path(folder) / "fit.json", {"key": plain(key), **plain(record)}, indent=1)
+    return plain(record)
