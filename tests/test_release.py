@@ -89,3 +89,16 @@ def test_another_world_is_refused_with_the_reason(tmp_path):
     with pytest.raises(release.ReleaseError, match="unreadable"):
         release.read_release(tmp_path / "broken")
     assert json.loads((RELEASES / "base" / "release.json").read_text())["command"] == "make base"
+
+
+def test_default_uses_the_dpo_settings_the_scratch_sweep_chose():
+    import pandas as pd
+
+    from t2a_lib.dpo import sweep_choice
+
+    recorded = json.loads((ROOT / "docs" / "dpo_sweep.json").read_text())
+    chosen = sweep_choice(pd.DataFrame(recorded["table"]))
+    dpo = _profile("default")["notebooks"]["04_dpo"]
+    assert (dpo["lr"], dpo["beta"], dpo["dpo_steps"]) == (chosen["lr"], chosen["beta"], chosen["steps"])
+    scratch = _profile("scratch")["notebooks"]["04_dpo"]  # the sweep's centre, which the recorded table starts from
+    assert (scratch["lr"], scratch["beta"], scratch["dpo_steps"]) == tuple(recorded["table"][1][k] for k in ("lr", "beta", "steps"))
