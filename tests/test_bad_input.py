@@ -514,7 +514,7 @@ def test_fine_tune_killed_then_rerun_is_bit_identical_to_uninterrupted(tmp_path)
     steps_run = []
 
     def run(folder, kill_at=None):
-        def step_loss(unet, idx, g, step, device):
+        def step_loss(unet, idx, g, step, device, shard):
             steps_run.append(step)
             if step == kill_at:
                 raise _Killed
