@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from t2a_lib import baton, dpo, evaluation, parallel, preferences, reproduce
+from t2a_lib import baton, dpo, evaluation, preferences, reproduce
 from t2a_lib.base_model import assemble, load_pipeline, text_bank
 from t2a_lib.components import MiniTangoConfig, make_text_encoder, make_unet, make_vae
 from t2a_lib.datasets import build_world
@@ -17,18 +17,11 @@ from t2a_lib.reward import baton_prompts, sample_set, write_feedback
 from t2a_lib.tango import load_unet
 from t2a_lib.text import build_world_tokenizer
 
+from test_parallel import threads_of_a_worker  # noqa: F401  (a fixture)
+
 TINY = MiniTangoConfig(vae_channels=(8, 16, 16), text_dim=32, text_heads=2, unet_channels=(16, 16, 16),
                        unet_head_dim=8)
 PROMPTS = ["A dog barks, then a siren wails", "A bell rings", "Rain falls while a clock ticks", "Wind blows"]
-
-
-@pytest.fixture
-def at_a_workers_threads():
-    """This process at the thread count a worker gets with two workers, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(parallel.threads_per_worker(2))
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +59,7 @@ def _perturbed_unet(run, folder):
     return folder
 
 
-def test_models_sampled_in_workers_are_what_evaluate_on_reads(run, at_a_workers_threads):
+def test_models_sampled_in_workers_are_what_evaluate_on_reads(run, threads_of_a_worker):
     folder = _perturbed_unet(run, run / "models" / "dpo" / "s0" / "unet")
     assert reproduce.model_folders(run) == {"dpo": [folder]}
     assert evaluation.sample_models(run, [None, folder], "tango", 2, 3.0, "mel", workers=2, progress=False) == 2
@@ -81,7 +74,7 @@ def test_models_sampled_in_workers_are_what_evaluate_on_reads(run, at_a_workers_
                            np.load(evaluation.sample_cache_path(tuned, PROMPTS, 5, 2, 3.0, "mel", run / "samples")))
 
 
-def test_candidates_sampled_in_workers_equal_those_sampled_here(run, tmp_path, at_a_workers_threads):
+def test_candidates_sampled_in_workers_equal_those_sampled_here(run, tmp_path, threads_of_a_worker):
     config = preferences.PreferenceConfig(n_prompts=3, s11_steps=(1, 2), s12_seeds=2, steps=2, s2_perturbations=1,
                                           s3_perturbations=1, batch_size=4)
     clips = preferences.plan_clips(PROMPTS[:2], config)
