@@ -175,16 +175,9 @@ plt.show()
 # %%
 t0 = time.time()
 fine_tuned = ["dpo", "gold", "sft", "crpo"]
-folders = {"base": [None], **reproduce.model_folders(run_dir, fine_tuned)}
-evaluation.sample_models(run_dir, [f for fs in folders.values() for f in fs], "tango", sample_steps, guidance,
-                         eval_output, workers)
-tables, samples = {}, {}
-for model_id, unets in {"base": [base.unet], **reproduce.load_models(run_dir, fine_tuned)}.items():
-    for unet in unets:
-        judged, mels = evaluation.evaluate_on(dpo.with_unet(base, unet), judges, run_dir, "tango", sample_steps,
-                                              guidance, output=eval_output)
-        tables.setdefault(model_id, []).append(judged.table)
-        samples.setdefault(model_id, []).append(mels)
+judged, samples = evaluation.evaluate_models(run_dir, base, judges, fine_tuned, "tango", sample_steps, guidance,
+                                            eval_output, workers)
+tables = {m: [j.table for j in js] for m, js in judged.items()}
 timings["evaluation"] = time.time() - t0
 here = [c for c in claims.CLAIMS if c.prompts == "tango" and c.model in tables and c.baseline in tables]
 answered = claims.answer_all({"tango": tables}, here, n_boot=n_boot, seed=seed)

@@ -55,7 +55,7 @@ import torch
 from IPython.display import Audio, Markdown, display
 from safetensors.torch import load_file
 
-from t2a_lib import base_model, baton, claims, dpo, evaluation, parallel, reproduce, scorers
+from t2a_lib import base_model, baton, claims, evaluation, parallel, reproduce, scorers
 
 run_dir = Path(run_dir)
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
@@ -109,16 +109,9 @@ plt.show()
 
 # %%
 t0 = time.time()
-folders = {"base": [None], **reproduce.model_folders(run_dir, list(baton.FEEDBACK))}
-evaluation.sample_models(run_dir, [f for fs in folders.values() for f in fs], "baton", sample_steps, guidance,
-                         eval_output, workers)
-tables, samples = {}, {}
-for model_id, unets in {"base": [base.unet], **reproduce.load_models(run_dir, list(baton.FEEDBACK))}.items():
-    for unet in unets:
-        judged, mels = evaluation.evaluate_on(dpo.with_unet(base, unet), judges, run_dir, "baton", sample_steps,
-                                              guidance, output=eval_output)
-        tables.setdefault(model_id, []).append(judged.table)
-        samples.setdefault(model_id, []).append(mels)
+judged, samples = evaluation.evaluate_models(run_dir, base, judges, list(baton.FEEDBACK), "baton", sample_steps, guidance,
+                                            eval_output, workers)
+tables = {m: [j.table for j in js] for m, js in judged.items()}
 timings["evaluation"] = time.time() - t0
 here = [c for c in claims.CLAIMS if c.prompts == "baton"]
 answered = claims.answer_all({"baton": tables}, here, n_boot=n_boot, seed=seed)

@@ -96,8 +96,8 @@ if ablations:
                                          for m, strategies in ablation_sets.items()],
                       workers, names=list(ablation_sets), desc="ablations")
     timings["ablations"] = time.time() - t0
-unets = {reproduce.BASE: [base.unet], **reproduce.load_models(run_dir)}
-print({claims.MODEL_NAMES[m]: len(u) for m, u in unets.items()}, "(seeds per model)")
+seeds = {reproduce.BASE: 1, **{m: len(f) for m, f in reproduce.model_folders(run_dir).items()}}
+print({claims.MODEL_NAMES[m]: k for m, k in seeds.items()}, "(seeds per model)")
 
 # %% [markdown]
 # ## Sample and judge every model on the run's evaluation sets
@@ -107,19 +107,11 @@ print({claims.MODEL_NAMES[m]: len(u) for m, u in unets.items()}, "(seeds per mod
 
 # %%
 t0 = time.time()
-family = {name: [m for m in unets if m == reproduce.BASE or (name == "baton") == m.startswith("baton")]
-          for name in ("tango", "baton")}
-for name, model_ids in family.items():
-    folders = [None] + [f for fs in reproduce.model_folders(run_dir, model_ids).values() for f in fs]
-    evaluation.sample_models(run_dir, folders, name, sample_steps, guidance, eval_output, workers)
-judged, samples = {"tango": {}, "baton": {}}, {"tango": {}, "baton": {}}
-for name, model_ids in family.items():
-    for model_id in model_ids:
-        for unet in unets[model_id]:
-            j, mels = evaluation.evaluate_on(dpo.with_unet(base, unet), judges, run_dir, name, sample_steps, guidance,
-                                             output=eval_output)
-            judged[name].setdefault(model_id, []).append(j)
-            samples[name].setdefault(model_id, []).append(mels)
+judged, samples = {}, {}
+for name in ("tango", "baton"):  # each family on its paper's prompts; the base on both
+    fine_tuned = [m for m in seeds if m != reproduce.BASE and (name == "baton") == m.startswith("baton")]
+    judged[name], samples[name] = evaluation.evaluate_models(run_dir, base, judges, fine_tuned, name, sample_steps,
+                                                             guidance, eval_output, workers)
 tables = {name: {m: [j.table for j in js] for m, js in family.items()} for name, family in judged.items()}
 timings["sampling_and_judging"] = time.time() - t0
 
@@ -264,7 +256,7 @@ figures = {
     "claims": json.loads(claims_table[["key", "claim", "paper", "measure", "n", "seeds", "ours", "per seed",
                                        "half-width", "MDE", "continuous", "powered", "verdict"]]
                          .to_json(orient="records")),
-    "models": {m: len(u) for m, u in unets.items()},
+    "models": seeds,
     "results": {m: {c: list(v) for c, v in r.items()} for m, r in results.items()},
     "n_prompts": {name: len(evaluation.load_eval_set(run_dir, name)) for name in ("tango", "baton")},
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},

@@ -215,14 +215,19 @@ def evaluate_on(pipe, judges, run_dir, name: str, steps: int, guidance: float, o
     return judged, samples
 
 
-def _run_pipeline(run_dir, unet_folder=None):
-    """The run's base pipeline, its UNet replaced by the one saved in ``unet_folder`` if given."""
-    from .base_model import load_pipeline
+def _with_saved_unet(base, unet_folder):
+    """``base``, its UNet replaced by the one saved in ``unet_folder`` (``None``: ``base`` itself)."""
     from .dpo import with_unet
     from .tango import load_unet
 
-    base = load_pipeline(Path(run_dir) / "base" / "pipeline")
     return base if unet_folder is None else with_unet(base, load_unet(unet_folder))
+
+
+def _run_pipeline(run_dir, unet_folder=None):
+    """The run's base pipeline, its UNet replaced by the one saved in ``unet_folder`` if given."""
+    from .base_model import load_pipeline
+
+    return _with_saved_unet(load_pipeline(Path(run_dir) / "base" / "pipeline"), unet_folder)
 
 
 def sample_eval_set(run_dir, unet_folder, name: str, steps: int, guidance: float, output: str = "audio") -> None:
@@ -240,19 +245,35 @@ def sample_models(run_dir, unet_folders: list, name: str, steps: int, guidance: 
     (:mod:`t2a_lib.parallel`), so a following :func:`evaluate_on` only judges. Returns how many
     models were sampled."""
     from . import parallel
-    from .dpo import with_unet
-    from .tango import load_unet
 
     run_dir = Path(run_dir)
     base = _run_pipeline(run_dir)
     prompts, seed = load_eval_set(run_dir, name).prompt.tolist(), sample_seed(run_dir)
-    todo = [f for f in unet_folders
-            if not sample_cache_path(base if f is None else with_unet(base, load_unet(f)), prompts, seed, steps,
-                                     guidance, output, run_dir / "samples").exists()]
+    todo = [f for f in unet_folders if not sample_cache_path(_with_saved_unet(base, f), prompts, seed, steps, guidance,
+                                                             output, run_dir / "samples").exists()]
     names = ["base" if f is None else "/".join(Path(f).parts[-3:-1]) for f in todo]
     parallel.run_jobs(sample_eval_set, [(run_dir, f, name, steps, guidance, output) for f in todo], workers, names,
                       desc=f"sampling the {name} set", progress=progress)
     return len(todo)
+
+
+def evaluate_models(run_dir, base, judges, model_ids: list[str], name: str, steps: int, guidance: float,
+                    output: str = "audio", workers: int = 1) -> tuple[dict, dict]:
+    """The base pipeline and every saved seed of the fine-tuned ``model_ids`` on evaluation set
+    ``name``: sampled in ``workers`` processes where not cached (:func:`sample_models`), then
+    judged here. Returns ``({model id: [Judgement per seed]}, {model id: [samples per seed]})``,
+    the base first (as ``"base"``)."""
+    from .reproduce import model_folders
+
+    folders = {"base": [None], **model_folders(run_dir, model_ids)}
+    sample_models(run_dir, [f for fs in folders.values() for f in fs], name, steps, guidance, output, workers)
+    judged, samples = {}, {}
+    for model_id, fs in folders.items():
+        for f in fs:
+            j, s = evaluate_on(_with_saved_unet(base, f), judges, run_dir, name, steps, guidance, output=output)
+            judged.setdefault(model_id, []).append(j)
+            samples.setdefault(model_id, []).append(s)
+    return judged, samples
 
 
 def to_audio(sample, vocoder) -> np.ndarray:
