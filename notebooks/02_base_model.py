@@ -339,8 +339,10 @@ sets = evaluation.build_eval_sets(run_dir, eval_temporal, eval_other_per_kind, e
                                   seed=seed)
 print({name: len(t) for name, t in sets.items()}, "evaluation prompts; kinds:", sets["tango"].kind.value_counts().to_dict())
 check_prompts = sets["tango"].prompt.tolist()[:: max(1, len(sets["tango"]) // n_agreement)][:n_agreement]
-via = {out: evaluation.judge_model(pipe, judges, check_prompts, evaluation.sample_seed(run_dir), sample_steps, guidance,
-                                   progress=False, output=out)[0].table for out in ("audio", "mel")}
+check = pipe(check_prompts, num_inference_steps=sample_steps, guidance_scale=guidance, progress=False,
+             generator=torch.Generator().manual_seed(evaluation.sample_seed(run_dir)))  # the same clips, both ways
+via = {"audio": scorers.judge_clips(judges, waves_to_mel(check.audios), check_prompts).table,
+       "mel": scorers.judge_clips(judges, torch.from_numpy(check.mels), check_prompts).table}
 agreement = {m: float((via["audio"][m] == via["mel"][m]).mean()) for m in ("all_present",)}
 agreement["order (temporal prompts)"] = float((via["audio"].order == via["mel"].order)[via["audio"].order.notna()].mean())
 agreement.update({f"{m} rate ({out})": float(via[out][m].mean()) for m in ("presence", "all_present", "order")

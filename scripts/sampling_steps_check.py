@@ -1,0 +1,30 @@
+"""Sampling steps for evaluation: the release base at 3/4/6/10 DPM-Solver steps on 160 validation
+prompts (seed 1), vocoded audio, scored by the RANKERS (never the judges). Paired by prompt and noise.
+
+Usage: python scripts/sampling_steps_check.py [RUN_DIR]   (a run with base/, scorers/ and world/)"""
+import sys
+import time
+
+import numpy as np
+
+from t2a_lib import base_model, evaluation, preferences, scorers
+from t2a_lib.datasets import load_split
+from t2a_lib.features import waves_to_mel
+
+run = sys.argv[1] if len(sys.argv) > 1 else "papermill_runs/default"
+pipe = base_model.load_pipeline(f"{run}/base/pipeline"); rankers = scorers.load_rankers(run)
+prompts = preferences.seed_prompts(load_split(f"{run}/world", "val"), 160, 0)
+tables = {}
+for steps in (10, 6, 4, 3):
+    t0 = time.time()
+    waves = evaluation.generate(pipe, prompts, 1, steps, 3.0, progress=False, output="audio")
+    dt = time.time() - t0
+    t = scorers.rank_clips(rankers, waves_to_mel(waves), prompts).table
+    tables[steps] = t
+    print(steps, f"{1000*dt/len(prompts):.0f} ms/clip", "rankers: presence %.3f all_present %.3f order %.3f clap %.4f" % (t.presence.mean(), t.all_present.mean(), t.order.dropna().mean(), t.clap.mean()), flush=True)
+rng = np.random.default_rng(0)
+for steps in (6, 4, 3):
+    for m in ("presence", "all_present", "clap"):
+        d = (tables[steps][m].to_numpy(float) - tables[10][m].to_numpy(float))
+        b = [d[rng.integers(0, len(d), len(d))].mean() for _ in range(2000)]
+        print(f"{steps} − 10 steps {m}: {d.mean():+.4f} [{np.percentile(b,2.5):+.4f}, {np.percentile(b,97.5):+.4f}]")
