@@ -1,6 +1,6 @@
 """Tango in miniature: the components, built from small configs with diffusers and transformers.
 
-Tango's structure is kept; only clip length and widths shrink (REFERENCE.md has the real sizes):
+Tango's structure is kept; only clip length and widths shrink (docs/reference.md has the real sizes):
 
     caption -> tokenizer -> T5 encoder -> text states ──────────────┐ cross-attention
     log-mel (B, 1, T=256, 64) -> AutoencoderKL (x4 down, 8 ch) -> latent (B, 8, 64, 16) -> UNet

@@ -31,7 +31,7 @@ def model_dir(run_dir, model_id: str, seed_index: int = 0) -> Path:
     return Path(run_dir) / "models" / model_id / f"s{seed_index}"
 
 
-# the papers' figures (REFERENCE.md); AudioCaps, real models: not comparable in scale
+# the papers' figures (docs/reference.md); AudioCaps, real models: not comparable in scale
 PAPER_TABLE3 = pd.DataFrame(
     [["Tango-full-FT", 2.51, 1.15, 7.87, 0.54], ["Tango 2", 2.69, 1.12, 9.09, 0.57],
      ["Tango 2 w/o S2&S3", 2.64, 1.13, 8.06, 0.54], ["Tango 2 w/o S1", 2.47, 1.13, 8.58, 0.56]],

@@ -195,7 +195,7 @@ def test_frechet_distance_ci_corrects_bias_and_covers_truth():
     plain_err, corrected_err = np.mean(plain) - true, np.mean(corrected) - true
     assert plain_err > 0.05  # plain FD is biased upward (≈ 0.09 here)
     assert abs(corrected_err) < 0.3 * abs(plain_err), (plain_err, corrected_err)
-    # the bootstrap's bias estimate matches REFERENCE.md's 2d/n + d(d+1)/(2n) = 0.09
+    # the bootstrap's bias estimate matches docs/reference.md's 2d/n + d(d+1)/(2n) = 0.09
     assert np.mean(bias) == pytest.approx(2 * d / n + d * (d + 1) / (2 * n), rel=0.25)
     assert basic_hits >= 24, basic_hits  # ≥ 80 %
     assert pct_hits <= 12, pct_hits  # ≤ 40 %: the percentile interval sits above the truth
