@@ -422,8 +422,12 @@ def fixture_project(tmp_path):
     return nbs, tmp_path / "p.yaml"
 
 
-@pytest.mark.parametrize("how", ["in the runner", "in the kernel"])
+@pytest.mark.parametrize("how", ["in the runner", "in the kernel", "by SIGTERM"])
 def test_ctrl_c_is_one_line_saying_what_stopped_and_how_to_resume(tmp_path, capsys, monkeypatch, how):
+    import os
+    import signal
+    import time
+
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -431,6 +435,10 @@ def test_ctrl_c_is_one_line_saying_what_stopped_and_how_to_resume(tmp_path, caps
         if "01_b" in src:
             if how == "in the runner":
                 raise KeyboardInterrupt
+            if how == "by SIGTERM":
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(10)  # a stage at work, until the signal arrives
+                raise AssertionError("SIGTERM did not stop the stage")
             raise PapermillExecutionError(1, 1, "pass", "KeyboardInterrupt", "", [])
         Path(out).write_text(Path(src).read_text())
         Path(out).with_suffix(".json").write_text("{}")
@@ -446,6 +454,7 @@ def test_ctrl_c_is_one_line_saying_what_stopped_and_how_to_resume(tmp_path, caps
     state = json.loads((run_dir / "pipeline.json").read_text())
     assert state["status"] == "interrupted"
     assert [r["status"] for r in state["stages"]] == ["ok", "interrupted"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the runner's handler is gone again
 
 
 def test_unwritable_run_folder_refused_naming_it(tmp_path, capsys):
