@@ -137,7 +137,7 @@ def install_scorers(run_dir, data: str, folder=RELEASES / "scorers") -> tuple[bo
         for model in sorted((Path(folder) / role).iterdir()):
             target = Path(run_dir) / "scorers" / role / model.name
             (target / "fit.json").unlink(missing_ok=True)  # the record of the model this one replaces
-            shutil.copytree(model, target, dirs_exist_ok=True)
+            shutil.copytree(model, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("fit.json"))
             save_fit(target, fit_key(saved_config(model), data))  # last: the copy is complete
     return True, ""
 
