@@ -351,6 +351,9 @@ agreement["order (temporal prompts)"] = float((via["audio"].order == via["mel"].
 agreement.update({f"{m} rate ({out})": float(via[out][m].mean()) for m in ("presence", "all_present", "order")
                   for out in via})
 display(pd.DataFrame([agreement]).T.rename(columns={0: "judged mel vs vocoded audio"}).style.format("{:.3f}"))
+# sampled as notebooks 04-07 sample the base where the cache lacks it (in `workers` processes), so
+# the cached clips are the same whichever notebook computed them (thread counts change the last bits)
+evaluation.sample_models(run_dir, [None], "tango", sample_steps, guidance, eval_output, workers)
 judged, _ = evaluation.evaluate_on(pipe, judges, run_dir, "tango", sample_steps, guidance, output=eval_output,
                                    progress=True)
 timings["evaluation"] = time.time() - t0
