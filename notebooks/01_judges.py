@@ -88,8 +88,9 @@ print({name: tuple(m.shape) for name, (m, _) in {"train": train, "val": val, "te
 #
 # The suite releases its own scorers (`releases/scorers`, with a model card; rebuilt by
 # `make base`). With `use_release = True` and a world whose fingerprint matches the release's,
-# they are copied into this run and loaded; otherwise they train here. A model whose saved
-# config matches is loaded instead of retrained, so re-running the notebook is cheap. Every model gets a `model_card.json` with its held-out scores on the
+# they are copied into this run and loaded; otherwise they train here. A model saved with the
+# same config and trained on the same data (by content) is loaded instead of retrained, so
+# re-running the notebook is cheap. Every model gets a `model_card.json` with its held-out scores on the
 # test split. With `workers = 2` (the profiles' setting) the five models train in two
 # processes of one thread each: on two cores a second thread speeds these small recurrent and
 # convolutional models up by far less than a second model running beside them
@@ -100,7 +101,8 @@ families = {role: (folder, *scorers.scorer_configs(role, scorers.DEFAULT_SEEDS[r
                                                    n_rankers if role == "ranker" else 1,
                                                    detector_epochs, audiotext_epochs))
             for role, folder in (("ranker", scorers.rankers_dir(run_dir)), ("judge", scorers.judges_dir(run_dir)))}
-used, why = release.install_scorers(run_dir) if use_release else (False, "use_release is off")
+data = scorers.data_key(train, test)  # what a saved scorer must have been trained on to be loaded
+used, why = release.install_scorers(run_dir, data) if use_release else (False, "use_release is off")
 print("scorers: the release (releases/scorers), trained on this world" if used else f"scorers: training here: {why}")
 fitted, cards = scorers.fit_scorers(families, train, test, workers=workers)
 judges, rankers = fitted["judge"], fitted["ranker"]

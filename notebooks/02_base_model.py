@@ -80,6 +80,7 @@ lr = 1e-3
 min_snr_gamma = None  # plain v-loss: min-SNR (5) leaves the noisiest steps, where layout is decided, to grounding alone
 grounding_weight = 0.2  # pull each event word's cross-attention to where its event sounds (0: off)
 ema_decay = None
+checkpoint_every = 200  # UNet steps between checkpoints (base/unet/checkpoint), from which a killed run resumes
 sample_steps = 10
 guidance = 3.0
 eval_per_kind = 40
@@ -256,7 +257,8 @@ for name, w in list(variants.items())[:3]:
 #
 # Latents and the frozen text states are computed once; the UNet then trains on them with
 # `accelerate` (CPU here, a GPU or several with `accelerate launch`). Checkpoints land in
-# `base/unet/checkpoint` every few hundred steps and an interrupted run resumes exactly.
+# `base/unet/checkpoint` every `checkpoint_every` steps and an interrupted (even killed) run
+# resumes exactly.
 
 # %%
 t0 = time.time()
@@ -267,6 +269,7 @@ else:
     bank = base_model.text_bank(text_encoder, tokenizer, captions)
     train_cfg = TrainConfig(steps=unet_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed + 17,
                             min_snr_gamma=min_snr_gamma, grounding_weight=grounding_weight,
+                            checkpoint_every=checkpoint_every,
                             mixed_precision="bf16" if torch.cuda.is_available() else "no")
     # the grounding term's targets: per word, the share of each latent frame its event fills
     unet_timeline = timeline_targets(train_recs, latents.shape[2], train_mels.shape[-1]) if grounding_weight else None
@@ -348,6 +351,9 @@ agreement["order (temporal prompts)"] = float((via["audio"].order == via["mel"].
 agreement.update({f"{m} rate ({out})": float(via[out][m].mean()) for m in ("presence", "all_present", "order")
                   for out in via})
 display(pd.DataFrame([agreement]).T.rename(columns={0: "judged mel vs vocoded audio"}).style.format("{:.3f}"))
+# sampled as notebooks 04-07 sample the base where the cache lacks it (in `workers` processes), so
+# the cached clips are the same whichever notebook computed them (thread counts change the last bits)
+evaluation.sample_models(run_dir, [None], "tango", sample_steps, guidance, eval_output, workers)
 judged, _ = evaluation.evaluate_on(pipe, judges, run_dir, "tango", sample_steps, guidance, output=eval_output,
                                    progress=True)
 timings["evaluation"] = time.time() - t0

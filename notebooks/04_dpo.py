@@ -66,6 +66,7 @@ guidance = 3.0
 eval_output = "audio"
 n_boot = 1000
 workers = 1  # > 1: fine-tune and sample in that many processes (one thread each on 2 cores)
+checkpoint_every = 100  # steps between a fine-tune's checkpoints, from which a killed run resumes
 
 # %%
 import json
@@ -91,7 +92,7 @@ bank, pairs = dpo.load_preference_pairs(run_dir / "preferences", base.text_encod
 gold_bank, gold = dpo.load_preference_pairs(run_dir / "gold", base.text_encoder, base.tokenizer)
 print(f"{len(bank)} ranked pairs:", pairs.strategy.value_counts().to_dict())
 print(f"{len(gold_bank)} gold pairs:", gold.strategy.value_counts().to_dict())
-common = dict(batch_size=batch_size, lora_rank=lora_rank,
+common = dict(batch_size=batch_size, lora_rank=lora_rank, checkpoint_every=checkpoint_every,
               mixed_precision="bf16" if torch.cuda.is_available() else "no")
 
 # %% [markdown]

@@ -532,30 +532,42 @@ def cached(cache_dir: str | os.PathLike, key: str, compute_fn: Callable[[], Any]
     """Return the result stored under ``key`` in ``cache_dir``, computing and storing it if absent.
 
     Arrays, tuples of arrays and dicts of arrays go to ``<key>.npz``; anything else must be
-    JSON-serialisable and goes to ``<key>.json`` (read back as JSON: tuples return as lists).
-    Key the cache with ``content_key`` of every input so a stored result can never be stale. Writes are atomic (temp file + rename).
+    JSON-serialisable and goes to ``<key>.json``. Key the cache with ``content_key`` of every
+    input so a stored result can never be stale. Writes are atomic (a unique temporary file, then
+    a rename), and a miss returns what it stored read back, so a hit and a miss return the same
+    types, dtypes and values (tuples of non-arrays come back as lists, dict keys as strings).
     """
     if not key or any(ch in key for ch in "/\\") or key.startswith("."):
         raise ValueError(f"cache key must be a plain file name, got {key!r}")
     d = Path(cache_dir)
     npz, js = d / f"{key}.npz", d / f"{key}.json"
-    if npz.exists():
-        try:
-            with np.load(npz, allow_pickle=False) as z:
-                kind = str(z["__kind__"])
-                items = {k: z[k] for k in z.files if k != "__kind__"}
-        except (ValueError, OSError, EOFError, KeyError) as e:  # truncated zip, bad member
-            raise ValueError(f"{npz}: corrupt cache file ({e}); delete it to recompute") from None
-        if kind == "array":
-            return items["value"]
-        if kind == "tuple":
-            return tuple(items[str(i)] for i in range(len(items)))
-        return items
-    if js.exists():
-        from .files import read_json
-        return read_json(js, "cache file")
-    result = compute_fn()
+    if not npz.exists() and not js.exists():
+        _store(d, key, compute_fn())
+    return _read_npz(npz) if npz.exists() else _read_cache_json(js)
+
+
+def _store(d: Path, key: str, result: Any) -> None:
+    """Write ``result`` as ``<key>.npz`` (arrays) or ``<key>.json``, atomically."""
+    import tempfile
+
+    arrays = _npz_items(result)
     d.mkdir(parents=True, exist_ok=True)
+    suffix = ".npz" if arrays else ".json"
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{key}.", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if arrays:
+                np.savez(f, **arrays)
+            else:
+                f.write(json.dumps(result).encode())
+        os.replace(tmp, d / f"{key}{suffix}")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _npz_items(result: Any) -> dict | None:
+    """The members of ``<key>.npz`` for an array, a tuple or a dict of arrays; None for JSON."""
     if isinstance(result, np.ndarray):
         kind, items = "array", {"value": result}
     elif isinstance(result, tuple) and result and all(isinstance(r, np.ndarray) for r in result):
@@ -563,13 +575,29 @@ def cached(cache_dir: str | os.PathLike, key: str, compute_fn: Callable[[], Any]
     elif isinstance(result, dict) and result and all(isinstance(v, np.ndarray) for v in result.values()):
         if "__kind__" in result:
             raise ValueError("'__kind__' is reserved in cached dicts")
-        kind, items = "dict", dict(result)
+        kind, items = "dict", {str(k): v for k, v in result.items()}
     else:
-        tmp = js.with_suffix(f".json.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(result))
-        os.replace(tmp, js)
-        return json.loads(js.read_text())  # exactly what a hit returns (tuples as lists)
-    tmp = d / f"{key}.tmp{os.getpid()}.npz"
-    np.savez(tmp, __kind__=np.array(kind), **items)
-    os.replace(tmp, npz)
-    return result
+        return None
+    if any(v.dtype.hasobject for v in items.values()):
+        raise TypeError("cached arrays must hold numbers, not Python objects (they are stored without pickle)")
+    return {"__kind__": np.array(kind), **items}
+
+
+def _read_npz(npz: Path) -> Any:
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            kind = str(z["__kind__"])
+            items = {k: z[k] for k in z.files if k != "__kind__"}
+    except (ValueError, OSError, EOFError, KeyError) as e:  # truncated zip, bad member
+        raise ValueError(f"{npz}: corrupt cache file ({e}); delete it to recompute") from None
+    if kind == "array":
+        return items["value"]
+    if kind == "tuple":
+        return tuple(items[str(i)] for i in range(len(items)))
+    return items
+
+
+def _read_cache_json(js: Path) -> Any:
+    from .files import read_json
+
+    return read_json(js, "cache file")

@@ -30,7 +30,7 @@ RANGES = {
         "sample_steps", "eval_per_kind", "eval_temporal", "eval_other_per_kind", "eval_integrity",
         "eval_temporal_baton", "n_prompts", "s12_seeds", "steps", "dpo_steps", "n_seeds",
         "sweep_prompts", "crpo_prompts", "crpo_steps", "n_integrity", "n_temporal",
-        "samples_per_prompt", "rm_epochs", "pretrain_batch_size", "n_pretrain", "lora_rank")},
+        "samples_per_prompt", "rm_epochs", "pretrain_batch_size", "n_pretrain", "lora_rank", "checkpoint_every")},
     **{k: _NONNEG_INT for k in (
         "n_listen", "timeline_bins", "n_vocoder_check", "n_agreement", "s2_perturbations",
         "s3_perturbations", "n_listen_pairs", "gold_order", "gold_presence", "sft_first_steps",

@@ -9,8 +9,9 @@ Every notebook receives ``run_dir``, ``profile`` and ``seed``, plus the profile'
 ``parameters`` that it declares and its own ``notebooks.<stem>`` entries; a name that no
 notebook declares is refused before anything runs, and so is a value of the wrong type (the
 notebook's default says which) or out of range (``t2a_lib.params.RANGES``), naming the
-parameter (exit status 2; ``--set lr=1e-4`` is a float). Ctrl-C ends with one line naming the
-interrupted stage and the command that resumes it (exit status 130).
+parameter (exit status 2; ``--set lr=1e-4`` is a float). Ctrl-C, or SIGTERM (``kill``, a job
+scheduler's time limit), ends with one line naming the interrupted stage and the command that
+resumes it (exit status 130).
 
 Paths: relative paths (profile files, notebooks_dir, run_dir, report_dir) are taken from the
 repository root, and every notebook runs with the repository root as its working directory,
@@ -393,7 +394,22 @@ def _print_plan(prof, seed, notebooks, params):
         print(f"  [{i}/{len(params)}] {stem}  {given}")
 
 
+def _sigterm_as_ctrl_c(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+    """The command line; SIGTERM is handled as Ctrl-C while it runs."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m t2a_lib.pipeline", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", required=True, help="smoke|default|gpu|real, or a path to a profile .yaml")
     ap.add_argument("--from", dest="start", metavar="STAGE", help="resume from this stage (NN or stem)")

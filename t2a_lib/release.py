@@ -121,17 +121,24 @@ def matching_release(folder, world_dir) -> tuple[dict | None, str]:
     return info, ""
 
 
-def install_scorers(run_dir, folder=RELEASES / "scorers") -> tuple[bool, str]:
+def install_scorers(run_dir, data: str, folder=RELEASES / "scorers") -> tuple[bool, str]:
     """Copy the released judges and rankers into ``run_dir/scorers`` when they were trained on
-    this run's world, so notebook 01 loads them instead of training. Returns (used, why not)."""
+    this run's world, each with the ``fit.json`` that notebook 01's ``fit_scorers`` looks for, so
+    it loads them instead of training. ``data`` is ``scorers.data_key`` of this world's train and
+    test mels: the world's fingerprint matched, so that is the data the release was trained on.
+    Returns (used, why not)."""
+    from .files import save_fit
+    from .scorers import fit_key, saved_config
+
     info, why = matching_release(folder, Path(run_dir) / "world")
     if info is None:
         return False, why
     for role in ("judges", "rankers"):
         for model in sorted((Path(folder) / role).iterdir()):
             target = Path(run_dir) / "scorers" / role / model.name
-            (target / "fit.json").unlink(missing_ok=True)  # a record of the model this one replaces
-            shutil.copytree(model, target, dirs_exist_ok=True)
+            (target / "fit.json").unlink(missing_ok=True)  # the record of the model this one replaces
+            shutil.copytree(model, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("fit.json"))
+            save_fit(target, fit_key(saved_config(model), data))  # last: the copy is complete
     return True, ""
 
 

@@ -188,39 +188,50 @@ def data_key(train: tuple, test: tuple) -> str:
     return fingerprint(train[0], test[0], torch.frombuffer(bytearray(labels), dtype=torch.uint8))
 
 
-def _same_config(folder: Path, config, data: str | None = None) -> bool:
-    """A model saved in ``folder`` with this config and, where its ``fit.json`` records the data
-    it was trained on, on this data (the released scorers carry no fit.json: the release is
-    checked against the world's fingerprint instead, in ``release.install_scorers``)."""
+SCORER_FILES = ("config.json", "model.safetensors", "model_card.json", "losses.json")  # a complete scorer
+
+
+def fit_key(config: DetectorConfig | AudioTextConfig, data: str) -> dict:
+    """The train-or-load key of one scorer (:func:`t2a_lib.files.load_fit`): its config, less
+    ``vocab_size`` (the tokenizer sets it while training), and :func:`data_key` of its data."""
     from dataclasses import asdict
 
+    return {"config": {k: v for k, v in asdict(config).items() if k != "vocab_size"}, "data": data}
+
+
+def saved_config(folder) -> DetectorConfig | AudioTextConfig:
+    """The config a saved scorer in ``folder`` was trained with (its ``config.json``)."""
     from .files import read_json
 
-    path = folder / "config.json"
-    if not (path.exists() and (folder / "model.safetensors").exists() and (folder / "model_card.json").exists()):
-        return False
-    saved = {k: v for k, v in read_json(path, "model config").items() if k not in ("kind", "vocab_size")}
-    wanted = {k: v for k, v in asdict(config).items() if k != "vocab_size"}
-    fit = folder / "fit.json"
-    trained_on = read_json(fit, "fit record").get("key", {}).get("data") if fit.exists() else data
-    return saved == wanted and trained_on == data
+    saved = read_json(Path(folder) / "config.json", "model config")
+    kinds = {"event_detector": DetectorConfig, "audio_text": AudioTextConfig}
+    kind = saved.pop("kind", None)
+    if kind not in kinds:
+        raise ValueError(f"{Path(folder) / 'config.json'}: not a scorer's config (kind {kind!r})")
+    return kinds[kind](**saved)
 
 
 def train_scorer(folder, config: DetectorConfig | AudioTextConfig, train: tuple, test: tuple,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, key: dict | None = None) -> dict:
     """Train one detector or audio-text model on ``train``, save it in ``folder`` with its loss per
-    step (``losses.json``) and a model card of its scores on ``test``; return the card.
+    step (``losses.json``) and a model card of its scores on ``test``; return the card. With
+    ``key`` (:func:`fit_key`), ``fit.json`` records it last, so a model killed half-saved retrains.
 
     ``train`` and ``test`` are ``(mels, records)`` pairs from :func:`t2a_lib.features.split_mels`.
     """
     import json
     import time
+    from dataclasses import replace
+
+    from .files import save_fit
 
     from .audiotext import evaluate_audiotext, train_audiotext
     from .detector import evaluate_detector, train_detector, write_model_card
     from .features import frame_targets
 
     folder = Path(folder)
+    (folder / "fit.json").unlink(missing_ok=True)  # the record of whatever was saved here before
+    config = replace(config)  # training sets an audio-text model's vocab_size: not on the caller's config
     (tr_mels, tr_recs), (te_mels, te_recs) = train, test
     t0 = time.time()
     if isinstance(config, DetectorConfig):
@@ -234,21 +245,24 @@ def train_scorer(folder, config: DetectorConfig | AudioTextConfig, train: tuple,
         scores = evaluate_audiotext(model, te_mels, [r.captions for r in te_recs], n_candidates=min(100, len(te_recs)))
     model.save(folder)
     (folder / "losses.json").write_text(json.dumps(losses))
-    write_model_card(folder, scores, seconds, len(tr_recs))  # written last: a complete model has a card
+    write_model_card(folder, scores, seconds, len(tr_recs))
+    if key is not None:
+        save_fit(folder, key)  # written last: a model with a fit record is complete
     return json.loads((folder / "model_card.json").read_text())
 
 
-def _train_scorer_from_files(folder, config, train_file, train_records, test_file, test_records) -> dict:
+def _train_scorer_from_files(folder, config, train_file, train_records, test_file, test_records, key) -> dict:
     """:func:`train_scorer` in a worker process, reading the mels from ``.npy`` files."""
     load = lambda f: torch.from_numpy(np.load(f))  # noqa: E731
     return train_scorer(folder, config, (load(train_file), train_records), (load(test_file), test_records),
-                        progress=False)
+                        progress=False, key=key)
 
 
 def fit_scorers(families: dict[str, tuple], train: tuple, test: tuple, progress: bool = True,
                 workers: int = 1) -> tuple[dict[str, Scorers], dict]:
-    """Train (or, where a model of the same config is already saved, load) every scorer of every
-    role, each with a model card of its held-out scores.
+    """Train (or, where a model of the same config and data is already saved, load) every scorer of
+    every role, each with a model card of its held-out scores and a ``fit.json`` of its
+    :func:`fit_key` (written as each model finishes, so a killed run keeps the finished ones).
 
     ``families`` maps a role to ``(folder, detector_config, audiotext_configs)`` (see
     :func:`scorer_configs`); ``train`` and ``test`` are ``(mels, records)`` pairs. With ``workers``
@@ -257,10 +271,9 @@ def fit_scorers(families: dict[str, tuple], train: tuple, test: tuple, progress:
     """
     import json
     import tempfile
-    from dataclasses import asdict
 
     from . import parallel
-    from .files import save_fit
+    from .files import load_fit
 
     models = {}  # role -> [(folder of one model, its config)], the detector first
     for role, (folder, det_cfg, at_cfgs) in families.items():
@@ -270,7 +283,7 @@ def fit_scorers(families: dict[str, tuple], train: tuple, test: tuple, progress:
             [(Path(folder) / f"audiotext_{i}", c) for i, c in enumerate(at_cfgs)]
     data = data_key(train, test)
     todo = [(path, cfg) for role_models in models.values() for path, cfg in role_models
-            if not _same_config(path, cfg, data)]  # every model not saved yet with this config and data
+            if load_fit(path, fit_key(cfg, data), SCORER_FILES) is None]  # not saved with this config and data
     todo.sort(key=lambda job: (isinstance(job[1], DetectorConfig), job[1].role != "ranker"))  # longest first
     names = [f"{cfg.role}/{path.name}" for path, cfg in todo]
     if workers > 1 and todo:
@@ -280,15 +293,13 @@ def fit_scorers(families: dict[str, tuple], train: tuple, test: tuple, progress:
                 files[split] = str(Path(tmp) / f"{split}.npy")
                 np.save(files[split], mels.numpy())
             parallel.run_jobs(_train_scorer_from_files,
-                              [(path, cfg, files["train"], train[1], files["test"], test[1]) for path, cfg in todo],
+                              [(path, cfg, files["train"], train[1], files["test"], test[1], fit_key(cfg, data))
+                               for path, cfg in todo],
                               workers, names, desc="scorers", progress=progress)
     else:
         for (path, cfg), name in zip(todo, names):
             print(f"training {name}")
-            train_scorer(path, cfg, train, test, progress)
-
-    for path, cfg in todo:
-        save_fit(path, {"config": asdict(cfg), "data": data})
+            train_scorer(path, cfg, train, test, progress, key=fit_key(cfg, data))
     sets, cards = {}, {}
     for role, ((det_path, _), *at_models) in models.items():
         sets[role] = Scorers(role, EventDetector.load(det_path, role),

@@ -422,8 +422,12 @@ def fixture_project(tmp_path):
     return nbs, tmp_path / "p.yaml"
 
 
-@pytest.mark.parametrize("how", ["in the runner", "in the kernel"])
+@pytest.mark.parametrize("how", ["in the runner", "in the kernel", "by SIGTERM"])
 def test_ctrl_c_is_one_line_saying_what_stopped_and_how_to_resume(tmp_path, capsys, monkeypatch, how):
+    import os
+    import signal
+    import time
+
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -431,6 +435,10 @@ def test_ctrl_c_is_one_line_saying_what_stopped_and_how_to_resume(tmp_path, caps
         if "01_b" in src:
             if how == "in the runner":
                 raise KeyboardInterrupt
+            if how == "by SIGTERM":
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(10)  # a stage at work, until the signal arrives
+                raise AssertionError("SIGTERM did not stop the stage")
             raise PapermillExecutionError(1, 1, "pass", "KeyboardInterrupt", "", [])
         Path(out).write_text(Path(src).read_text())
         Path(out).with_suffix(".json").write_text("{}")
@@ -446,6 +454,7 @@ def test_ctrl_c_is_one_line_saying_what_stopped_and_how_to_resume(tmp_path, caps
     state = json.loads((run_dir / "pipeline.json").read_text())
     assert state["status"] == "interrupted"
     assert [r["status"] for r in state["stages"]] == ["ok", "interrupted"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the runner's handler is gone again
 
 
 def test_unwritable_run_folder_refused_naming_it(tmp_path, capsys):
@@ -535,20 +544,23 @@ def test_fine_tune_killed_then_rerun_is_bit_identical_to_uninterrupted(tmp_path)
 
 
 def test_a_scorer_trained_on_other_data_is_not_loaded(tmp_path):
-    from dataclasses import asdict
-
     from t2a_lib import scorers
+
     (cfg,) = scorers.scorer_configs("judge", 1, 1, 1, 1)[1]
-    for name in ("model.safetensors", "model_card.json"):
-        (tmp_path / name).write_text("{}")
-    (tmp_path / "config.json").write_text(json.dumps({**asdict(cfg), "kind": "audio_text"}))
     recs = [ManifestRecord("w", "a.wav", "a dog barks")]
     train, test = (torch.zeros(1, 64, 8), recs), (torch.ones(1, 64, 8), recs)
     data = scorers.data_key(train, test)
-    assert scorers._same_config(tmp_path, cfg, data)  # no record (a release): the config decides
-    save_fit(tmp_path, {"config": asdict(cfg), "data": data})
-    assert scorers._same_config(tmp_path, cfg, data)
+    save_fit(tmp_path, scorers.fit_key(cfg, data))  # a record, but no model: trained
+    assert load_fit(tmp_path, scorers.fit_key(cfg, data), scorers.SCORER_FILES) is None
+    clips = (torch.zeros(4, 64, 64), recs * 4), (torch.ones(2, 64, 64), recs * 2)
+    scorers.train_scorer(tmp_path, cfg, *clips, progress=False)  # saved without a key: drops the old record
+    assert load_fit(tmp_path, scorers.fit_key(cfg, data), scorers.SCORER_FILES) is None
+    scorers.train_scorer(tmp_path, cfg, *clips, progress=False, key=scorers.fit_key(cfg, data))
+    assert cfg.vocab_size == 0  # training set the model's vocabulary size, not the caller's config's
+    assert load_fit(tmp_path, scorers.fit_key(cfg, data), scorers.SCORER_FILES) is not None
     other = scorers.data_key((train[0] + 1, recs), test)
-    assert other != data and not scorers._same_config(tmp_path, cfg, other)
+    assert other != data and load_fit(tmp_path, scorers.fit_key(cfg, other), scorers.SCORER_FILES) is None
     relabelled = scorers.data_key((train[0], [ManifestRecord("w", "a.wav", "a siren wails")]), test)
     assert relabelled != data
+    (tmp_path / "losses.json").unlink()  # a model missing one of its files is not loaded either
+    assert load_fit(tmp_path, scorers.fit_key(cfg, data), scorers.SCORER_FILES) is None

@@ -564,3 +564,64 @@ def test_trace_sqrt_product_matches_scipy_sqrtm_for_full_and_rank_deficient_cova
         s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
         want = float(np.real(np.trace(sqrtm(s1 @ s2))))
         assert abs(_trace_sqrt_product(s1, s2) - want) <= 1e-6 * abs(want), (n1, n2)
+
+
+def _same(a, b):
+    """``a`` and ``b`` of the same types, dtypes, shapes and values, all the way down."""
+    assert type(a) is type(b), (type(a), type(b))
+    if isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True), (a, b)
+    elif isinstance(a, (tuple, list)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _same(x, y)
+    elif isinstance(a, dict):
+        assert list(a) == list(b)
+        for k in a:
+            _same(a[k], b[k])
+    else:
+        assert a == b
+
+
+CACHED_RESULTS = {
+    "float16 array": np.array([[0.1, 1e-3], [np.nan, -2.5]], dtype=np.float16),
+    "float32 array": np.linspace(-1, 1, 7, dtype=np.float32)[::2],  # not contiguous
+    "int array": np.arange(6, dtype=np.int64).reshape(2, 3),
+    "bool 0-d array": np.array(True),
+    "tuple of arrays": (np.ones(3, np.float16), np.eye(2, dtype=np.float32), np.array([1, 2], np.uint8)),
+    "dict of arrays": {"mu": np.zeros(4, np.float64), "sigma": np.full((2, 2), 0.3, np.float16)},
+    "json": {"fad": 1.25, "n": 3, "ok": True},
+}
+
+
+@pytest.mark.parametrize("name", list(CACHED_RESULTS))
+def test_cached_hit_returns_what_the_miss_returned(tmp_path, name):
+    computed = CACHED_RESULTS[name]
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return computed
+
+    miss = cached(tmp_path, "k", compute)
+    hit = cached(tmp_path, "k", compute)
+    assert len(calls) == 1
+    _same(miss, computed)  # the miss is the computed value, dtypes included ...
+    _same(hit, miss)  # ... and the hit is the miss
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["k.npz"], ["k.json"])  # no temporary files left
+
+
+def test_cached_writes_nothing_when_storing_fails_and_refuses_object_arrays(tmp_path, monkeypatch):
+    def broken_savez(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        cached(tmp_path, "k", lambda: np.ones(3))
+    assert list(tmp_path.iterdir()) == []  # no half-written cache for the next call to read
+    monkeypatch.undo()
+    assert np.array_equal(cached(tmp_path, "k", lambda: np.ones(3)), np.ones(3))
+    with pytest.raises(TypeError, match="Python objects"):
+        cached(tmp_path, "objects", lambda: np.array([{"a": 1}], dtype=object))
+    assert not list(tmp_path.glob("objects*"))

@@ -79,7 +79,7 @@ def test_default_trains_the_release_recipe_when_it_must():
 def test_another_world_is_refused_with_the_reason(tmp_path):
     run = tmp_path / "run"
     datasets.build_world(run / "world", 30, 6, 6, seed=5, progress=False, workers=1)
-    used, why = release.install_scorers(run)
+    used, why = release.install_scorers(run, "the data key of this world")
     assert not used and "trained on world" in why
     assert not (run / "scorers").exists()
     info, why = release.matching_release(RELEASES / "base", run / "world")
@@ -102,3 +102,43 @@ def test_default_uses_the_dpo_settings_the_scratch_sweep_chose():
     assert (dpo["lr"], dpo["beta"], dpo["dpo_steps"]) == (chosen["lr"], chosen["beta"], chosen["steps"])
     scratch = _profile("scratch")["notebooks"]["04_dpo"]  # the sweep's centre, which the recorded table starts from
     assert (scratch["lr"], scratch["beta"], scratch["dpo_steps"]) == tuple(recorded["table"][1][k] for k in ("lr", "beta", "steps"))
+
+
+def _default_families(run_dir):
+    """The scorer configs notebook 01 asks for under the default profile (as its families cell)."""
+    prof = _profile("default")
+    nb = prof["notebooks"]["01_judges"]
+    return {role: (folder, *scorers.scorer_configs(role, scorers.DEFAULT_SEEDS[role] + prof["seed"],
+                                                   2 if role == "ranker" else 1,
+                                                   nb["detector_epochs"], nb["audiotext_epochs"]))
+            for role, folder in (("ranker", scorers.rankers_dir(run_dir)), ("judge", scorers.judges_dir(run_dir)))}
+
+
+def test_installed_release_is_loaded_by_fit_scorers_for_its_data_only(tmp_path, monkeypatch):
+    """install_scorers records each released model under the key fit_scorers looks up: the
+    default profile's configs on this world's data load it and train nothing; other data retrains."""
+    from t2a_lib.files import load_fit
+    from t2a_lib.manifest import ManifestRecord
+
+    recs = [ManifestRecord("w", "a.wav", "a dog barks")]
+    train, test = (torch.zeros(1, 64, 8), recs), (torch.ones(1, 64, 8), recs)
+    data = scorers.data_key(train, test)
+    monkeypatch.setattr(release, "matching_release", lambda folder, world: ({}, ""))  # as for the default world
+    run = tmp_path / "run"
+    (run / "scorers" / "judges" / "detector").mkdir(parents=True)
+    (run / "scorers" / "judges" / "detector" / "fit.json").write_text('{"key": "a model trained here"}')
+    assert release.install_scorers(run, data) == (True, "")
+    families = _default_families(run)
+    for folder, det, ats in families.values():
+        for name, cfg in [("detector", det)] + [(f"audiotext_{i}", c) for i, c in enumerate(ats)]:
+            assert load_fit(Path(folder) / name, scorers.fit_key(cfg, data), scorers.SCORER_FILES) is not None, name
+            assert load_fit(Path(folder) / name, scorers.fit_key(cfg, "other data"), scorers.SCORER_FILES) is None
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("fit_scorers trained a released model")
+
+    monkeypatch.setattr(scorers, "train_scorer", no_training)
+    sets, cards = scorers.fit_scorers(families, train, test, progress=False)
+    assert len(sets["ranker"].audiotext) == 2 and len(sets["judge"].audiotext) == 1
+    released = json.loads((RELEASES / "scorers" / "rankers" / "detector" / "model_card.json").read_text())
+    assert cards["ranker/detector"] == released

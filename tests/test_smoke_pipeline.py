@@ -1,21 +1,107 @@
-"""The smoke profile runs every real notebook end to end through papermill."""
+"""The smoke profile runs every real notebook end to end through papermill: once straight through,
+and once with 01, 02 and 04 killed mid-stage (SIGKILL) and resumed, with caches present or
+deleted; the two runs must give bit-identical weights and identical figures."""
 
+import hashlib
 import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from t2a_lib.pipeline import run_pipeline
+from t2a_lib.pipeline import ROOT, run_pipeline
 from t2a_lib.report import result_figures
+
+
+def _a_scorer_is_saved(run_dir: Path) -> bool:
+    """01: a scorer has finished (its fit.json is written last) while the others train."""
+    return any(run_dir.glob("scorers/*/*/fit.json"))
+
+
+def _a_checkpoint_mid_training(folder: Path) -> bool:
+    """02, 04: a training checkpoint written before its last step (``state.json``, written atomically)."""
+    for state in folder.rglob("checkpoint/state.json"):
+        try:
+            saved = json.loads(state.read_text())
+        except (OSError, ValueError):  # moved into place while we read
+            continue
+        if saved["step"] < saved["config"]["steps"]:
+            return True
+    return False
+
+
+# stage -> (when to kill it, the caches deleted before it resumes: "caches absent" for 01 and 04)
+INTERRUPTIONS = {
+    "01_judges": (_a_scorer_is_saved, ["world/features"]),
+    "02_base_model": (lambda run: _a_checkpoint_mid_training(run / "base"), []),
+    "04_dpo": (lambda run: _a_checkpoint_mid_training(run / "models"), ["samples"]),
+}
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL process ``pid`` and every process under it (the kernel, its worker processes):
+    each is stopped first, so none starts another while the tree is collected."""
+    import psutil
+
+    root, stopped = psutil.Process(pid), {}
+    while new := [p for p in [root, *root.children(recursive=True)] if p.pid not in stopped]:
+        for proc in new:
+            stopped[proc.pid] = proc
+            try:
+                proc.suspend()
+            except psutil.NoSuchProcess:  # ended by itself meanwhile
+                pass
+    for proc in stopped.values():
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(list(stopped.values()), timeout=60)
+
+
+def _kill_mid_stage(stem: str, run_dir: Path, report_dir: Path, when) -> None:
+    """Run stage ``stem`` as the command line does and SIGKILL it once ``when(run_dir)`` holds."""
+    cmd = [sys.executable, "-m", "t2a_lib.pipeline", "--profile", "smoke", "--run-dir", str(run_dir),
+           "--report-dir", str(report_dir), "--only", stem]
+    with open(run_dir / f"{stem}.killed.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        while proc.poll() is None and not when(run_dir):
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            pytest.fail(f"{stem} ended (exit {proc.returncode}) before the moment to kill it; see {log.name}")
+        _kill_tree(proc.pid)
+
+
+def _straight_run(run_dir: Path, report_dir: Path) -> dict:
+    return run_pipeline("smoke", run_dir=run_dir, report_dir=report_dir)
+
+
+def _interrupted_run(run_dir: Path, report_dir: Path) -> dict:
+    """The smoke run with 01, 02 and 04 killed mid-stage, then resumed (the stage run again)."""
+    run_dir.mkdir(parents=True)
+    for stem in ("00_world", "01_judges", "02_base_model", "03_preferences", "04_dpo"):
+        if stem in INTERRUPTIONS:
+            when, caches = INTERRUPTIONS[stem]
+            _kill_mid_stage(stem, run_dir, report_dir, when)
+            for cache in caches:
+                shutil.rmtree(run_dir / cache)
+        run_pipeline("smoke", run_dir=run_dir, report_dir=report_dir, only=[stem], report=False)
+    return run_pipeline("smoke", run_dir=run_dir, report_dir=report_dir, start="05_feedback")
 
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
-    """Two complete smoke runs in separate empty folders, same profile and seed: [(run_dir, report_dir, result)]."""
+    """Two smoke runs in separate empty folders, same profile and seed, the second killed and
+    resumed in 01, 02 and 04: [(run_dir, report_dir, result)]."""
     runs = []
-    for name in ("a", "b"):
+    for name, run in (("a", _straight_run), ("b", _interrupted_run)):
         root = tmp_path_factory.mktemp(f"smoke_{name}")
-        runs.append((root / "run", root / "report", run_pipeline("smoke", run_dir=root / "run",
-                                                                  report_dir=root / "report")))
+        t0 = time.perf_counter()
+        runs.append((root / "run", root / "report", run(root / "run", root / "report")))
+        print(f"smoke run {name} ({run.__name__}): {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return runs
 
 
@@ -38,7 +124,8 @@ def test_smoke_profile_runs_every_notebook(smoke_runs):
 
 @pytest.mark.slow
 def test_two_smoke_runs_with_the_same_seed_give_identical_figures(smoke_runs):
-    """Determinism: every figure in summary.json (timings and provenance aside) is reproduced exactly."""
+    """Determinism, and resuming: every figure in summary.json (timings and provenance aside) of
+    the run killed and resumed in 01, 02 and 04 equals the uninterrupted run's."""
     figures = []
     for run_dir, report_dir, result in smoke_runs:
         assert result["status"] == "ok", result
@@ -48,6 +135,28 @@ def test_two_smoke_runs_with_the_same_seed_give_identical_figures(smoke_runs):
     assert any(k.startswith("07_reproduce") for k in a)
     differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     assert not differing, {k: (a.get(k), b.get(k)) for k in differing[:10]}
+
+
+def _weights(run_dir: Path) -> dict[str, str]:
+    """sha256 of every safetensors file of a run, by path inside it."""
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run_dir.rglob("*.safetensors"))}
+
+
+@pytest.mark.slow
+def test_a_run_killed_and_resumed_has_the_weights_of_one_never_interrupted(smoke_runs):
+    """Every weights file (scorers, base model, checkpoints, fine-tunes) of the run killed in 01,
+    02 and 04 (caches deleted before 01 and 04 resumed) is byte for byte the uninterrupted run's."""
+    (a_dir, _, a), (b_dir, _, b) = smoke_runs
+    assert a["status"] == b["status"] == "ok"
+    for stem in INTERRUPTIONS:  # each was really killed mid-stage, then completed
+        assert (b_dir / f"{stem}.killed.log").is_file()
+        assert json.loads((b_dir / f"{stem}.json").read_text())
+    wa, wb = _weights(a_dir), _weights(b_dir)
+    assert len(wa) > 20 and any(k.startswith("scorers/") for k in wa) and any(k.startswith("models/") for k in wa)
+    assert wa.keys() == wb.keys(), sorted(set(wa) ^ set(wb))
+    differing = [k for k in wa if wa[k] != wb[k]]
+    assert not differing, differing
 
 
 def test_result_figures_drop_timings_and_provenance_but_keep_results():
