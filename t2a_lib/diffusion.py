@@ -51,14 +51,22 @@ def noisy_and_target(scheduler, latents, noise, timesteps):
     return noisy, noise
 
 
-def per_sample_mse(unet, scheduler, latents, states, mask, noise, timesteps) -> torch.Tensor:
-    """Unweighted MSE per sample, averaged over C×H×W: shape (B,). The quantity DPO compares.
-    The UNet may run under autocast; the error and its mean are float32 (precision.FLOAT32)."""
+def prediction_error(unet, scheduler, latents, states, mask, noise, timesteps) -> torch.Tensor:
+    """The UNet's prediction minus its target, shape (B, C, H, W), in float32 (the UNet may run
+    under autocast; precision.FLOAT32)."""
     noisy, target = noisy_and_target(scheduler, latents, noise, timesteps)
     pred = unet(add_time_channel(unet, noisy), timesteps, encoder_hidden_states=states,
                 encoder_attention_mask=mask).sample
     with float32(pred.device.type):
-        return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+        return pred.float() - target.float()
+
+
+def per_sample_mse(unet, scheduler, latents, states, mask, noise, timesteps) -> torch.Tensor:
+    """Unweighted MSE per sample, averaged over C×H×W: shape (B,). The quantity DPO compares;
+    float32 (precision.FLOAT32)."""
+    error = prediction_error(unet, scheduler, latents, states, mask, noise, timesteps)
+    with float32(error.device.type):
+        return error.pow(2).mean(dim=(1, 2, 3))
 
 
 def diffusion_loss(unet, scheduler, latents, states, mask, noise, timesteps, min_snr_gamma=None) -> torch.Tensor:
