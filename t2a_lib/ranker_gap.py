@@ -39,6 +39,9 @@ TRAINED_AGAINST = {
 }
 MEASURES = {"tango": [("all", "clap")], "baton": [("Integrity", "all_present"), ("Temporal", "order")]}
 BASE = "base"
+COLUMNS = ["model", "model id", "trained against", "prompts", "subset", "metric", "unit", "rankers gain",
+           "rankers low", "rankers high", "judges gain", "judges low", "judges high", "gap", "gap low", "gap high",
+           "n", "reading"]
 
 
 def rank_samples(rankers, samples: dict[str, list], captions: list[str]) -> dict[str, list[pd.DataFrame]]:
@@ -46,14 +49,17 @@ def rank_samples(rankers, samples: dict[str, list], captions: list[str]) -> dict
     (waveforms or log-mels, one per caption) of every model: ``{model id: [table per seed]}``."""
     import torch
 
-    from .evaluation import to_mel
-    from .scorers import rank_clips
+    from .features import waves_to_mel
+    from .scorers import rank_clips, require_role
 
-    out = {}
-    for model_id, per_seed in samples.items():
-        out[model_id] = [rank_clips(rankers, torch.from_numpy(np.stack([to_mel(x) for x in s])).float(), captions).table
-                         for s in per_seed]
-    return out
+    require_role(rankers, "ranker", "the rankers' view of a model")
+
+    def mels(s):
+        s = np.asarray(s)
+        return waves_to_mel(s) if s.ndim == 2 else torch.from_numpy(s).float()
+
+    return {model_id: [rank_clips(rankers, mels(s), captions).table for s in per_seed]
+            for model_id, per_seed in samples.items()}
 
 
 def scale(base_table: pd.DataFrame, metric: str) -> float:
@@ -108,7 +114,7 @@ def gap_table(judge_tables: dict[str, list[pd.DataFrame]], ranker_tables: dict[s
             row.update({"gap": e["difference"], "gap low": e["low"], "gap high": e["high"], "n": e["n"],
                         "reading": reading(e["low"], e["high"])})
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def reading(low: float, high: float) -> str:

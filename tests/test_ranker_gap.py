@@ -80,3 +80,10 @@ def test_reading_and_role_and_plot():
     judges, rankers = _sets(2)
     fig = ranker_gap.plot_gap(ranker_gap.gap_table(judges, rankers, "tango", n_boot=100))
     assert len(fig.axes) == 1
+
+
+def test_a_run_without_fine_tuned_models_gives_an_empty_table_with_its_columns():
+    judges, rankers = _sets(3)
+    table = ranker_gap.gap_table({"base": judges["base"]}, {"base": rankers["base"]}, "tango")
+    assert table.empty and list(table.columns) == ranker_gap.COLUMNS
+    assert len(ranker_gap.plot_gap(table).axes) == 1
