@@ -315,3 +315,22 @@ def test_importing_the_library_puts_numpy_and_scipy_blas_on_one_thread():
             "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[1]"
+
+
+def test_beyond_is_default_plus_the_switches_that_go_beyond_the_papers():
+    """KTO, the safeguarded DPO and the drift runs are off in the notebooks and in `default`, on in
+    `beyond` (which changes nothing else) and in `smoke` (so `make test` runs them)."""
+    import papermill
+
+    load = lambda name: yaml.safe_load((PROFILES / f"{name}.yaml").read_text())  # noqa: E731
+    default, beyond, smoke = load("default"), load("beyond"), load("smoke")
+    switches = {"04_dpo": {"safeguard": True, "drift": True, "drift_lr": 1e-4}, "06_baton": {"kto": True}}
+    assert {k: v for k, v in beyond.items() if k != "description"} == {
+        **{k: v for k, v in default.items() if k != "description"},
+        "notebooks": {stem: {**params, **switches.get(stem, {})} for stem, params in default["notebooks"].items()}}
+    for stem, on in switches.items():
+        declared = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"))
+        for key in on:
+            if isinstance(on[key], bool):
+                assert declared[key]["default"] == "False", f"{stem}.{key} must default to off"
+                assert key not in default["notebooks"][stem] and smoke["notebooks"][stem][key] is True
