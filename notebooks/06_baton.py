@@ -188,8 +188,9 @@ for model_id in tables:
 figures = {
     "profile": profile,
     "sets": {m: {"clips": len(data[m][0]), "mean_reward": float(data[m][2].mean())} for m in baton.FEEDBACK},
-    "kto": {f"{m}/s{k}": {c: float(pd.DataFrame(h)[c].tail(20).mean()) for c in
-                          ("kto_loss", "acc", "liked_shift", "disliked_shift")} for (m, k), h in kto_histories.items()},
+    "kto": {f"{m}/s{k}": {c: None if np.isnan(v) else v for c in ("kto_loss", "acc", "liked_shift", "disliked_shift")
+                          for v in [float(pd.DataFrame(h)[c].tail(20).mean())]}  # None: no such clip in those steps
+            for (m, k), h in kto_histories.items()},
     "kto_settings": {"on": kto, "beta": kto_beta, "lr": kto_lr, "lambda_desirable": kto_lambda_desirable,
                      "lambda_undesirable": kto_lambda_undesirable},
     "effects": json.loads(answered.to_json(orient="records")),
