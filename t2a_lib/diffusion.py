@@ -127,6 +127,29 @@ class TrainConfig:
 
 
 @dataclass
+class FineTuneConfig:
+    """The fields :func:`train_loop` reads in every fine-tune (DPO, BATON, KTO): AdamW, a linear
+    warm-up to a constant learning rate, clipping, EMA, checkpoints, seed, precision; each method's
+    config adds its own loss's fields."""
+
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-4
+    warmup: int = 20
+    weight_decay: float = 0.0
+    p_uncond: float = 0.0  # classifier-free dropout of the captions
+    high_noise_share: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float | None = None
+    checkpoint_every: int = 100
+    seed: int = 0
+    mixed_precision: str = "no"
+
+    def lr_at(self, step: int) -> float:
+        return self.lr * min(1.0, (step + 1) / max(1, self.warmup))
+
+
+@dataclass
 class TextBank:
     """Frozen text states for every training caption, plus the unconditional (empty) prompt."""
 

@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .diffusion import Shard, TextBank, per_sample_mse, prediction_error, sample_timesteps, train_loop
+from .diffusion import FineTuneConfig, Shard, TextBank, per_sample_mse, prediction_error, sample_timesteps, train_loop
 from .precision import at_least_float32, float32
 
 
@@ -86,34 +86,21 @@ class PairBank:
 
 
 @dataclass
-class DPOConfig:
-    steps: int = 400
-    batch_size: int = 8  # pairs per step
-    lr: float = 1e-4
-    warmup: int = 20
-    weight_decay: float = 0.0
+class DPOConfig(FineTuneConfig):
+    steps: int = 400  # batch_size: pairs per step
     beta: float = 2000.0
     sft_first_steps: int = 0  # Tango 2's SFT-on-winners epoch, in steps
     loss: str = "dpo"  # "dpo" | "sft" (winners only) | "crpo" (DPO + winner diffusion loss)
-    p_uncond: float = 0.0  # if > 0, winner AND loser of a row are dropped together
     lora_rank: int | None = None  # None: full fine-tuning against a frozen copy
-    high_noise_share: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float | None = None
-    checkpoint_every: int = 100
-    seed: int = 0
-    mixed_precision: str = "no"
     safeguard: bool = False  # Diffusion-SDPO's winner safeguard on the loser's gradient (module docstring)
     safeguard_mu: float = 0.9
+    # p_uncond (FineTuneConfig): if > 0, winner AND loser of a row are dropped together
 
     def __post_init__(self):
         if self.loss not in ("dpo", "sft", "crpo"):
             raise ValueError(f"loss must be 'dpo', 'sft' or 'crpo', got {self.loss!r}")
         if not 0.0 <= self.safeguard_mu <= 1.0:
             raise ValueError(f"safeguard_mu must lie in [0, 1], got {self.safeguard_mu}")
-
-    def lr_at(self, step: int) -> float:
-        return self.lr * min(1.0, (step + 1) / max(1, self.warmup))
 
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from .diffusion import Shard, TextBank, fingerprint, fit_finetuned, per_sample_mse, sample_timesteps, train_loop
+from .diffusion import (FineTuneConfig, Shard, TextBank, fingerprint, fit_finetuned, per_sample_mse,
+                        sample_timesteps, train_loop)
 from .precision import at_least_float32, float32
 
 KTO_MODELS = {"kto_hd": "baton_hd", "kto_hd_rd": "baton_hd_rd"}  # KTO model id -> BATON's feedback (baton.FEEDBACK)
@@ -68,26 +69,12 @@ def labels_from_rewards(rewards, threshold: float = 0.5) -> torch.Tensor:
 
 
 @dataclass
-class KTOConfig:
-    steps: int = 300
-    batch_size: int = 8  # feedback clips per step
+class KTOConfig(FineTuneConfig):
     lr: float = 2e-5
-    warmup: int = 20
-    weight_decay: float = 0.0
     beta: float = 1000.0
     lambda_desirable: float = 1.0
     lambda_undesirable: float = 1.0
     threshold: float = 0.5  # reward at or above it: liked
-    p_uncond: float = 0.0
-    high_noise_share: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float | None = None
-    checkpoint_every: int = 100
-    seed: int = 0
-    mixed_precision: str = "no"
-
-    def lr_at(self, step: int) -> float:
-        return self.lr * min(1.0, (step + 1) / max(1, self.warmup))
 
 
 def _global_mean(value: torch.Tensor, shard: Shard) -> torch.Tensor:
