@@ -20,7 +20,8 @@ code computes it (jacklishufan/diffusion-kto, train_kto_sd_v1.5.py: ``kl = g.mea
 β = 2000 the ranker sweep chose (docs/dpo_sweep.json), enters its sigmoid as ½·β = 1000 per unit
 of error difference, with the errors averaged per element exactly as here; it is also the
 authors' default ``--beta_dpo 1000`` on SD1.5. λ_desirable = λ_undesirable = 1 (the authors'
-defaults). Reward-model scores (RD, in [0, 1]) become labels at ``threshold`` (0.5: the reward
+defaults). The learning rate defaults to our DPO's, 2e-5, for the same reason: a loss of the same
+scale per unit of error (at 1e-4 plain DPO unlearned its winners). Reward-model scores (RD, in [0, 1]) become labels at ``threshold`` (0.5: the reward
 model's own decision boundary); human labels (HD) are already 0/1.
 """
 
