@@ -26,7 +26,7 @@
 # both (**HD+RD**, BATON's best). Each trains with `n_seeds` seeds. Judged on the run's
 # BATON evaluation prompts (notebook 02): all present on Integrity, order on Temporal.
 #
-# **Diffusion-KTO on the same labels** (`kto`; off by default, on in the `beyond` profile). BATON's
+# **Diffusion-KTO on the same labels** (`with_kto`; off by default, on in the `beyond` profile). BATON's
 # feedback is a like or dislike per clip, $y \in \{+1, -1\}$ (reward-model scores become labels at
 # 0.5). Diffusion-KTO (Li et al. 2024) trains on such labels directly, against the frozen base: with
 # $\Delta$ the per-sample denoising error of the policy ($\theta$) or the reference,
@@ -54,7 +54,7 @@ guidance = 3.0
 eval_output = "audio"
 n_boot = 1000
 workers = 1  # > 1: fine-tune and sample in that many processes (one thread each on 2 cores)
-kto = False  # also train Diffusion-KTO on the HD and HD+RD labels ("kto_hd", "kto_hd_rd")
+with_kto = False  # also train Diffusion-KTO on the HD and HD+RD labels ("kto_hd", "kto_hd_rd")
 kto_beta = 1000.0
 kto_lr = 2e-5  # our DPO's learning rate: the same loss scale (module t2a_lib.kto)
 kto_lambda_desirable = 1.0
@@ -107,7 +107,7 @@ for model_id in baton.FEEDBACK:
         cfg = baton.BatonConfig(steps=steps, batch_size=batch_size, pretrain_batch_size=pretrain_batch_size, lr=lr,
                                 beta=beta, seed=seed + k, mixed_precision=precision)
         jobs[model_id, k] = (baton.fit_from_run, run_dir, reproduce.model_dir(run_dir, model_id, k), model_id, cfg)
-for model_id in kto.KTO_MODELS if kto else ():
+for model_id in kto.KTO_MODELS if with_kto else ():
     for k in range(n_seeds):
         cfg = kto.KTOConfig(steps=steps, batch_size=batch_size, lr=kto_lr, beta=kto_beta,
                             lambda_desirable=kto_lambda_desirable, lambda_undesirable=kto_lambda_undesirable,
@@ -127,7 +127,7 @@ ax.legend(fontsize=7)
 plt.show()
 
 # %% [markdown]
-# With `kto`: KTO's training curves. Left, the loss ($\tfrac12$ at the start, policy = reference);
+# With `with_kto`: KTO's training curves. Left, the loss ($\tfrac12$ at the start, policy = reference);
 # middle, the share of clips on their label's side of the reference point; right, how far the
 # policy's error moved from the reference's on liked (solid) and disliked (dashed) clips: KTO
 # should lower the first relative to the second.
@@ -160,7 +160,7 @@ if kto_histories:
 
 # %%
 t0 = time.time()
-fine_tuned = list(baton.FEEDBACK) + (list(kto.KTO_MODELS) if kto else [])
+fine_tuned = list(baton.FEEDBACK) + (list(kto.KTO_MODELS) if with_kto else [])
 judged, samples = evaluation.evaluate_models(run_dir, base, judges, fine_tuned, "baton", sample_steps, guidance,
                                             eval_output, workers)
 tables = {m: [j.table for j in js] for m, js in judged.items()}
@@ -191,7 +191,7 @@ figures = {
     "kto": {f"{m}/s{k}": {c: None if np.isnan(v) else v for c in ("kto_loss", "acc", "liked_shift", "disliked_shift")
                           for v in [float(pd.DataFrame(h)[c].tail(20).mean())]}  # None: no such clip in those steps
             for (m, k), h in kto_histories.items()},
-    "kto_settings": {"on": kto, "beta": kto_beta, "lr": kto_lr, "lambda_desirable": kto_lambda_desirable,
+    "kto_settings": {"on": with_kto, "beta": kto_beta, "lr": kto_lr, "lambda_desirable": kto_lambda_desirable,
                      "lambda_undesirable": kto_lambda_undesirable},
     "effects": json.loads(answered.to_json(orient="records")),
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
