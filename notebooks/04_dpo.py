@@ -41,6 +41,19 @@
 # `gpu` profiles), each value is tried with the others fixed, and the candidates are scored on
 # *validation* prompts by the **rankers** (never by the judges, never on test prompts); the best
 # is used below. The `default` profile uses the values the `scratch` profile's sweep chose.
+#
+# **A DPO that cannot unlearn its winners** (`safeguard`, `drift`; off by default, on in the `beyond`
+# profile). DPO's loss falls whenever the loser's error rises faster than the winner's, so both can
+# rise together: the winners are unlearned. Diffusion-SDPO (Fu et al. 2025) scales the loser's
+# gradient by $\lambda$ so that, to first order, a step cannot raise the winners' error: with
+# $e_w, e_l$ the batch's prediction errors on winners and losers,
+#
+# $$\lambda = \min\Big(1,\ \frac{(1-\mu)\,\lVert e_w\rVert^2}{\langle e_l, e_w\rangle}\Big)\ \text{when}\ \langle e_l, e_w\rangle > 0,\ \text{else}\ 1,\qquad \mu = 0.9 .$$
+#
+# With `safeguard` the safeguarded DPO trains beside DPO with the same settings and seeds (a claims
+# row compares the two); with `drift` plain and safeguarded DPO train once more at `drift_lr`, the
+# learning rate at which plain DPO was seen to unlearn its winners, to show the winners' error over
+# the steps with and without the safeguard.
 
 # %% tags=["parameters"]
 run_dir = "papermill_runs/dev"
@@ -61,6 +74,10 @@ crpo_rounds = 1
 crpo_prompts = 32
 crpo_samples = 4
 crpo_steps = 40
+safeguard = False  # also train DPO with the SDPO winner safeguard ("dpo_safe", n_seeds seeds)
+safeguard_mu = 0.9
+drift = False  # plain and safeguarded DPO at drift_lr: the winners' error over the steps
+drift_lr = 1e-4
 sample_steps = 10
 guidance = 3.0
 eval_output = "audio"
@@ -134,9 +151,18 @@ jobs["crpo", 0] = (dpo.fit_crpo_from_run, run_dir, reproduce.model_dir(run_dir, 
                    guidance)
 jobs["sft", 0] = (dpo.fit_from_run, run_dir, reproduce.model_dir(run_dir, "sft"),
                   dpo.DPOConfig(steps=dpo_steps, lr=lr, loss="sft", seed=seed, **common), "preferences")
+guarded = dict(safeguard=True, safeguard_mu=safeguard_mu)
+for k in range(n_seeds if safeguard else 0):
+    cfg = dpo.DPOConfig(steps=dpo_steps, beta=beta, lr=lr, sft_first_steps=sft_first_steps, seed=seed + k, **common,
+                        **guarded)
+    jobs["dpo_safe", k] = (dpo.fit_from_run, run_dir, reproduce.model_dir(run_dir, "dpo_safe", k), cfg, "preferences")
+for name, extra in (("plain", {}), ("safeguarded", guarded)) if drift else ():
+    cfg = dpo.DPOConfig(steps=dpo_steps, beta=beta, lr=drift_lr, seed=seed, **common, **extra)
+    jobs[f"drift_{name}", 0] = (dpo.fit_from_run, run_dir, run_dir / "models" / "drift" / name, cfg, "preferences")
 histories = dict(zip(jobs, parallel.run_jobs(parallel.call, list(jobs.values()), workers,
                                              names=[f"{m}/s{k}" for m, k in jobs], desc="fine-tuning")))
 crpo_log = histories.pop(("crpo", 0))
+drift_runs = {m.removeprefix("drift_"): histories.pop((m, k)) for m, k in list(histories) if m.startswith("drift_")}
 timings["train"] = time.time() - t0
 display(pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in crpo_log]).assign(model="CRPO"))
 
@@ -166,6 +192,38 @@ fig.savefig(run_dir / "figures" / "04_dpo_training.png", dpi=90)
 plt.show()
 
 # %% [markdown]
+# ## The winners' error with and without the safeguard, at the learning rate that broke plain DPO
+#
+# With `drift`: plain and safeguarded DPO at `drift_lr`, same pairs, seed and steps. Left, the
+# winners' error relative to the reference's on the same inputs, $m^w_\theta / m^w_\text{ref} - 1$
+# (above zero: the winners are being unlearned); middle, the same for the losers; right, the
+# safeguard's loser scale $\lambda$ (1 for plain DPO).
+
+# %%
+drift_summary = {}
+if drift_runs:
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.2))
+    for name, hist in drift_runs.items():
+        h = pd.DataFrame(hist)
+        axes[0].plot(smooth(h.mse_w / h.ref_w - 1), label=f"{name} DPO, lr {drift_lr:g}")
+        axes[1].plot(smooth(h.mse_l / h.ref_l - 1), label=f"{name} DPO, lr {drift_lr:g}")
+        axes[2].plot(smooth(h.loser_scale), label=f"{name} DPO")
+        tail = h.tail(20)
+        drift_summary[name] = {"lr": drift_lr, "winner_drift": float((tail.mse_w / tail.ref_w - 1).mean()),
+                               "loser_drift": float((tail.mse_l / tail.ref_l - 1).mean()),
+                               "mse_w": float(tail.mse_w.mean()), "ref_w": float(tail.ref_w.mean()),
+                               "dpo_loss": float(tail.dpo_loss.mean()), "loser_scale": float(tail.loser_scale.mean())}
+    for ax, title in zip(axes, ("winners' error / reference's − 1", "losers' error / reference's − 1",
+                                "loser-gradient scale λ")):
+        ax.axhline(0 if "error" in title else 1, color="k", linestyle=":")
+        ax.set(title=title, xlabel="step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(run_dir / "figures" / "04_dpo_drift.png", dpi=90)
+    plt.show()
+    display(pd.DataFrame(drift_summary).T.style.format(precision=4))
+
+# %% [markdown]
 # ## Evaluate: every model on the run's held-out prompts, judged by the judges
 #
 # Every model samples the evaluation set of notebook 02 with the same seed, so differences are
@@ -175,12 +233,13 @@ plt.show()
 
 # %%
 t0 = time.time()
-fine_tuned = ["dpo", "gold", "sft", "crpo"]
+fine_tuned = ["dpo", "gold", "sft", "crpo"] + (["dpo_safe"] if safeguard else [])
 judged, samples = evaluation.evaluate_models(run_dir, base, judges, fine_tuned, "tango", sample_steps, guidance,
                                             eval_output, workers)
 tables = {m: [j.table for j in js] for m, js in judged.items()}
 timings["evaluation"] = time.time() - t0
-here = [c for c in claims.CLAIMS if c.prompts == "tango" and c.model in tables and c.baseline in tables]
+here = [c for c in claims.CLAIMS if c.prompts == "tango" and c.model in tables and c.baseline in tables
+        and not c.metric.startswith(claims.GAP_PREFIX)]  # the ranker-judge gap rows: notebook 07
 answered = claims.answer_all({"tango": tables}, here, n_boot=n_boot, seed=seed)
 display(answered[["claim", "measure", "n", "ours", "per seed", "half-width", "MDE", "continuous", "verdict"]])
 
@@ -215,7 +274,9 @@ final = {f"{m}/s{k}": {c: float(pd.DataFrame(h)[c].tail(20).mean()) for c in
 figures = {
     "profile": profile,
     "pairs": {"ranked": len(bank), "gold": len(gold_bank)},
-    "settings": {"lr": lr, "beta": beta, "steps": dpo_steps, "batch_size": batch_size, "seeds": n_seeds},
+    "settings": {"lr": lr, "beta": beta, "steps": dpo_steps, "batch_size": batch_size, "seeds": n_seeds,
+                 "safeguard": safeguard, "safeguard_mu": safeguard_mu},
+    "drift": drift_summary,
     "sweep": None if sweep is None else json.loads(sweep.to_json(orient="records")),
     "dpo_final": final,
     "crpo": [{k: v for k, v in r.items() if k != "history"} for r in crpo_log],

@@ -25,6 +25,18 @@
 # notebook 05 (**HD**, 0/1), the reward model's scores on more audio (**RD**, in $[0, 1]$), or
 # both (**HD+RD**, BATON's best). Each trains with `n_seeds` seeds. Judged on the run's
 # BATON evaluation prompts (notebook 02): all present on Integrity, order on Temporal.
+#
+# **Diffusion-KTO on the same labels** (`with_kto`; off by default, on in the `beyond` profile). BATON's
+# feedback is a like or dislike per clip, $y \in \{+1, -1\}$ (reward-model scores become labels at
+# 0.5). Diffusion-KTO (Li et al. 2024) trains on such labels directly, against the frozen base: with
+# $\Delta$ the per-sample denoising error of the policy ($\theta$) or the reference,
+#
+# $$\mathcal{L}_\text{KTO} = \lambda_y\Big(1 - \sigma\big(y\,\beta\,(\Delta_\text{ref} - \Delta_\theta - \bar z)\big)\Big),\qquad
+#   \bar z = \max\big(0, \operatorname{mean}_\text{batch}(\Delta_\text{ref} - \Delta_\theta)\big)\ \text{(detached)},$$
+#
+# $\beta = 1000$ (our DPO's $\tfrac12\beta$, the scale the ranker sweep chose), $\lambda_{\pm1} = 1$. KTO
+# trains on the HD and on the HD+RD clips with BATON's steps, batch, seeds and base model, and is
+# judged on the same prompts: the claims compare it with the base and with BATON HD.
 
 # %% tags=["parameters"]
 run_dir = "papermill_runs/dev"
@@ -42,6 +54,11 @@ guidance = 3.0
 eval_output = "audio"
 n_boot = 1000
 workers = 1  # > 1: fine-tune and sample in that many processes (one thread each on 2 cores)
+with_kto = False  # also train Diffusion-KTO on the HD and HD+RD labels ("kto_hd", "kto_hd_rd")
+kto_beta = 1000.0
+kto_lr = 2e-5  # our DPO's learning rate: the same loss scale (module t2a_lib.kto)
+kto_lambda_desirable = 1.0
+kto_lambda_undesirable = 1.0
 
 # %%
 import json
@@ -55,7 +72,7 @@ import torch
 from IPython.display import Audio, Markdown, display
 from safetensors.torch import load_file
 
-from t2a_lib import base_model, baton, claims, evaluation, parallel, reproduce, scorers
+from t2a_lib import base_model, baton, claims, evaluation, kto, parallel, reproduce, scorers
 
 run_dir = Path(run_dir)
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
@@ -76,21 +93,29 @@ print({claims.MODEL_NAMES[m]: {"clips": len(data[m][0]), "mean reward": round(fl
        for m in baton.FEEDBACK}, f"pre-training clips: {len(data['pretrain'][0])}")
 
 # %% [markdown]
-# ## Fine-tune: HD, RD, HD+RD
+# ## Fine-tune: HD, RD, HD+RD (and KTO on HD and HD+RD)
 #
 # Independent fine-tunes: with `workers = 2` they train side by side, one thread each
 # (`t2a_lib.parallel`).
 
 # %%
 t0 = time.time()
+precision = "bf16" if torch.cuda.is_available() else "no"
 jobs = {}
 for model_id in baton.FEEDBACK:
     for k in range(n_seeds):
         cfg = baton.BatonConfig(steps=steps, batch_size=batch_size, pretrain_batch_size=pretrain_batch_size, lr=lr,
-                                beta=beta, seed=seed + k, mixed_precision="bf16" if torch.cuda.is_available() else "no")
-        jobs[model_id, k] = (run_dir, reproduce.model_dir(run_dir, model_id, k), model_id, cfg)
-histories = dict(zip(jobs, parallel.run_jobs(baton.fit_from_run, list(jobs.values()), workers,
-                                             names=[f"{m}/s{k}" for m, k in jobs], desc="BATON fine-tuning")))
+                                beta=beta, seed=seed + k, mixed_precision=precision)
+        jobs[model_id, k] = (baton.fit_from_run, run_dir, reproduce.model_dir(run_dir, model_id, k), model_id, cfg)
+for model_id in kto.KTO_MODELS if with_kto else ():
+    for k in range(n_seeds):
+        cfg = kto.KTOConfig(steps=steps, batch_size=batch_size, lr=kto_lr, beta=kto_beta,
+                            lambda_desirable=kto_lambda_desirable, lambda_undesirable=kto_lambda_undesirable,
+                            seed=seed + k, mixed_precision=precision)
+        jobs[model_id, k] = (kto.fit_from_run, run_dir, reproduce.model_dir(run_dir, model_id, k), model_id, cfg)
+histories = dict(zip(jobs, parallel.run_jobs(parallel.call, list(jobs.values()), workers,
+                                             names=[f"{m}/s{k}" for m, k in jobs], desc="fine-tuning")))
+kto_histories = {key: histories.pop(key) for key in list(histories) if key[0] in kto.KTO_MODELS}
 timings["train"] = time.time() - t0
 
 fig, ax = plt.subplots(figsize=(8, 3))
@@ -102,6 +127,32 @@ ax.legend(fontsize=7)
 plt.show()
 
 # %% [markdown]
+# With `with_kto`: KTO's training curves. Left, the loss ($\tfrac12$ at the start, policy = reference);
+# middle, the share of clips on their label's side of the reference point; right, how far the
+# policy's error moved from the reference's on liked (solid) and disliked (dashed) clips: KTO
+# should lower the first relative to the second.
+
+# %%
+if kto_histories:
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.2))
+    for (model_id, k), hist in kto_histories.items():
+        h = pd.DataFrame(hist)
+        label = f"{claims.MODEL_NAMES[model_id]}, seed {k}"
+        axes[0].plot(h.kto_loss.rolling(20, min_periods=1).mean(), label=label)
+        axes[1].plot(h.acc.rolling(20, min_periods=1).mean(), label=label)
+        line, = axes[2].plot(h.liked_shift.rolling(20, min_periods=1).mean(), label=f"{label}: liked")
+        axes[2].plot(h.disliked_shift.rolling(20, min_periods=1).mean(), linestyle="--", color=line.get_color(),
+                     label=f"{label}: disliked")
+    axes[0].axhline(0.5, color="k", linestyle=":")
+    axes[2].axhline(0, color="k", linestyle=":")
+    for ax, title in zip(axes, ("KTO loss", "share on their label's side", "error − reference's error")):
+        ax.set(title=title, xlabel="step")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(run_dir / "figures" / "06_kto_training.png", dpi=90)
+    plt.show()
+
+# %% [markdown]
 # ## Evaluate on the run's Integrity and Temporal prompts (judges only)
 #
 # Every model samples the same BATON evaluation prompts with the same seed (paired). Seeds are
@@ -109,11 +160,13 @@ plt.show()
 
 # %%
 t0 = time.time()
-judged, samples = evaluation.evaluate_models(run_dir, base, judges, list(baton.FEEDBACK), "baton", sample_steps, guidance,
+fine_tuned = list(baton.FEEDBACK) + (list(kto.KTO_MODELS) if with_kto else [])
+judged, samples = evaluation.evaluate_models(run_dir, base, judges, fine_tuned, "baton", sample_steps, guidance,
                                             eval_output, workers)
 tables = {m: [j.table for j in js] for m, js in judged.items()}
 timings["evaluation"] = time.time() - t0
-here = [c for c in claims.CLAIMS if c.prompts == "baton"]
+here = [c for c in claims.CLAIMS if c.prompts == "baton" and c.model in tables and c.baseline in tables
+        and not c.metric.startswith(claims.GAP_PREFIX)]  # the ranker-judge gap rows: notebook 07
 answered = claims.answer_all({"baton": tables}, here, n_boot=n_boot, seed=seed)
 display(answered[["claim", "measure", "n", "ours", "per seed", "half-width", "MDE", "continuous", "verdict"]])
 
@@ -135,6 +188,11 @@ for model_id in tables:
 figures = {
     "profile": profile,
     "sets": {m: {"clips": len(data[m][0]), "mean_reward": float(data[m][2].mean())} for m in baton.FEEDBACK},
+    "kto": {f"{m}/s{k}": {c: None if np.isnan(v) else v for c in ("kto_loss", "acc", "liked_shift", "disliked_shift")
+                          for v in [float(pd.DataFrame(h)[c].tail(20).mean())]}  # None: no such clip in those steps
+            for (m, k), h in kto_histories.items()},
+    "kto_settings": {"on": with_kto, "beta": kto_beta, "lr": kto_lr, "lambda_desirable": kto_lambda_desirable,
+                     "lambda_undesirable": kto_lambda_undesirable},
     "effects": json.loads(answered.to_json(orient="records")),
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
     "wall_seconds": round(time.time() - t_start, 1),

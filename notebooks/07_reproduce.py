@@ -41,6 +41,14 @@
 # *contradicted* when it excludes zero the other way, *not shown* when it contains zero; a row
 # is *powered* when its half-width meets the target (±0.05 for a rate against the base, ±0.07
 # between two methods).
+#
+# **The ranker–judge gap.** Every method was trained against rankers (Tango 2's family: the rankers'
+# CLAP ranking; BATON's and KTO: labels from the rankers' detector and a reward model on their
+# embeddings) and is graded by independent judges. The same evaluation samples are scored by the
+# rankers too, so each model's gain over the base can be read twice: as the scorers it was trained
+# against see it, and as the judges see it. CLAP gains are in standard deviations of the base model's
+# per-clip CLAP under each family (the two families' cosines are not on one scale); detector rates
+# are rates. A gain the rankers see and the judges do not is reward hacking.
 
 # %% tags=["parameters"]
 run_dir = "papermill_runs/dev"
@@ -65,7 +73,7 @@ import pandas as pd
 import torch
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, claims, dpo, evaluation, parallel, reproduce, scorers
+from t2a_lib import base_model, claims, dpo, evaluation, parallel, ranker_gap, reproduce, scorers
 from t2a_lib.datasets import load_split
 from t2a_lib.features import split_mels
 
@@ -75,7 +83,7 @@ tables_dir.mkdir(parents=True, exist_ok=True)
 fig_dir.mkdir(parents=True, exist_ok=True)
 t_start, timings = time.time(), {}
 base = base_model.load_pipeline(run_dir / "base" / "pipeline")
-judges = scorers.load_judges(run_dir)
+judges, rankers = scorers.load_judges(run_dir), scorers.load_rankers(run_dir)
 dpo_settings = json.loads((run_dir / "04_dpo.json").read_text())["settings"]  # the ablations use 04's DPO exactly
 
 # %% [markdown]
@@ -109,11 +117,32 @@ print({claims.MODEL_NAMES[m]: k for m, k in seeds.items()}, "(seeds per model)")
 t0 = time.time()
 judged, samples = {}, {}
 for name in ("tango", "baton"):  # each family on its paper's prompts; the base on both
-    fine_tuned = [m for m in seeds if m != reproduce.BASE and (name == "baton") == m.startswith("baton")]
+    fine_tuned = [m for m in seeds if m != reproduce.BASE and claims.prompt_set(m) == name]
     judged[name], samples[name] = evaluation.evaluate_models(run_dir, base, judges, fine_tuned, name, sample_steps,
                                                              guidance, eval_output, workers)
 tables = {name: {m: [j.table for j in js] for m, js in family.items()} for name, family in judged.items()}
 timings["sampling_and_judging"] = time.time() - t0
+
+# %% [markdown]
+# ## The ranker–judge gap: each model's gain as its rankers see it and as the judges see it
+#
+# The rankers score the samples the judges scored (no new sampling). Per model and measure: the
+# gain over the base seen by the rankers, by the judges, and the gap (rankers − judges), each with
+# its 95% paired bootstrap interval over prompts, seeds pooled. In the plot, a model below the
+# diagonal gains more on its rankers than on the judges.
+
+# %%
+t0 = time.time()
+ranked = {name: ranker_gap.rank_samples(rankers, samples[name], evaluation.load_eval_set(run_dir, name).prompt.tolist())
+          for name in samples}
+gap = pd.concat([ranker_gap.gap_table(tables[name], ranked[name], name, n_boot, seed) for name in tables],
+                ignore_index=True)
+display(gap.drop(columns=["model id"]).style.format(precision=3, na_rep="—"))
+ranker_gap.plot_gap(gap, fig_dir / "07_ranker_judge_gap.png")
+plt.show()
+gap_metrics = {name: [m for _, m in ranker_gap.MEASURES[name]] for name in tables}
+tables = {name: ranker_gap.with_gap_columns(tables[name], ranked[name], gap_metrics[name]) for name in tables}
+timings["ranker_judge_gap"] = time.time() - t0
 
 # %% [markdown]
 # ## The claims
@@ -247,7 +276,7 @@ print(f"listening set: {len(listening['prompts'])} prompts, {len(listening['pair
 
 # %%
 for name, t in (("claims", claims_table), ("table3", table3), ("table4", table4), ("table5", table5),
-                ("baton", baton_table)):
+                ("baton", baton_table), ("ranker_judge_gap", gap)):
     keep_index = not isinstance(t.index, pd.RangeIndex)  # row numbers are not worth a column
     t.to_csv(tables_dir / f"{name}.csv", index=keep_index)
     (tables_dir / f"{name}.md").write_text(t.to_markdown(index=keep_index))
@@ -257,6 +286,7 @@ figures = {
                                        "half-width", "MDE", "continuous", "powered", "verdict"]]
                          .to_json(orient="records")),
     "models": seeds,
+    "ranker_judge_gap": json.loads(gap.to_json(orient="records")),
     "results": {m: {c: list(v) for c, v in r.items()} for m, r in results.items()},
     "n_prompts": {name: len(evaluation.load_eval_set(run_dir, name)) for name in ("tango", "baton")},
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},

@@ -16,29 +16,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .diffusion import Shard, TextBank, batch_indices, diffusion_loss, fingerprint, fit_finetuned, sample_timesteps, train_loop
+from .diffusion import (FineTuneConfig, Shard, TextBank, batch_indices, diffusion_loss, fingerprint, fit_finetuned,
+                        sample_timesteps, train_loop)
 
 
 @dataclass
-class BatonConfig:
-    steps: int = 300
-    batch_size: int = 8  # feedback clips per step
+class BatonConfig(FineTuneConfig):
     pretrain_batch_size: int = 8
-    lr: float = 1e-4
-    warmup: int = 20
-    weight_decay: float = 0.0
     beta: float = 0.25
     min_snr_gamma: float | None = 5.0
     p_uncond: float = 0.1
-    high_noise_share: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float | None = None
-    checkpoint_every: int = 100
-    seed: int = 0
-    mixed_precision: str = "no"
-
-    def lr_at(self, step: int) -> float:
-        return self.lr * min(1.0, (step + 1) / max(1, self.warmup))
 
 
 def _term(model, scheduler, latents, text: TextBank, idx, g, config, device, shard=Shard()):

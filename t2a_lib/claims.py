@@ -36,6 +36,11 @@ RATE_METRICS = ("presence", "all_present", "order")
 CONTINUOUS = {"presence": "presence_prob", "all_present": "presence_prob", "order": "order_margin", "clap": None}
 HALF_WIDTH_VS_BASE = 0.05
 HALF_WIDTH_BETWEEN = 0.07
+# a per-clip column "ranker_gap_<metric>" holds the rankers' value minus the judges' (t2a_lib.ranker_gap): a
+# model − base difference of it is the rankers' gain minus the judges' gain. Its rows claim direction −1
+# (the judges see at least the rankers' gain): "contradicted" is reward hacking made visible, "not shown"
+# a gap the interval cannot tell from zero (read its MDE), "reproduced" judges that see more than the rankers.
+GAP_PREFIX = "ranker_gap_"
 
 # model identifiers; display names are derived from them, never the other way round
 MODEL_NAMES = {
@@ -49,7 +54,17 @@ MODEL_NAMES = {
     "baton_hd": "BATON HD",
     "baton_rd": "BATON RD",
     "baton_hd_rd": "BATON HD+RD",
+    "dpo_safe": "DPO with the SDPO safeguard",
+    "kto_hd": "Diffusion-KTO HD",
+    "kto_hd_rd": "Diffusion-KTO HD+RD",
 }
+BATON_FAMILY = ("baton_hd", "baton_rd", "baton_hd_rd", "kto_hd", "kto_hd_rd")  # trained on BATON's feedback
+
+
+def prompt_set(model_id: str) -> str:
+    """The evaluation set a fine-tuned model is judged on: BATON's for models trained on BATON's
+    feedback, Tango 2's for the rest."""
+    return "baton" if model_id in BATON_FAMILY else "tango"
 
 # the subsets of each evaluation prompt set, as masks over a judge table
 SUBSETS = {
@@ -127,6 +142,25 @@ CLAIMS = [
           "baton_hd_rd", "base", "baton", "Temporal", "order"),
     Claim("hdrd_vs_hd", "HD+RD beats HD alone (order, Temporal)", "BATON §5: combining HD and RD beats either",
           "baton_hd_rd", "baton_hd", "baton", "Temporal", "order"),
+    # beyond the papers: Diffusion-KTO on BATON's labels, the winner safeguard, the ranker-judge gap
+    Claim("kto_integrity", "Diffusion-KTO on HD labels improves integrity (all present)",
+          "(beyond the papers) Li et al. 2024: KTO on per-image likes", "kto_hd", "base", "baton", "Integrity",
+          "all_present"),
+    Claim("kto_temporal", "Diffusion-KTO on HD labels improves order on Temporal prompts", "(beyond the papers)",
+          "kto_hd", "base", "baton", "Temporal", "order"),
+    Claim("kto_vs_baton_integrity", "KTO beats reward-weighted fine-tuning on the same HD labels (all present)",
+          "(beyond the papers)", "kto_hd", "baton_hd", "baton", "Integrity", "all_present"),
+    Claim("kto_vs_baton_temporal", "KTO beats reward-weighted fine-tuning on the same HD labels (order)",
+          "(beyond the papers)", "kto_hd", "baton_hd", "baton", "Temporal", "order"),
+    Claim("sdpo_vs_dpo", "The winner safeguard (SDPO) beats plain DPO (order, temporal)",
+          "(beyond the papers) Fu et al. 2025: SDPO over Diffusion-DPO", "dpo_safe", "dpo", "tango", "temporal",
+          "order"),
+    Claim("dpo_ranker_gap", "DPO's gain on its rankers is matched by the judges' (CLAP, in base-model sd)",
+          "(beyond the papers: reward hacking made visible)", "dpo", "base", "tango", "all", GAP_PREFIX + "clap",
+          direction=-1),
+    Claim("hdrd_ranker_gap", "BATON HD+RD's gain on its rankers is matched by the judges' (all present, Integrity)",
+          "(beyond the papers: reward hacking made visible)", "baton_hd_rd", "base", "baton", "Integrity",
+          GAP_PREFIX + "all_present", direction=-1),
 ]
 
 
@@ -202,6 +236,8 @@ def answer(claim: Claim, tables: dict[str, list[pd.DataFrame]], n_boot: int = 10
         missing = [m for m in (claim.model, claim.baseline) if m not in tables]
         return {**row, "ours": "—", "verdict": "not measured", "why": f"not evaluated: {', '.join(missing)}"}
     base_tables = tables[claim.baseline]
+    if claim.metric not in base_tables[0]:
+        return {**row, "ours": "—", "verdict": "not measured", "why": f"no per-clip {claim.metric} in the tables"}
     mask = SUBSETS[claim.prompts][claim.subset](base_tables[0]).to_numpy()
     b = pooled_values(base_tables, claim.metric)[mask]
     pooled = paired_effect(pooled_values(tables[claim.model], claim.metric)[mask], b, n_boot, seed)

@@ -51,14 +51,22 @@ def noisy_and_target(scheduler, latents, noise, timesteps):
     return noisy, noise
 
 
-def per_sample_mse(unet, scheduler, latents, states, mask, noise, timesteps) -> torch.Tensor:
-    """Unweighted MSE per sample, averaged over C×H×W: shape (B,). The quantity DPO compares.
-    The UNet may run under autocast; the error and its mean are float32 (precision.FLOAT32)."""
+def prediction_error(unet, scheduler, latents, states, mask, noise, timesteps) -> torch.Tensor:
+    """The UNet's prediction minus its target, shape (B, C, H, W), in float32 (the UNet may run
+    under autocast; precision.FLOAT32)."""
     noisy, target = noisy_and_target(scheduler, latents, noise, timesteps)
     pred = unet(add_time_channel(unet, noisy), timesteps, encoder_hidden_states=states,
                 encoder_attention_mask=mask).sample
     with float32(pred.device.type):
-        return (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+        return pred.float() - target.float()
+
+
+def per_sample_mse(unet, scheduler, latents, states, mask, noise, timesteps) -> torch.Tensor:
+    """Unweighted MSE per sample, averaged over C×H×W: shape (B,). The quantity DPO compares;
+    float32 (precision.FLOAT32)."""
+    error = prediction_error(unet, scheduler, latents, states, mask, noise, timesteps)
+    with float32(error.device.type):
+        return error.pow(2).mean(dim=(1, 2, 3))
 
 
 def diffusion_loss(unet, scheduler, latents, states, mask, noise, timesteps, min_snr_gamma=None) -> torch.Tensor:
@@ -116,6 +124,29 @@ class TrainConfig:
             return self.lr * (step + 1) / self.warmup
         progress = (step - self.warmup) / max(1, self.steps - self.warmup)
         return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+@dataclass
+class FineTuneConfig:
+    """The fields :func:`train_loop` reads in every fine-tune (DPO, BATON, KTO): AdamW, a linear
+    warm-up to a constant learning rate, clipping, EMA, checkpoints, seed, precision; each method's
+    config adds its own loss's fields."""
+
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-4
+    warmup: int = 20
+    weight_decay: float = 0.0
+    p_uncond: float = 0.0  # classifier-free dropout of the captions
+    high_noise_share: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float | None = None
+    checkpoint_every: int = 100
+    seed: int = 0
+    mixed_precision: str = "no"
+
+    def lr_at(self, step: int) -> float:
+        return self.lr * min(1.0, (step + 1) / max(1, self.warmup))
 
 
 @dataclass

@@ -13,6 +13,21 @@ where the policy lowered the winner's error more than the loser's, relative to t
 
 With LoRA the reference is the same UNet with its adapters disabled (no second copy in memory);
 with full fine-tuning it is a frozen copy.
+
+**The winner safeguard** (``DPOConfig.safeguard``; Diffusion-SDPO: Fu et al. 2025, "Diffusion-SDPO:
+Safeguarded Direct Preference Optimization for Diffusion Models", arXiv:2511.03317; code
+AIDC-AI/Diffusion-SDPO). Plain Diffusion-DPO can raise the winner's error while its loss falls
+(both likelihoods drop, the loser's faster). SDPO scales the *loser's gradient* by
+λ ∈ [0, 1] so that, to first order in output space, a step cannot raise the winners' error:
+with e_w, e_l the batch's prediction errors (prediction − target) on winners and losers,
+g_w ∝ e_w and g_l ∝ e_l the gradients of their mean squared errors w.r.t. the predictions,
+requiring (−g_w + λ g_l)·g_w ≤ −μ‖g_w‖² gives
+
+    λ = min(1, (1 − μ)·‖e_w‖² / ⟨e_l, e_w⟩)  when ⟨e_l, e_w⟩ > 0,   λ = 1 otherwise,
+
+μ ∈ [0, 1] (larger: more conservative; the authors' SD1.5 Diffusion-DPO script uses 0.9).
+λ (detached) only rescales the loser term's gradient, m_l ← sg(m_l) + λ·(m_l − sg(m_l)): the
+loss value is plain DPO's.
 """
 
 from __future__ import annotations
@@ -27,8 +42,26 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .diffusion import Shard, TextBank, per_sample_mse, sample_timesteps, train_loop
+from .diffusion import FineTuneConfig, Shard, TextBank, per_sample_mse, prediction_error, sample_timesteps, train_loop
 from .precision import at_least_float32, float32
+
+
+def safeguard_scale(err_w: torch.Tensor, err_l: torch.Tensor, mu: float) -> torch.Tensor:
+    """Diffusion-SDPO's loser-gradient scale λ (a detached 0-d tensor) from the batch's winner
+    and loser prediction errors (same shape): min(1, (1 − μ)‖e_w‖²/⟨e_l, e_w⟩) where the
+    inner product is positive, else 1."""
+    if not 0.0 <= mu <= 1.0:
+        raise ValueError(f"the safeguard's mu must lie in [0, 1], got {mu}")
+    err_w, err_l = err_w.detach().float(), err_l.detach().float()
+    inner = (err_w * err_l).sum()
+    if inner <= 0:
+        return torch.ones((), device=err_w.device)
+    return ((1.0 - mu) * err_w.pow(2).sum() / inner).clamp(0.0, 1.0)
+
+
+def scale_gradient(value: torch.Tensor, scale) -> torch.Tensor:
+    """``value`` unchanged, its gradient multiplied by ``scale``: sg(v) + scale·(v − sg(v))."""
+    return value.detach() + scale * (value - value.detach())
 
 
 def dpo_loss(mse_w, mse_l, ref_w, ref_l, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,30 +86,21 @@ class PairBank:
 
 
 @dataclass
-class DPOConfig:
-    steps: int = 400
-    batch_size: int = 8  # pairs per step
-    lr: float = 1e-4
-    warmup: int = 20
-    weight_decay: float = 0.0
+class DPOConfig(FineTuneConfig):
+    steps: int = 400  # batch_size: pairs per step
     beta: float = 2000.0
     sft_first_steps: int = 0  # Tango 2's SFT-on-winners epoch, in steps
     loss: str = "dpo"  # "dpo" | "sft" (winners only) | "crpo" (DPO + winner diffusion loss)
-    p_uncond: float = 0.0  # if > 0, winner AND loser of a row are dropped together
     lora_rank: int | None = None  # None: full fine-tuning against a frozen copy
-    high_noise_share: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float | None = None
-    checkpoint_every: int = 100
-    seed: int = 0
-    mixed_precision: str = "no"
+    safeguard: bool = False  # Diffusion-SDPO's winner safeguard on the loser's gradient (module docstring)
+    safeguard_mu: float = 0.9
+    # p_uncond (FineTuneConfig): if > 0, winner AND loser of a row are dropped together
 
     def __post_init__(self):
         if self.loss not in ("dpo", "sft", "crpo"):
             raise ValueError(f"loss must be 'dpo', 'sft' or 'crpo', got {self.loss!r}")
-
-    def lr_at(self, step: int) -> float:
-        return self.lr * min(1.0, (step + 1) / max(1, self.warmup))
+        if not 0.0 <= self.safeguard_mu <= 1.0:
+            raise ValueError(f"safeguard_mu must lie in [0, 1], got {self.safeguard_mu}")
 
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -134,13 +158,16 @@ def train_dpo(unet, scheduler, pairs: PairBank, config: DPOConfig, out_dir=None,
             return mse.mean(), {"phase": 0.0, "mse_w": mse.mean()}
         # winner and loser in one batch, sharing text, noise and timestep; the reference sees the same
         both = (torch.cat([xw, xl]), states.repeat(2, 1, 1), mask.repeat(2, 1), noise.repeat(2, 1, 1, 1), t.repeat(2))
-        mse_w, mse_l = per_sample_mse(model, scheduler, *both).chunk(2)
+        err_w, err_l = prediction_error(model, scheduler, *both).chunk(2)
+        with float32(err_w.device.type):
+            mse_w, mse_l = (e.pow(2).mean(dim=(1, 2, 3)) for e in (err_w, err_l))
         with torch.no_grad(), reference_of(model, frozen) as ref:
             ref_w, ref_l = per_sample_mse(ref, scheduler, *both).chunk(2)
-        loss, acc = dpo_loss(mse_w, mse_l, ref_w, ref_l, config.beta)
+        scale = safeguard_scale(err_w, err_l, config.safeguard_mu) if config.safeguard else torch.tensor(1.0)
+        loss, acc = dpo_loss(mse_w, scale_gradient(mse_l, scale), ref_w, ref_l, config.beta)
         total = loss.mean() + (mse_w.mean() if config.loss == "crpo" else 0.0)
         return total, {"phase": 1.0, "dpo_loss": loss.mean(), "implicit_acc": acc.mean(), "mse_w": mse_w.mean(),
-                       "mse_l": mse_l.mean(), "ref_w": ref_w.mean(), "ref_l": ref_l.mean()}
+                       "mse_l": mse_l.mean(), "ref_w": ref_w.mean(), "ref_l": ref_l.mean(), "loser_scale": scale}
 
     return train_loop(unet, len(pairs), config, step_loss, out_dir, progress, desc=f"{config.loss.upper()}")
 

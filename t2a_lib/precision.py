@@ -22,6 +22,8 @@ FLOAT32 = {
     "dpo_logsigmoid_argument": "-β/2 [(m_w - m_l) - (r_w - r_l)] with β = 2000: a difference of errors "
                                "~1e-3 apart, times 1000; in bf16 it would round to a few levels "
                                "(t2a_lib.dpo.dpo_loss)",
+    "kto_sigmoid_argument": "y·β·(Δ_ref − Δ_θ − z̄) with β = 1000: the same difference of errors times 1000 "
+                            "(t2a_lib.kto.kto_loss)",
 }
 
 

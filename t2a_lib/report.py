@@ -248,7 +248,7 @@ def _header(name, state: dict, prov: dict, records: list[dict], problems: list[s
     ok = sum(r.get("status") == "ok" for r in records)
     minutes = sum(r.get("seconds") or 0 for r in records) / 60
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (("claims", "Claims"), ("tables", "Tables"),
-                  ("effects", "Effects"), ("listening", "Listen"), ("stages", "Stages"), ("provenance", "Provenance")))
+                  ("effects", "Effects"), ("beyond", "Beyond"), ("listening", "Listen"), ("stages", "Stages"), ("provenance", "Provenance")))
     failed = [r for r in records if r.get("status") not in ("ok", "not run", None)]
     return ([f"<h1>Report: profile <code>{html.escape(str(name))}</code></h1>",
              f"<p>{html.escape(state.get('description', ''))}</p>",
@@ -283,6 +283,7 @@ def build_report(run_dir, report_dir, profile) -> Path:
         '<h2 id="claims">Claims</h2>', sections.claims_section(claims),
         "<h2 id=\"tables\">The papers' tables</h2>", sections.tables_section(run_dir / "tables", markdown_tables),
         '<h2 id="effects">Effects</h2>', sections.effects_section(report_dir, pngs, final.get("results", {}), names),
+        '<h2 id="beyond">Beyond the papers</h2>', sections.beyond_section(run_dir / "tables", pngs),
         '<h2 id="listening">Listen</h2>', sections.listening_section(run_dir, report_dir),
         '<h2 id="stages">Stages</h2>', '<p class="muted">Each stage folded: click to open.</p>']
     parts += [_stage_section(r, figures.get(r["stage"]), links.get(r["stage"], ""), pngs) for r in records]

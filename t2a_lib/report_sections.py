@@ -53,7 +53,21 @@ CAPTIONS = {
     "06_baton_effects": "BATON: paired effects on held-out prompts (judges; 95% intervals; seeds pooled).",
     "07_claims": "Every claim: paired difference with its 95% interval (green reproduced, red contradicted).",
     "07_one_prompt_grid": "One held-out prompt across every model: spectrograms and what the judge hears.",
+    "04_dpo_drift": "Plain and safeguarded (SDPO) DPO at the learning rate that broke plain DPO: the winners' and "
+                    "losers' errors relative to the reference's, and the loser-gradient scale.",
+    "06_kto_training": "Diffusion-KTO training: loss, share of clips on their label's side, and the error shift "
+                       "on liked and disliked clips.",
+    "07_ranker_judge_gap": "Each model's gain over the base as its rankers see it (x) and as the judges see it (y), "
+                           "with 95% intervals; below the diagonal the rankers see more.",
 }
+GAP_TABLE = "ranker_judge_gap"  # tables/<GAP_TABLE>.csv: notebook 07's ranker-judge gap
+BEYOND_FIGURES = ("07_ranker_judge_gap", "04_dpo_drift")
+BEYOND_NOTE = """Beyond the papers. <b>The ranker–judge gap</b>: every method is trained against rankers and
+graded by independent judges; the same samples scored by both show each model's gain over the base twice.
+A gain the rankers see and the judges do not is reward hacking. CLAP gains are in standard deviations of the
+base model's per-clip CLAP under each family; detector rates are rates. <b>The winners' drift</b>: plain
+Diffusion-DPO can raise the winners' error while its loss falls; the SDPO safeguard scales the loser's
+gradient so that, to first order, it cannot."""
 EFFECT_FIGURES = ("07_claims", "04_effects", "06_baton_effects")
 BLANK = re.compile(r"^\s*(nan|none|null|nat)?(\s*\[\s*nan\s*,\s*nan\s*\])?\s*$", re.I)
 
@@ -143,8 +157,9 @@ def frame_html(df: pd.DataFrame) -> str:
 
 def tables_section(tables_dir: Path, markdown_html) -> str:
     """Each table of the run once: its CSV in the papers' layout (a Markdown twin is skipped)."""
-    csvs = {p.stem: p for p in sorted(tables_dir.glob("*.csv")) if p.stem != "claims"}
-    mds = [p for p in sorted(tables_dir.glob("*.md")) if p.stem not in csvs and p.stem != "claims"]
+    own = ("claims", GAP_TABLE)  # each has its own section
+    csvs = {p.stem: p for p in sorted(tables_dir.glob("*.csv")) if p.stem not in own}
+    mds = [p for p in sorted(tables_dir.glob("*.md")) if p.stem not in csvs and p.stem not in own]
     order = [s for s in TABLES if s in csvs] + [s for s in csvs if s not in TABLES]
     parts = [f'<p class="muted">{TABLES_NOTE}</p>'] if csvs else []
     for stem in order:
@@ -195,6 +210,44 @@ def effects_section(report_dir: Path, pngs: dict[str, str], results: dict, names
         parts.append(figure("figures/judge_metrics.png", "Judge metrics of every model on Tango 2's held-out "
                             "prompts (first seed), with 95% bootstrap intervals; grey: the base model."))
     return "\n".join(parts) or '<p class="muted">No effect plots in this run.</p>'
+
+
+# ---------------------------------------------------------------------------- beyond the papers
+
+def _interval(row, name: str) -> str:
+    """'+0.120 [+0.050, +0.190]' from a gap-table row's ``<name> gain`` (or ``gap``), low and high."""
+    est = row.get("gap" if name == "gap" else f"{name} gain")
+    lo, hi = row.get(f"{name} low"), row.get(f"{name} high")
+    if blank(est):
+        return ""
+    return f"{est:+.3f}" + ("" if blank(lo) or blank(hi) else f" [{lo:+.3f}, {hi:+.3f}]")
+
+
+def gap_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The ranker-judge gap table as the report shows it: one row per model and measure."""
+    return pd.DataFrame({
+        "model": df["model"], "trained against": df["trained against"],
+        "measure": [f"{m} on {s} ({u})" for m, s, u in zip(df["metric"], df["subset"], df["unit"])],
+        "rankers' gain": [_interval(r, "rankers") for _, r in df.iterrows()],
+        "judges' gain": [_interval(r, "judges") for _, r in df.iterrows()],
+        "gap (rankers − judges)": [_interval(r, "gap") for _, r in df.iterrows()],
+        "n": df["n"], "reading": df["reading"]})
+
+
+def beyond_section(tables_dir: Path, pngs: dict[str, str]) -> str:
+    """The ranker-judge gap (table and plot, notebook 07) and the DPO winners' drift (notebook 04)."""
+    parts = []
+    path = tables_dir / f"{GAP_TABLE}.csv"
+    if path.is_file():
+        try:
+            parts.append('<h3 id="ranker-judge-gap">The ranker–judge gap</h3>'
+                         + frame_html(gap_frame(pd.read_csv(path))).replace("<table>", '<table class="gap">', 1))
+        except Exception as e:  # noqa: BLE001 - show the problem, keep the rest of the report
+            parts.append(f"<p class=failed>{esc(path)}: {esc(type(e).__name__)}: {esc(e)}</p>")
+    parts += [figure(pngs[s], caption(s)) for s in BEYOND_FIGURES if s in pngs]
+    if not parts:
+        return '<p class="muted">Nothing beyond the papers in this run (notebook 07 writes the ranker–judge gap).</p>'
+    return f'<p class="muted">{BEYOND_NOTE}</p>' + "\n".join(parts)
 
 
 # ---------------------------------------------------------------------------- listening

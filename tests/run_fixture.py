@@ -126,6 +126,16 @@ def _tables(run: Path) -> None:
     baton = pd.DataFrame([{"model": "BATON HD+RD", "seed": 0, "task": "Temporal", "judge metric": "order",
                            "value": cell, "CLAP": cell, "paper": "CLAP +6.0% over Tango"}])
     baton.to_csv(tables / "baton.csv", index=False)
+    gap = pd.DataFrame([
+        {"model": "Tango 2 (DPO)", "model id": "dpo", "trained against": "the rankers' CLAP", "prompts": "tango",
+         "subset": "all", "metric": "clap", "unit": "base-model sd", "rankers gain": 0.31, "rankers low": 0.2,
+         "rankers high": 0.42, "judges gain": 0.05, "judges low": -0.04, "judges high": 0.14, "gap": 0.26,
+         "gap low": 0.15, "gap high": 0.37, "n": 368, "reading": "rankers see more: reward hacking"},
+        {"model": "BATON HD+RD", "model id": "baton_hd_rd", "trained against": "labels from the rankers' detector",
+         "prompts": "baton", "subset": "Integrity", "metric": "all_present", "unit": "rate", "rankers gain": 0.02,
+         "rankers low": -0.03, "rankers high": 0.07, "judges gain": 0.01, "judges low": -0.04, "judges high": 0.06,
+         "gap": 0.01, "gap low": -0.03, "gap high": 0.05, "n": 128, "reading": "matched within the interval"}])
+    gap.to_csv(tables / "ranker_judge_gap.csv", index=False)
 
 
 def _notebook(path: Path, title: str, figure_name: str) -> None:
@@ -162,7 +172,8 @@ def _notebook(path: Path, title: str, figure_name: str) -> None:
 def _stages(run: Path) -> list[dict]:
     figures = run / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    for name, color in (("00_world_statistics", "tab:blue"), ("04_effects", "tab:green"), ("07_claims", "tab:red")):
+    for name, color in (("00_world_statistics", "tab:blue"), ("04_effects", "tab:green"), ("07_claims", "tab:red"),
+                        ("04_dpo_drift", "tab:orange"), ("07_ranker_judge_gap", "tab:purple")):
         (figures / f"{name}.png").write_bytes(png_bytes(color))
     data = {
         "00_world": {"profile": "fixture", "sizes": {"train": 96, "val": 24, "test": 24}, "wall_seconds": 1.6,

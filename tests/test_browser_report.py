@@ -42,13 +42,14 @@ def test_report_renders_claims_first_with_media_that_loads(report, offline_page)
     assert green == "rgb(23, 112, 42)" and red == "rgb(176, 0, 32)"
     assert "how" in page.locator("#claims + p").get_attribute("class")
     order = page.evaluate("[...document.querySelectorAll('h2')].map(h => h.id)")
-    assert order == ["claims", "tables", "effects", "listening", "stages", "provenance"]
+    assert order == ["claims", "tables", "effects", "beyond", "listening", "stages", "provenance"]
     rows = page.evaluate("document.querySelectorAll('tr').length")
     assert 0 < rows <= 400
     # every image loaded (checked by MEDIA_READY), and there are images to load
     # 16 spectrograms (2 x 3 Tango 2 clips, 2 x 2 BATON clips, 3 pairs of 2), 3 effect plots
-    # (claims, DPO effects, judge metrics), 3 stage figures (world, DPO effects, claims)
-    assert page.evaluate("document.images.length") == 16 + 3 + 3
+    # (claims, DPO effects, judge metrics), 2 beyond-the-papers plots (ranker-judge gap, DPO drift),
+    # 5 stage figures (world, DPO effects, DPO drift, claims, ranker-judge gap)
+    assert page.evaluate("document.images.length") == 16 + 3 + 2 + 5
     # a playable player for every compared model, its source a wav in the report folder
     players = page.evaluate("""[...document.querySelectorAll('#listening ~ .prompt figure.clip')].map(f =>
         [f.querySelector('figcaption').textContent, f.querySelector('audio').getAttribute('src'),
@@ -56,6 +57,28 @@ def test_report_renders_claims_first_with_media_that_loads(report, offline_page)
     assert {name for name, _, _ in players} >= set(MODELS.values())
     assert all(src.startswith("listening/") and (index.parent / src).is_file() and can for _, src, can in players)
     assert requests == []  # nothing fetched from the network
+
+
+def test_beyond_the_papers_shows_the_ranker_judge_gap_and_the_drift_plot(report, offline_page):
+    run, index = report
+    page, _ = offline_page
+    page.goto(index.as_uri())
+    page.wait_for_function(MEDIA_READY, timeout=15000)
+    page.locator("nav a[href='#beyond']").click()
+    assert page.locator("#beyond").is_visible()
+    gap = page.locator("table.gap")
+    assert gap.is_visible() and gap.locator("tr").count() == 1 + 2  # the head and one row per model and measure
+    head = gap.locator("tr").first.locator("th").all_inner_texts()
+    assert head[:3] == ["model", "trained against", "measure"] and "gap (rankers − judges)" in head
+    first = dict(zip(head, gap.locator("tr").nth(1).locator("td").all_inner_texts()))
+    assert first["gap (rankers − judges)"] == "+0.260 [+0.150, +0.370]"
+    assert first["reading"] == "rankers see more: reward hacking" and first["measure"] == "clap on all (base-model sd)"
+    captions = page.locator("#beyond ~ figure figcaption").all_inner_texts()
+    assert CAPTIONS["07_ranker_judge_gap"] in captions and CAPTIONS["04_dpo_drift"] in captions
+    plots = page.locator("#beyond ~ figure img[src*='ranker_judge_gap'], #beyond ~ figure img[src*='dpo_drift']")
+    assert plots.count() >= 2 and all(w > 0 for w in plots.evaluate_all("imgs => imgs.map(i => i.naturalWidth)"))
+    # the gap table has its own section, not a second appearance among the papers' tables
+    assert not any("ranker_judge_gap" in t for t in page.locator("#tables ~ h3").all_inner_texts())
 
 
 def test_report_tables_are_in_the_papers_layout_once_each(report, offline_page):

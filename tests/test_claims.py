@@ -103,6 +103,25 @@ def test_claims_table_is_complete_data():
     for c in CLAIMS:
         assert c.model in claims.MODEL_NAMES and c.baseline in claims.MODEL_NAMES
         assert c.subset in claims.SUBSETS[c.prompts]
-        assert c.metric in ("presence", "all_present", "order", "clap")
+        assert c.metric.removeprefix(claims.GAP_PREFIX) in ("presence", "all_present", "order", "clap")
+        assert claims.prompt_set(c.model) == c.prompts  # each model on its family's prompts
     targets = {c.key: c.max_half_width for c in CLAIMS}
     assert targets["dpo_temporal_order"] == 0.05 and targets["gold_vs_ranked"] == 0.07 and targets["dpo_clap"] is None
+    # beyond the papers: KTO against the base and against BATON on the same labels, the safeguard against DPO
+    assert targets["kto_integrity"] == targets["kto_temporal"] == 0.05
+    assert targets["kto_vs_baton_integrity"] == targets["kto_vs_baton_temporal"] == targets["sdpo_vs_dpo"] == 0.07
+    by_key = {c.key: c for c in CLAIMS}
+    assert (by_key["kto_vs_baton_temporal"].model, by_key["kto_vs_baton_temporal"].baseline) == ("kto_hd", "baton_hd")
+    gaps = [c for c in CLAIMS if c.metric.startswith(claims.GAP_PREFIX)]
+    assert {c.model for c in gaps} == {"dpo", "baton_hd_rd"} and all(c.direction == -1 for c in gaps)
+
+
+def test_a_claim_without_its_per_clip_column_is_not_measured():
+    claim = next(c for c in CLAIMS if c.key == "dpo_ranker_gap")
+    t = pd.DataFrame({"caption": ["a", "b"], "n_events": [1, 2], "clap": [0.1, 0.2]})
+    row = answer(claim, {"dpo": [t], "base": [t]})
+    assert row["verdict"] == "not measured" and "ranker_gap_clap" in row["why"]
+    t[claims.GAP_PREFIX + "clap"] = [0.5, 0.1]
+    gapped = t.assign(**{claims.GAP_PREFIX + "clap": [0.2, -0.3]})
+    row = answer(claim, {"dpo": [gapped], "base": [t]}, n_boot=200)
+    assert row["difference"] == pytest.approx(-0.35)  # mean of (0.2 − 0.5, −0.3 − 0.1)

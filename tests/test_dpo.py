@@ -1,4 +1,5 @@
-"""Diffusion-DPO: the loss against its formula, ln 2 at initialisation, gradient direction, LoRA."""
+"""Diffusion-DPO: the loss against its formula, ln 2 at initialisation, gradient direction, LoRA, the
+Diffusion-SDPO winner safeguard."""
 
 import math
 
@@ -8,7 +9,8 @@ import torch
 
 from t2a_lib.components import MiniTangoConfig, make_train_scheduler, make_unet
 from t2a_lib.diffusion import TextBank, per_sample_mse
-from t2a_lib.dpo import DPOConfig, PairBank, dpo_loss, reference_of, add_lora, train_dpo
+from t2a_lib.dpo import (DPOConfig, PairBank, add_lora, dpo_loss, reference_of, safeguard_scale, scale_gradient,
+                         train_dpo)
 
 torch.set_num_threads(2)
 TINY = MiniTangoConfig(unet_channels=(16, 16, 16), unet_head_dim=8, text_dim=32)
@@ -101,3 +103,54 @@ def test_sft_phase_then_dpo_and_config_checks():
     assert [h["phase"] for h in out["history"]] == [0, 0, 1, 1]
     with pytest.raises(ValueError, match="loss must be"):
         DPOConfig(loss="ppo")
+
+
+def test_safeguard_scale_matches_hand_computations():
+    e_w = torch.tensor([[1.0, 0.0]])
+    # <e_l, e_w> = 1, ||e_w||² = 1: λ = (1 − μ)·1/1
+    assert safeguard_scale(e_w, torch.tensor([[1.0, 1.0]]), mu=0.5).item() == pytest.approx(0.5)
+    assert safeguard_scale(e_w, torch.tensor([[1.0, 1.0]]), mu=0.9).item() == pytest.approx(0.1)
+    # <e_l, e_w> = 4: λ = 0.5·1/4
+    assert safeguard_scale(e_w, torch.tensor([[4.0, -3.0]]), mu=0.5).item() == pytest.approx(0.125)
+    # opposed or orthogonal gradients: nothing to guard against
+    assert safeguard_scale(e_w, torch.tensor([[-1.0, 2.0]]), mu=0.5).item() == 1.0
+    assert safeguard_scale(e_w, torch.tensor([[0.0, 2.0]]), mu=0.5).item() == 1.0
+    # the bound above 1 is clipped: (1 − 0)·1/0.5 = 2 -> 1
+    assert safeguard_scale(e_w, torch.tensor([[0.5, 9.0]]), mu=0.0).item() == 1.0
+    with pytest.raises(ValueError, match="mu"):
+        safeguard_scale(e_w, e_w, mu=1.5)
+
+
+def test_safeguarded_step_cannot_raise_the_winners_error_to_first_order():
+    g = torch.Generator().manual_seed(0)
+    for mu in (0.0, 0.5, 0.9):
+        for _ in range(20):
+            e_w = torch.randn(4, 3, 5, 2, generator=g, dtype=torch.float64)
+            e_l = 0.8 * e_w + 0.5 * torch.randn(4, 3, 5, 2, generator=g, dtype=torch.float64)
+            lam = safeguard_scale(e_w, e_l, mu).double()
+            # the output-space step −∇A + λ∇B (∇A ∝ e_w, ∇B ∝ e_l) against ∇A
+            change = ((-e_w + lam * e_l) * e_w).sum()
+            assert change <= -mu * e_w.pow(2).sum() + 1e-5 * e_w.pow(2).sum()  # λ is float32
+
+
+def test_scale_gradient_keeps_the_value_and_scales_the_losers_gradient():
+    mw, rw, rl = torch.tensor([0.010]), torch.tensor([0.011]), torch.tensor([0.011])
+    plain = torch.tensor([0.012], requires_grad=True)
+    guarded = torch.tensor([0.012], requires_grad=True)
+    a, _ = dpo_loss(mw, plain, rw, rl, 2000.0)
+    b, _ = dpo_loss(mw, scale_gradient(guarded, torch.tensor(0.25)), rw, rl, 2000.0)
+    assert a.item() == b.item()
+    a.sum().backward()
+    b.sum().backward()
+    assert guarded.grad.item() == pytest.approx(0.25 * plain.grad.item())
+
+
+def test_safeguarded_training_logs_the_loser_scale():
+    torch.manual_seed(0)
+    out = train_dpo(make_unet(TINY), make_train_scheduler(TINY), _pairs(),
+                    DPOConfig(steps=3, batch_size=4, lr=1e-3, warmup=1, safeguard=True, seed=0), progress=False)
+    scales = [h["loser_scale"] for h in out["history"]]
+    assert out["history"][0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert all(0.0 <= s <= 1.0 for s in scales) and min(scales) < 1.0
+    with pytest.raises(ValueError, match="safeguard_mu"):
+        DPOConfig(safeguard_mu=-0.1)

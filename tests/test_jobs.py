@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from t2a_lib import baton, dpo, evaluation, preferences, reproduce
+from t2a_lib import baton, dpo, evaluation, kto, preferences, reproduce
 from t2a_lib.base_model import assemble, load_pipeline, text_bank
 from t2a_lib.components import MiniTangoConfig, make_text_encoder, make_unet, make_vae
 from t2a_lib.datasets import build_world
@@ -149,3 +149,20 @@ def test_baton_from_the_run_folder_equals_baton_on_the_same_data_here(feedback, 
     assert [h["feedback"] for h in history] == [h["feedback"] for h in here]
     with pytest.raises(FileNotFoundError, match="notebook 06"):
         baton.training_sets(tmp_path, base.text_encoder, base.tokenizer)
+
+
+def test_kto_from_the_run_folder_trains_on_batons_clips_with_labels_from_their_rewards(feedback, tmp_path):
+    run = feedback
+    base = load_pipeline(run / "base" / "pipeline")
+    baton.write_training_data(run, base.vae, n_pretrain=10, seed=0)
+    config = kto.KTOConfig(steps=3, batch_size=4, seed=0)
+    history = kto.fit_from_run(run, tmp_path / "job", "kto_hd_rd", config)
+    latents, text, rewards = baton.training_sets(run, base.text_encoder, base.tokenizer)["baton_hd_rd"]
+    labels = kto.labels_from_rewards(rewards)  # HD's 0/1 and RD's scores at 0.5
+    assert labels.tolist() == [1, -1, 1, 1, -1, 1, -1, -1] + [1, -1, 1, 1, -1, -1, 1, -1]
+    _, here = kto.fit_kto_model(tmp_path / "here", base.unet, dpo.make_train_scheduler_like(base), latents, text,
+                                labels, config, progress=False)
+    assert [h["kto_loss"] for h in history] == [h["kto_loss"] for h in here]
+    assert (tmp_path / "job" / "unet").is_dir()
+    with pytest.raises(ValueError, match="unknown KTO model"):
+        kto.fit_from_run(run, tmp_path / "x", "baton_hd", config)

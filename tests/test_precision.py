@@ -9,6 +9,7 @@ from t2a_lib.base_model import assemble
 from t2a_lib.components import make_text_encoder, make_train_scheduler, make_unet, make_vae, model_config
 from t2a_lib.diffusion import per_sample_mse
 from t2a_lib.dpo import dpo_loss
+from t2a_lib.kto import kto_loss
 from t2a_lib.precision import FLOAT32, sampling_precision
 from t2a_lib.text import build_world_tokenizer
 
@@ -17,7 +18,7 @@ BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
 
 def test_the_float32_set_is_the_three_named_places():
-    assert set(FLOAT32) == {"vae_decode", "loss_reductions", "dpo_logsigmoid_argument"}
+    assert set(FLOAT32) == {"vae_decode", "loss_reductions", "dpo_logsigmoid_argument", "kto_sigmoid_argument"}
 
 
 def test_loss_reduction_is_float32_under_autocast():
@@ -49,6 +50,20 @@ def test_dpo_argument_is_float32_under_autocast():
     # bf16 inputs are widened before the difference: the loss is the float32 formula of the rounded inputs
     zr = -1000.0 * ((mw.bfloat16().double() - ml.bfloat16().double()) - (rw.bfloat16().double() - rl.bfloat16().double()))
     np.testing.assert_allclose(loss.double().numpy(), torch.nn.functional.softplus(-zr).numpy(), atol=2e-6)
+
+
+def test_kto_argument_is_float32_under_autocast():
+    g = torch.Generator().manual_seed(1)
+    mse, ref = (0.1 + 0.01 * torch.rand(64, generator=g) for _ in range(2))
+    y = torch.where(torch.rand(64, generator=g) < 0.5, 1.0, -1.0)
+    with torch.autocast(**BF16):
+        loss, _ = kto_loss(mse.to(torch.bfloat16), ref.to(torch.bfloat16), y, 1000.0)
+        loss32, _ = kto_loss(mse, ref, y, 1000.0)
+    assert loss.dtype == loss32.dtype == torch.float32
+    m, r = mse.bfloat16().double(), ref.bfloat16().double()  # the rounded inputs, widened before the difference
+    z = (r - m).mean().clamp(min=0)
+    np.testing.assert_allclose(loss.double().numpy(), (1 - torch.sigmoid(y.double() * 1000 * ((r - m) - z))).numpy(),
+                               atol=2e-6)
 
 
 @pytest.fixture(scope="module")

@@ -315,3 +315,38 @@ def test_importing_the_library_puts_numpy_and_scipy_blas_on_one_thread():
             "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[1]"
+
+
+def test_beyond_is_default_plus_the_switches_that_go_beyond_the_papers():
+    """KTO, the safeguarded DPO and the drift runs are off in the notebooks and in `default`, on in
+    `beyond` (which changes nothing else) and in `smoke` (so `make test` runs them)."""
+    import papermill
+
+    load = lambda name: yaml.safe_load((PROFILES / f"{name}.yaml").read_text())  # noqa: E731
+    default, beyond, smoke = load("default"), load("beyond"), load("smoke")
+    switches = {"04_dpo": {"safeguard": True, "drift": True, "drift_lr": 1e-4}, "06_baton": {"with_kto": True}}
+    assert {k: v for k, v in beyond.items() if k != "description"} == {
+        **{k: v for k, v in default.items() if k != "description"},
+        "notebooks": {stem: {**params, **switches.get(stem, {})} for stem, params in default["notebooks"].items()}}
+    for stem, on in switches.items():
+        declared = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"))
+        for key in on:
+            if isinstance(on[key], bool):
+                assert declared[key]["default"] == "False", f"{stem}.{key} must default to off"
+                assert key not in default["notebooks"][stem] and smoke["notebooks"][stem][key] is True
+
+
+def test_no_parameter_is_shadowed_by_an_import():
+    """A parameter named like a module the notebook imports (``kto``) would be replaced by the module:
+    a switch that is off would read as on."""
+    import ast
+
+    for path in _notebooks():
+        tree = ast.parse(path.with_suffix(".py").read_text())
+        text = path.with_suffix(".py").read_text()
+        cell = text.split('# %% tags=["parameters"]', 1)[1].split("# %%", 1)[0]
+        params = {t.id for node in ast.parse(cell).body if isinstance(node, ast.Assign) for t in node.targets
+                  if isinstance(t, ast.Name)}
+        imported = {(a.asname or a.name).split(".")[0] for node in ast.walk(tree)
+                    if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names}
+        assert not params & imported, f"{path.name}: parameters shadowed by imports: {sorted(params & imported)}"

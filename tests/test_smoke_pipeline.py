@@ -123,6 +123,29 @@ def test_smoke_profile_runs_every_notebook(smoke_runs):
 
 
 @pytest.mark.slow
+def test_smoke_profile_runs_what_goes_beyond_the_papers(smoke_runs):
+    """KTO, the safeguarded DPO, the drift runs and the ranker-judge gap, at smoke sizes."""
+    run_dir, report_dir, result = smoke_runs[0]
+    assert result["status"] == "ok", result
+    for model_id in ("dpo_safe", "kto_hd", "kto_hd_rd"):  # two seeds each, as the claims need
+        assert len(list((run_dir / "models" / model_id).glob("s[0-9]/unet"))) == 2, model_id
+    dpo = json.loads((run_dir / "04_dpo.json").read_text())
+    assert set(dpo["drift"]) == {"plain", "safeguarded"} and dpo["drift"]["plain"]["loser_scale"] == 1.0
+    assert 0.0 <= dpo["drift"]["safeguarded"]["loser_scale"] <= 1.0
+    assert (run_dir / "figures" / "04_dpo_drift.png").is_file() and (run_dir / "figures" / "06_kto_training.png").is_file()
+    final = json.loads((run_dir / "07_reproduce.json").read_text())
+    gap = final["ranker_judge_gap"]
+    assert {r["model id"] for r in gap} >= {"dpo", "dpo_safe", "baton_hd_rd", "kto_hd"}
+    assert {(r["subset"], r["metric"]) for r in gap} == {("all", "clap"), ("Integrity", "all_present"),
+                                                         ("Temporal", "order")}
+    measured = {c["key"]: c for c in final["claims"]}
+    for key in ("kto_integrity", "kto_vs_baton_temporal", "sdpo_vs_dpo", "dpo_ranker_gap", "hdrd_ranker_gap"):
+        assert measured[key]["n"] > 0, measured[key]
+    html = (report_dir / "index.html").read_text()
+    assert 'id="beyond"' in html and 'class="gap"' in html and "07_ranker_judge_gap.png" in html
+
+
+@pytest.mark.slow
 def test_two_smoke_runs_with_the_same_seed_give_identical_figures(smoke_runs):
     """Determinism, and resuming: every figure in summary.json (timings and provenance aside) of
     the run killed and resumed in 01, 02 and 04 equals the uninterrupted run's."""
