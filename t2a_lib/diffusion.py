@@ -64,9 +64,13 @@ def prediction_error(unet, scheduler, latents, states, mask, noise, timesteps) -
 def per_sample_mse(unet, scheduler, latents, states, mask, noise, timesteps) -> torch.Tensor:
     """Unweighted MSE per sample, averaged over C×H×W: shape (B,). The quantity DPO compares;
     float32 (precision.FLOAT32)."""
-    error = prediction_error(unet, scheduler, latents, states, mask, noise, timesteps)
+    return mean_square(prediction_error(unet, scheduler, latents, states, mask, noise, timesteps))
+
+
+def mean_square(error: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean of the squared error over C×H×W: (B, C, H, W) -> (B,), float32."""
     with float32(error.device.type):
-        return error.pow(2).mean(dim=(1, 2, 3))
+        return error.float().pow(2).mean(dim=(1, 2, 3))
 
 
 def diffusion_loss(unet, scheduler, latents, states, mask, noise, timesteps, min_snr_gamma=None) -> torch.Tensor:

@@ -42,7 +42,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .diffusion import FineTuneConfig, Shard, TextBank, per_sample_mse, prediction_error, sample_timesteps, train_loop
+from .diffusion import (FineTuneConfig, Shard, TextBank, mean_square, per_sample_mse, prediction_error,
+                        sample_timesteps, train_loop)
 from .precision import at_least_float32, float32
 
 
@@ -159,8 +160,7 @@ def train_dpo(unet, scheduler, pairs: PairBank, config: DPOConfig, out_dir=None,
         # winner and loser in one batch, sharing text, noise and timestep; the reference sees the same
         both = (torch.cat([xw, xl]), states.repeat(2, 1, 1), mask.repeat(2, 1), noise.repeat(2, 1, 1, 1), t.repeat(2))
         err_w, err_l = prediction_error(model, scheduler, *both).chunk(2)
-        with float32(err_w.device.type):
-            mse_w, mse_l = (e.pow(2).mean(dim=(1, 2, 3)) for e in (err_w, err_l))
+        mse_w, mse_l = mean_square(err_w), mean_square(err_l)
         with torch.no_grad(), reference_of(model, frozen) as ref:
             ref_w, ref_l = per_sample_mse(ref, scheduler, *both).chunk(2)
         scale = safeguard_scale(err_w, err_l, config.safeguard_mu) if config.safeguard else torch.tensor(1.0)

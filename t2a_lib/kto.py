@@ -40,9 +40,10 @@ from .precision import at_least_float32, float32
 KTO_MODELS = {"kto_hd": "baton_hd", "kto_hd_rd": "baton_hd_rd"}  # KTO model id -> BATON's feedback (baton.FEEDBACK)
 
 
-def reference_point(mse, ref_mse) -> torch.Tensor:
-    """z̄ = max(0, mean(Δ_ref − Δ_θ)) over the batch, detached (a 0-d tensor)."""
-    return (ref_mse - mse).mean().clamp(min=0).detach()
+def reference_point(mse, ref_mse, shard: Shard = Shard()) -> torch.Tensor:
+    """z̄ = max(0, mean(Δ_ref − Δ_θ)) over the batch, detached (a 0-d tensor); under several
+    processes (``shard``) the mean is over the global batch."""
+    return _global_mean((ref_mse - mse).mean().detach(), shard).clamp(min=0)
 
 
 def kto_loss(mse, ref_mse, y, beta: float, lambda_desirable: float = 1.0, lambda_undesirable: float = 1.0,
@@ -112,7 +113,7 @@ def train_kto(unet, scheduler, latents: torch.Tensor, text: TextBank, labels: to
         mse = per_sample_mse(model, scheduler, x0, states, mask, noise, t)
         with torch.no_grad():
             ref = per_sample_mse(frozen, scheduler, x0, states, mask, noise, t)
-        z = _global_mean((ref - mse).mean().detach(), shard).clamp(min=0)
+        z = reference_point(mse, ref, shard)
         loss, acc = kto_loss(mse, ref, y, config.beta, config.lambda_desirable, config.lambda_undesirable, z)
         shift = (mse - ref).detach()
         nan = torch.tensor(float("nan"))
