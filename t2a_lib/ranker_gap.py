@@ -73,18 +73,25 @@ def scale(base_table: pd.DataFrame, metric: str) -> float:
     return sd
 
 
+def sigmas(judge_tables: dict[str, list[pd.DataFrame]], ranker_tables: dict[str, list[pd.DataFrame]],
+           metric: str) -> dict[str, float]:
+    """σ of ``metric`` under each scorer family (:func:`scale` of the base model's first table)."""
+    return {"rankers": scale(ranker_tables[BASE][0], metric), "judges": scale(judge_tables[BASE][0], metric)}
+
+
 def with_gap_columns(judge_tables: dict[str, list[pd.DataFrame]], ranker_tables: dict[str, list[pd.DataFrame]],
                      metrics) -> dict[str, list[pd.DataFrame]]:
     """The judges' tables with a column ``ranker_gap_<metric>`` per metric: the rankers' value of each
     clip over σ_rankers minus the judges' over σ_judges (σ from the base model, :func:`scale`). A
     model − base difference of it is the rankers' gain minus the judges' (the claims' gap rows)."""
-    sigma = {m: (scale(ranker_tables[BASE][0], m), scale(judge_tables[BASE][0], m)) for m in metrics}
+    sigma = {m: sigmas(judge_tables, ranker_tables, m) for m in metrics}
     out = {}
     for model_id, tables in judge_tables.items():
         if model_id not in ranker_tables:
             out[model_id] = tables
             continue
-        out[model_id] = [j.assign(**{GAP_PREFIX + m: r[m].to_numpy(float) / sigma[m][0] - j[m].to_numpy(float) / sigma[m][1]
+        out[model_id] = [j.assign(**{GAP_PREFIX + m: r[m].to_numpy(float) / sigma[m]["rankers"]
+                                     - j[m].to_numpy(float) / sigma[m]["judges"]
                                      for m in metrics})
                          for j, r in zip(tables, ranker_tables[model_id], strict=True)]
     return out
@@ -99,7 +106,7 @@ def gap_table(judge_tables: dict[str, list[pd.DataFrame]], ranker_tables: dict[s
     for subset, metric in MEASURES[prompts]:
         gapped = with_gap_columns(judge_tables, ranker_tables, [metric])
         mask = SUBSETS[prompts][subset](judge_tables[BASE][0]).to_numpy()
-        sigma = {"rankers": scale(ranker_tables[BASE][0], metric), "judges": scale(judge_tables[BASE][0], metric)}
+        sigma = sigmas(judge_tables, ranker_tables, metric)
         for model_id in [m for m in judge_tables if m != BASE and m in ranker_tables]:
             row = {"model": MODEL_NAMES.get(model_id, model_id), "model id": model_id,
                    "trained against": TRAINED_AGAINST.get(model_id, ""), "prompts": prompts, "subset": subset,
