@@ -236,5 +236,10 @@ def load_pipeline(folder) -> TangoPipeline:
     return TangoPipeline.from_pretrained(folder).to("cpu")
 
 
+def load_run_pipeline(run_dir) -> TangoPipeline:
+    """The base pipeline notebook 02 saved in ``run_dir/base/pipeline``."""
+    return load_pipeline(Path(run_dir) / "base" / "pipeline")
+
+
 def load_text_encoder(path) -> T5EncoderModel:
     return T5EncoderModel.from_pretrained(path).eval()

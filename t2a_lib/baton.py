@@ -151,12 +151,10 @@ def fit_from_run(run_dir, folder, model_id: str, config: BatonConfig) -> list[di
     """:func:`fit_baton_model` from the run's base pipeline on the feedback of ``model_id``
     (:data:`FEEDBACK`), everything read from ``run_dir``: a job for
     :func:`t2a_lib.parallel.run_jobs`. The model lands in ``folder``; returns its history."""
-    from pathlib import Path
-
-    from .base_model import load_pipeline
+    from .base_model import load_run_pipeline
     from .dpo import make_train_scheduler_like
 
-    base = load_pipeline(Path(run_dir) / "base" / "pipeline")
+    base = load_run_pipeline(run_dir)
     data = training_sets(run_dir, base.text_encoder, base.tokenizer)
     (pre_latents, pre_text), (latents, text, rewards) = data["pretrain"], data[model_id]
     return fit_baton_model(folder, base.unet, make_train_scheduler_like(base), pre_latents, pre_text, latents, text,

@@ -269,10 +269,10 @@ def fit_from_run(run_dir, folder, config: DPOConfig, pairs: str = "preferences",
     (notebook 03's ``preferences`` or ``gold``), optionally only its ``strategies`` (notebook 07's
     ablations), everything read from ``run_dir``: a job for :func:`t2a_lib.parallel.run_jobs`.
     The model lands in ``folder``; returns its training history."""
-    from .base_model import load_pipeline
+    from .base_model import load_run_pipeline
 
     run_dir = Path(run_dir)
-    base = load_pipeline(run_dir / "base" / "pipeline")
+    base = load_run_pipeline(run_dir)
     bank, _ = load_preference_pairs(run_dir / pairs, base.text_encoder, base.tokenizer, strategies)
     return fit_preference_model(folder, base.unet, make_train_scheduler_like(base), bank, config, progress=False)[1]
 
@@ -281,11 +281,11 @@ def fit_crpo_from_run(run_dir, folder, prompts: list[str], rounds: int, n_sample
                       steps: int, guidance: float) -> list[dict]:
     """:func:`fit_crpo` from the run's base pipeline and rankers: a job for
     :func:`t2a_lib.parallel.run_jobs`. Returns the per-round log."""
-    from .base_model import load_pipeline
+    from .base_model import load_run_pipeline
     from .scorers import load_rankers
 
     run_dir = Path(run_dir)
-    base = load_pipeline(run_dir / "base" / "pipeline")
+    base = load_run_pipeline(run_dir)
     return fit_crpo(folder, base, load_rankers(run_dir), prompts, rounds, n_samples, config, steps, guidance,
                     progress=False)[1]
 

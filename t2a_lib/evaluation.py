@@ -225,9 +225,9 @@ def _with_saved_unet(base, unet_folder):
 
 def _run_pipeline(run_dir, unet_folder=None):
     """The run's base pipeline, its UNet replaced by the one saved in ``unet_folder`` if given."""
-    from .base_model import load_pipeline
+    from .base_model import load_run_pipeline
 
-    return _with_saved_unet(load_pipeline(Path(run_dir) / "base" / "pipeline"), unet_folder)
+    return _with_saved_unet(load_run_pipeline(run_dir), unet_folder)
 
 
 def sample_eval_set(run_dir, unet_folder, name: str, steps: int, guidance: float, output: str = "audio") -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
@@ -139,13 +138,13 @@ def fit_from_run(run_dir, folder, model_id: str, config: KTOConfig) -> list[dict
     ``KTO_MODELS[model_id]`` trains on (``baton/training_data.safetensors``, notebook 06), their
     rewards made labels at ``config.threshold``: a job for :func:`t2a_lib.parallel.run_jobs`.
     The model lands in ``folder``; returns its history."""
-    from .base_model import load_pipeline
+    from .base_model import load_run_pipeline
     from .baton import training_sets
     from .dpo import make_train_scheduler_like
 
     if model_id not in KTO_MODELS:
         raise ValueError(f"unknown KTO model {model_id!r}; known: {', '.join(KTO_MODELS)}")
-    base = load_pipeline(Path(run_dir) / "base" / "pipeline")
+    base = load_run_pipeline(run_dir)
     latents, text, rewards = training_sets(run_dir, base.text_encoder, base.tokenizer)[KTO_MODELS[model_id]]
     return fit_kto_model(folder, base.unet, make_train_scheduler_like(base), latents, text,
                          labels_from_rewards(rewards, config.threshold), config, progress=False)[1]
