@@ -1,52 +1,25 @@
 """t2a_lib: a thin library for aligning text-to-audio diffusion models with preferences.
 
-One flat module per concern.
+One subpackage per stage of the data flow; each notebook calls the stage of its number:
 
-The world and its data
-- ``world``        the procedural sound world: 12 synthesisers, scenes and their timelines
-- ``captions``     the caption grammar: render, parse back, perturb (swap/drop/add/reorder)
-- ``datasets``     world splits: wavs + Tango-format JSON-lines manifests (no caption leakage)
-- ``audio``        wav reading/writing with clear errors, resampling
-- ``mel``          Tango's mel front end in torch
-- ``manifest``     Tango / BATON JSON-lines readers and writers
-- ``features``     cached log-mels per split, frame targets
-- ``text``         an offline word-level tokenizer over the world's vocabulary
+    world (00)  ->  scoring (01)  ->  model (02)  ->  align (03, 04)
+        the world's clips      judges & rankers     the base model     preferences -> DPO / SFT / CRPO
+                                                           |
+                                                           +->  feedback (05, 06)
+                                                           |      feedback -> reward -> BATON / KTO
+                                                           v
+                                                    evaluate (07)  ->  the claims table  ->  the report
 
-Scorers and metrics
-- ``encoders``     small audio trunks and text encoders
-- ``detector``     the frame-level event detector
-- ``audiotext``    the order-aware CLAP-style audio-text model
-- ``scorers``      judges vs rankers (never mixed) and ``judge_clips``
-- ``clap_real``    optional real CLAP backends (transformers ClapModel, laion_clap)
-- ``metrics``      FAD, KL, IS, CLAP score, presence, order accuracy, event F1, bootstrap CIs
-- ``corrupt``      controlled corruptions of ground-truth clips
+- ``world``     the procedural sound world, captions, the dataset splits (00_world)
+- ``audio``     the shared signal layer: wavs, mels, manifests, cached features, media
+- ``scoring``   judges and rankers (detector, audio-text model), the metrics (01_judges)
+- ``model``     Tango in miniature: components, diffusion training, the base model, real checkpoints (02)
+- ``align``     Tango 2's preference set, DPO, SFT, CRPO (03_preferences, 04_dpo)
+- ``feedback``  BATON's feedback, reward model and fine-tuning, KTO, labelling widgets and workshop (05, 06)
+- ``evaluate``  evaluation, the papers' tables, the claims, the ranker-judge gap, the report (07)
+- ``run``       the runner (``python -m t2a_lib.run``), worker processes, files, benchmarks
 
-The model
-- ``components``   Tango in miniature: VAE, T5 encoder, UNet, schedulers from small configs
-- ``autoencoder``  training the mel VAE; mel <-> latent
-- ``vocoder``      a small HiFi-GAN and the Griffin-Lim fallback
-- ``diffusion``    the diffusion loss (v/eps, min-SNR) and the one training loop
-- ``tango``        ``TangoPipeline`` (a diffusers DiffusionPipeline)
-- ``base_model``   training the base model component by component, resumable
-- ``checkpoints``  loaders for real Tango / Tango 2 snapshots and diffusers AudioLDM folders
-
-The methods
-- ``preferences``  Tango 2's audio-alpaca preference set (S1.1, S1.2, S2, S3; alpha/beta/delta filters)
-- ``dpo``          Diffusion-DPO, SFT on winners, CRPO online rounds
-- ``reward``       BATON's prompts, simulated annotators, the reward model
-- ``baton``        reward-weighted fine-tuning
-- ``widgets``      listening to pairs and labelling audio in the notebook (ipywidgets)
-- ``labels``       answers on disk: append-only logs, merges per question, Cohen/Fleiss agreement
-- ``label_items``  what people label, straight from a run folder, and who labels which
-- ``workshop``     ``make workshop``: participants' listening/labelling pages, the teacher's page
-- ``media``        clips as wav bytes and spectrogram pictures
-
-Running and reporting
-- ``evaluation``   held-out prompts, generation (cached), per-kind summaries, paired effects
-- ``reproduce``    the papers' tables and the claims table
-- ``pipeline``     the papermill runner over the ordered notebooks
-- ``report``       the report (a results page) and summary.json; ``report_sections`` its sections
-- ``notebook_html`` executed notebooks as offline HTML (math at build time, frozen widgets)
+Each subpackage's docstring lists its modules.
 """
 
 __version__ = "0.1.0"

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .captions import TEMPORAL, parse_caption
-from .files import read_json
-from .world import Scene, WorldConfig, render_scene
+from ..world.captions import TEMPORAL, parse_caption
+from ..run.files import read_json
+from ..world.scenes import Scene, WorldConfig, render_scene
 
 KINDS = ("order", "presence")
 
@@ -69,7 +69,7 @@ def dropped(scene: Scene, rng: np.random.Generator) -> Scene:
 def plan_gold(world_dir, config: GoldConfig) -> list[GoldPair]:
     """Pairs from the training split of the world in ``world_dir`` (its scenes are re-drawn from
     ``world.json``'s sizes, seed and config, exactly as notebook 00 drew them)."""
-    from .datasets import plan_world
+    from ..world.datasets import plan_world
 
     info = read_json(Path(world_dir) / "world.json", "world record")
     wcfg = WorldConfig(**{**info["config"], "layout_weights": tuple(info["config"]["layout_weights"])})
@@ -117,12 +117,12 @@ def build_gold_set(out_dir, world_dir, vae, config: GoldConfig, rankers=None, n_
     scores of winner and loser against the prompt when ``rankers`` is given)."""
     from safetensors.torch import save_file
 
-    from .audio import write_wav
-    from .autoencoder import encode_mels
-    from .features import waves_to_mel
-    from .scorers import require_role
+    from ..audio.wav import write_wav
+    from ..model.autoencoder import encode_mels
+    from ..audio.features import waves_to_mel
+    from ..scoring.scorers import require_role
 
-    from .diffusion import fingerprint
+    from ..model.fits import fingerprint
 
     out_dir = Path(out_dir)
     key = {"config": asdict(config), "world": read_json(Path(world_dir) / "world.json", "world record")["key"],

@@ -27,11 +27,11 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .audio import write_wav
-from .captions import CaptionError, GrammarPerturber, Perturber, parse_caption
-from .evaluation import KIND_ORDER
-from .features import waves_to_mel
-from .scorers import judge_clips, require_role
+from ..audio.wav import write_wav
+from ..world.captions import CaptionError, GrammarPerturber, Perturber, parse_caption
+from ..evaluate.evaluation import KIND_ORDER
+from ..audio.features import waves_to_mel
+from ..scoring.scorers import judge_clips, require_role
 
 STRATEGIES = ("S1.1", "S1.2", "S2", "S3")
 PAPER_TABLE2 = pd.DataFrame(  # Tango 2, Table 2 (audio-alpaca); the paper's CLAP scale
@@ -128,8 +128,8 @@ def _sample_clips(pipe, clips: list[Clip], config: PreferenceConfig, out_dir, ba
 
 def sample_clips_job(pipeline_dir, clips: list[Clip], config: PreferenceConfig, out_dir) -> tuple[dict, dict]:
     """:func:`_sample_clips` with the pipeline saved in ``pipeline_dir``: a job for
-    :func:`t2a_lib.parallel.run_jobs`."""
-    from .base_model import load_pipeline
+    :func:`t2a_lib.run.parallel.run_jobs`."""
+    from ..model.base_model import load_pipeline
 
     return _sample_clips(load_pipeline(pipeline_dir), clips, config, out_dir)
 
@@ -138,8 +138,8 @@ def generate_clips(pipe, clips: list[Clip], config: PreferenceConfig, out_dir, p
                    workers: int = 1, pipeline_dir=None) -> dict:
     """Sample every planned clip (its own seed), write wavs and latents; returns ``{clip id:
     waveform}``. With ``workers`` > 1 the clips are split into interleaved chunks sampled in that
-    many processes (:mod:`t2a_lib.parallel`) from the pipeline saved in ``pipeline_dir``."""
-    from . import parallel
+    many processes (:mod:`t2a_lib.run.parallel`) from the pipeline saved in ``pipeline_dir``."""
+    from ..run import parallel
 
     out_dir = Path(out_dir)
     if workers > 1:

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, AudioError, read_wav
+from .wav import SAMPLE_RATE, AudioError, read_wav
 from .manifest import ManifestRecord, read_manifest
 from .mel import MelConfig, MelFrontEnd
-from .world import CLASSES
+from ..world.scenes import CLASSES
 
 _FRONT_END: MelFrontEnd | None = None
 

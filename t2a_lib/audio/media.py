@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .audio import SAMPLE_RATE, read_wav
+from .wav import SAMPLE_RATE, read_wav
 
 
 def wav_bytes(wave: np.ndarray) -> bytes:

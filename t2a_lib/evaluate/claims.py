@@ -29,14 +29,14 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from .metrics import bootstrap_ci
+from ..scoring.metrics import bootstrap_ci
 
 RATE_METRICS = ("presence", "all_present", "order")
 # the continuous judge score reported beside each binary rate (None: the metric is continuous)
 CONTINUOUS = {"presence": "presence_prob", "all_present": "presence_prob", "order": "order_margin", "clap": None}
 HALF_WIDTH_VS_BASE = 0.05
 HALF_WIDTH_BETWEEN = 0.07
-# a per-clip column "ranker_gap_<metric>" holds the rankers' value minus the judges' (t2a_lib.ranker_gap): a
+# a per-clip column "ranker_gap_<metric>" holds the rankers' value minus the judges' (t2a_lib.evaluate.ranker_gap): a
 # model − base difference of it is the rankers' gain minus the judges' gain. Its rows claim direction −1
 # (the judges see at least the rankers' gain): "contradicted" is reward hacking made visible, "not shown"
 # a gap the interval cannot tell from zero (read its MDE), "reproduced" judges that see more than the rankers.

@@ -4,7 +4,7 @@
 ``generate`` samples one clip per prompt with a fixed seed (cached by the model's weights);
 ``judge_model`` and ``evaluate_on`` sample and judge; ``summarize`` reports presence,
 all-present, order given all present, and CLAP score per prompt kind with 95% bootstrap
-intervals. Paired effects and the claims are :mod:`t2a_lib.claims`.
+intervals. Paired effects and the claims are :mod:`t2a_lib.evaluate.claims`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .captions import parse_caption
-from .features import waves_to_mel
-from .metrics import bootstrap_ci, content_key
-from .scorers import Judgement, judge_clips, require_role
+from ..world.captions import parse_caption
+from ..audio.features import waves_to_mel
+from ..scoring.metrics import bootstrap_ci
+from ..scoring.cache import content_key
+from ..scoring.scorers import Judgement, judge_clips, require_role
 
 KIND_ORDER = ["single", "background", "then", "followed", "before", "after", "while"]
 
@@ -137,8 +138,8 @@ def build_eval_sets(run_dir, n_temporal: int, n_other_per_kind: int, n_integrity
     all models are compared on the same prompts and the same noise. Called again with the same
     sizes it returns what it wrote; other sizes are refused (the models already evaluated would
     no longer be comparable)."""
-    from .datasets import load_split
-    from .reward import baton_prompts
+    from ..world.datasets import load_split
+    from ..feedback.reward import baton_prompts
 
     folder = Path(run_dir) / EVAL_DIR
     spec = {"n_temporal": n_temporal, "n_other_per_kind": n_other_per_kind, "n_integrity": n_integrity,
@@ -217,21 +218,21 @@ def evaluate_on(pipe, judges, run_dir, name: str, steps: int, guidance: float, o
 
 def _with_saved_unet(base, unet_folder):
     """``base``, its UNet replaced by the one saved in ``unet_folder`` (``None``: ``base`` itself)."""
-    from .dpo import with_unet
-    from .tango import load_unet
+    from ..align.dpo import with_unet
+    from ..model.tango import load_unet
 
     return base if unet_folder is None else with_unet(base, load_unet(unet_folder))
 
 
 def _run_pipeline(run_dir, unet_folder=None):
     """The run's base pipeline, its UNet replaced by the one saved in ``unet_folder`` if given."""
-    from .base_model import load_run_pipeline
+    from ..model.base_model import load_run_pipeline
 
     return _with_saved_unet(load_run_pipeline(run_dir), unet_folder)
 
 
 def sample_eval_set(run_dir, unet_folder, name: str, steps: int, guidance: float, output: str = "audio") -> None:
-    """A job for :func:`t2a_lib.parallel.run_jobs`: the run's base pipeline (with the UNet saved
+    """A job for :func:`t2a_lib.run.parallel.run_jobs`: the run's base pipeline (with the UNet saved
     in ``unet_folder``; ``None``: the base) samples evaluation set ``name`` into the run's sample
     cache, where :func:`evaluate_on` finds it."""
     generate(_run_pipeline(run_dir, unet_folder), load_eval_set(run_dir, name).prompt.tolist(), sample_seed(run_dir),
@@ -242,9 +243,9 @@ def sample_models(run_dir, unet_folders: list, name: str, steps: int, guidance: 
                   workers: int = 1, progress: bool = True) -> int:
     """Fill the run's sample cache for every model in ``unet_folders`` (``None``: the base) on
     evaluation set ``name``: the models not yet cached sample in ``workers`` processes
-    (:mod:`t2a_lib.parallel`), so a following :func:`evaluate_on` only judges. Returns how many
+    (:mod:`t2a_lib.run.parallel`), so a following :func:`evaluate_on` only judges. Returns how many
     models were sampled."""
-    from . import parallel
+    from ..run import parallel
 
     run_dir = Path(run_dir)
     base = _run_pipeline(run_dir)
@@ -278,7 +279,7 @@ def evaluate_models(run_dir, base, judges, model_ids: list[str], name: str, step
 
 def to_audio(sample, vocoder) -> np.ndarray:
     """A waveform from one evaluation sample: a waveform as it is, a log-mel (64, T) vocoded."""
-    from .vocoder import vocode
+    from ..model.vocoder import vocode
 
     sample = np.asarray(sample)
     return vocode(torch.from_numpy(sample[None]).float(), vocoder)[0] if sample.ndim == 2 else sample

@@ -12,7 +12,7 @@ prompts; the judges' view is the same measure from the judges. (DPO on gold pair
 world's ground truth; it is shown for reference.)
 
 For model m, its baseline b (the base model), scorer family s ∈ {rankers, judges} and per-clip
-value y (seeds pooled as in :mod:`t2a_lib.claims`):
+value y (seeds pooled as in :mod:`t2a_lib.evaluate.claims`):
 
     gain_s = mean_i (y^s_{m,i} − y^s_{b,i}) / σ_s,      gap = gain_rankers − gain_judges
 
@@ -45,12 +45,12 @@ COLUMNS = ["model", "model id", "trained against", "prompts", "subset", "metric"
 
 
 def rank_samples(rankers, samples: dict[str, list], captions: list[str]) -> dict[str, list[pd.DataFrame]]:
-    """The rankers' per-clip table (:func:`t2a_lib.scorers.rank_clips`) of every seed's samples
+    """The rankers' per-clip table (:func:`t2a_lib.scoring.scorers.rank_clips`) of every seed's samples
     (waveforms or log-mels, one per caption) of every model: ``{model id: [table per seed]}``."""
     import torch
 
-    from .features import waves_to_mel
-    from .scorers import rank_clips, require_role
+    from ..audio.features import waves_to_mel
+    from ..scoring.scorers import rank_clips, require_role
 
     require_role(rankers, "ranker", "the rankers' view of a model")
 

@@ -254,8 +254,8 @@ def beyond_section(tables_dir: Path, pngs: dict[str, str]) -> str:
 
 def _clip(run_dir: Path, report_dir: Path, rel: str, label: str) -> str:
     """Copy a clip, draw its spectrogram, and return a labelled player."""
-    from .audio import read_wav
-    from .media import spectrogram_png
+    from ..audio.wav import read_wav
+    from ..audio.media import spectrogram_png
 
     src = run_dir / rel
     if not src.resolve().is_relative_to(run_dir.resolve()) or not src.is_file():

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .manifest import ManifestRecord
+from ..audio.manifest import ManifestRecord
 
 PAIR_SETS = ("preferences", "gold")
 MARKER = Path("papermill_runs") / "profiles"  # what makes a folder the project root

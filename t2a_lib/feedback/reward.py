@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .captions import CaptionSpec, render_caption
-from .manifest import ManifestRecord, write_manifest
-from .metrics import order_correct, presence
-from .scorers import require_role
-from .world import CLASSES, TEXTURES
+from ..world.captions import CaptionSpec, render_caption
+from ..audio.manifest import ManifestRecord, write_manifest
+from ..scoring.event_metrics import order_correct, presence
+from ..scoring.scorers import require_role
+from ..world.scenes import CLASSES, TEXTURES
 
 TASKS = {"integrity": "Are both events present?", "temporal": "Are the events in this order?"}
 
@@ -166,7 +166,7 @@ def sample_set(pipe, prompts: pd.DataFrame, per_prompt: int, steps: int, guidanc
 
     from safetensors.torch import save_file
 
-    from .audio import write_wav
+    from ..audio.wav import write_wav
 
     out_dir = Path(out_dir)
     rows = prompts.loc[prompts.index.repeat(per_prompt)].reset_index(drop=True)

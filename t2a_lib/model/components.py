@@ -21,7 +21,7 @@ from torch import nn
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 from transformers import T5Config, T5EncoderModel
 
-from .text import build_world_tokenizer
+from ..world.text import build_world_tokenizer
 
 
 @dataclass

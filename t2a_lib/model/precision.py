@@ -1,7 +1,7 @@
 """Mixed precision: what may run in bf16, and what stays float32.
 
 On a GPU the UNet runs under bf16 autocast: in training through accelerate
-(``mixed_precision="bf16"``), in sampling through :class:`t2a_lib.tango.TangoPipeline`
+(``mixed_precision="bf16"``), in sampling through :class:`t2a_lib.model.tango.TangoPipeline`
 (:func:`sampling_precision`). Matmuls and convolutions then run in bf16 (8 bits of mantissa,
 relative rounding ~4e-3). :data:`FLOAT32` lists what stays float32 regardless, and why; each
 place runs inside :func:`float32` and is tested under autocast (``tests/test_precision.py``).
@@ -16,14 +16,14 @@ import torch
 
 FLOAT32 = {
     "vae_decode": "the VAE's log-mel is what the vocoder and the judges hear; its output is not trained "
-                  "here, and a bf16 decode would move every score (t2a_lib.tango.TangoPipeline.latents_to_mel)",
+                  "here, and a bf16 decode would move every score (t2a_lib.model.tango.TangoPipeline.latents_to_mel)",
     "loss_reductions": "the per-sample error is a mean over C×H×W ≈ 10^3-10^5 terms; summed in bf16 it "
-                       "loses digits the DPO difference needs (t2a_lib.diffusion.per_sample_mse)",
+                       "loses digits the DPO difference needs (t2a_lib.model.diffusion.per_sample_mse)",
     "dpo_logsigmoid_argument": "-β/2 [(m_w - m_l) - (r_w - r_l)] with β = 2000: a difference of errors "
                                "~1e-3 apart, times 1000; in bf16 it would round to a few levels "
-                               "(t2a_lib.dpo.dpo_loss)",
+                               "(t2a_lib.align.dpo.dpo_loss)",
     "kto_sigmoid_argument": "y·β·(Δ_ref − Δ_θ − z̄) with β = 1000: the same difference of errors times 1000 "
-                            "(t2a_lib.kto.kto_loss)",
+                            "(t2a_lib.feedback.kto.kto_loss)",
 }
 
 

@@ -41,7 +41,7 @@ def load_unet(folder):
     """A saved ``UNet2DConditionModel`` in eval mode, its weights in fresh memory (see ``realigned``)."""
     from diffusers import UNet2DConditionModel
 
-    from .files import weights_named
+    from ..run.files import weights_named
 
     with weights_named(folder):
         return realigned(UNet2DConditionModel.from_pretrained(folder)).eval()
@@ -91,7 +91,7 @@ class TangoPipeline(DiffusionPipeline):
     def default_batch_size(self) -> int:
         """Prompts per batch: 32 on a GPU; 8 on a CPU, where the UNet's 16 rows (with guidance)
         and the VAE stay in cache (2 cores, 32 prompts at 10 steps: 5.0-5.4 clips/s in batches
-        of 8, 4.9 in one batch; ``python -m t2a_lib.bench``)."""
+        of 8, 4.9 in one batch; ``python -m t2a_lib.run.bench``)."""
         return 32 if self.device.type == "cuda" else 8
 
     @torch.no_grad()
@@ -145,7 +145,7 @@ class TangoPipeline(DiffusionPipeline):
         batch size (and the same audio up to floating-point rounding; bit for bit on the same
         machine and batch size). ``output="mel"`` stops at the VAE's log-mel (no vocoder):
         ``audios`` is then None. ``mixed_precision``: the UNet's forward in ``"bf16"`` autocast or
-        ``"no"``; None: bf16 on a GPU, float32 on a CPU (:func:`t2a_lib.precision.sampling_precision`);
+        ``"no"``; None: bf16 on a GPU, float32 on a CPU (:func:`t2a_lib.model.precision.sampling_precision`);
         the solver's state and the VAE decode stay float32 either way."""
         if output not in ("audio", "mel"):
             raise ValueError(f"output must be 'audio' or 'mel', got {output!r}")
@@ -187,7 +187,7 @@ class TangoPipeline(DiffusionPipeline):
 
 def pipeline_from_checkpoint(path, **kw) -> TangoPipeline:
     """A TangoPipeline over real weights: a Tango / Tango 2 snapshot or a diffusers AudioLDM
-    folder (see :mod:`t2a_lib.checkpoints`). Nothing is downloaded; absent weights raise
+    folder (see :mod:`t2a_lib.model.checkpoints`). Nothing is downloaded; absent weights raise
     ``WeightsNotFoundError`` saying what to fetch."""
     from diffusers import DPMSolverMultistepScheduler
 

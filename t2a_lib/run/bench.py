@@ -1,15 +1,15 @@
 """Speed benchmarks that print figures (never timed tests).
 
-    python -m t2a_lib.bench                       # default-size model, random weights
-    python -m t2a_lib.bench --pipeline papermill_runs/default/base/pipeline
-    python -m t2a_lib.bench --size tango --sections scale   # Tango-size UNet on a GPU (t2a_lib.scale)
+    python -m t2a_lib.run.bench                       # default-size model, random weights
+    python -m t2a_lib.run.bench --pipeline papermill_runs/default/base/pipeline
+    python -m t2a_lib.run.bench --size tango --sections scale   # Tango-size UNet on a GPU (t2a_lib.run.scale)
 
 Prints: sampling throughput (clips/s for 32 prompts at several step counts, guidance 3, VAE and
 vocoder included; run in the pipeline's default batches, and for 10 steps also as one batch of
 32), one UNet training step (batch 16), one VAE step, and one DPO step (8 pairs).
 Random weights cost the same as trained ones, so the default needs no trained model.
 
-Then, under "scale" (:mod:`t2a_lib.scale`): on a Tango-size UNet (``--size tango``, 865.9M
+Then, under "scale" (:mod:`t2a_lib.run.scale`): on a Tango-size UNet (``--size tango``, 865.9M
 parameters; ``auto``: tango on a GPU, a tiny config of the same layout on a CPU), sampling seconds
 per 10.24 s clip at 200 guided steps by batch size, DPO pairs/s and peak memory (full and LoRA,
 gradient checkpointing off and on), each with its share of the physical limit.
@@ -33,10 +33,10 @@ def _time(fn, repeats: int = 3) -> float:
 
 
 def build_random_pipeline(hifigan: bool = True):
-    from .base_model import assemble
-    from .components import MiniTangoConfig, make_text_encoder, make_unet, make_vae
-    from .text import build_world_tokenizer
-    from .vocoder import VocoderConfig, make_hifigan
+    from ..model.base_model import assemble
+    from ..model.components import MiniTangoConfig, make_text_encoder, make_unet, make_vae
+    from ..world.text import build_world_tokenizer
+    from ..model.vocoder import VocoderConfig, make_hifigan
 
     torch.manual_seed(0)
     cfg, tok = MiniTangoConfig(), build_world_tokenizer()
@@ -45,11 +45,11 @@ def build_random_pipeline(hifigan: bool = True):
 
 
 def run(pipeline: str | None = None, batch: int = 32, steps=(10, 20), repeats: int = 2) -> dict:
-    from .autoencoder import mel_to_image
-    from .base_model import load_pipeline
-    from .diffusion import TextBank
-    from .dpo import DPOConfig, PairBank, train_dpo
-    from .components import MiniTangoConfig, add_time_channel, make_train_scheduler
+    from ..model.autoencoder import mel_to_image
+    from ..model.base_model import load_pipeline
+    from ..model.diffusion import TextBank
+    from ..align.dpo import DPOConfig, PairBank, train_dpo
+    from ..model.components import MiniTangoConfig, add_time_channel, make_train_scheduler
 
     pipe = load_pipeline(pipeline) if pipeline else build_random_pipeline()
     prompts = ["A dog barks, then a siren wails"] * batch
@@ -101,7 +101,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 20])
     ap.add_argument("--sections", nargs="+", choices=["mini", "scale"], default=["mini", "scale"],
-                    help="mini: the miniature model's figures above; scale: t2a_lib.scale")
+                    help="mini: the miniature model's figures above; scale: t2a_lib.run.scale")
     ap.add_argument("--size", choices=["auto", "tiny", "tango"], default="auto", help="the scale section's UNet")
     ap.add_argument("--scale-batches", type=int, nargs="+", help="sampling batch sizes (default: the size's)")
     ap.add_argument("--peak-tflops", type=float, help="the limit's FLOP rate (default: 790 on a GPU, measured on a CPU)")

@@ -1,13 +1,13 @@
 """DPO and BATON training in one process or many, on a tiny model: the check that
 ``accelerate launch`` trains the same model as one process.
 
-    python -m t2a_lib.launch --method dpo dpo-lora baton --out /tmp/one
+    python -m t2a_lib.run.launch --method dpo dpo-lora baton --out /tmp/one
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \\
-        --dynamo_backend no -m t2a_lib.launch --method dpo dpo-lora baton --out /tmp/two
+        --dynamo_backend no -m t2a_lib.run.launch --method dpo dpo-lora baton --out /tmp/two
 
 (``--multi_gpu`` selects torchrun; without CUDA each process runs on the CPU over gloo, see
-:func:`t2a_lib.diffusion.make_accelerator`.) Every process builds the same tiny UNet and pair
-bank from the seed; :func:`t2a_lib.diffusion.train_loop` splits each global batch of
+:func:`t2a_lib.model.diffusion.make_accelerator`.) Every process builds the same tiny UNet and pair
+bank from the seed; :func:`t2a_lib.model.diffusion.train_loop` splits each global batch of
 ``--batch-size`` rows over the processes. The main process writes ``unet.safetensors`` (final
 weights) and ``run.json`` (loss curve, process count) under ``--out``; each process writes
 ``rows_<rank>.json``, the latent rows its UNet computed (each under ``--out/<method>``).
@@ -27,8 +27,8 @@ METHODS = ("dpo", "dpo-lora", "baton")
 
 def tiny_data(n: int, seed: int = 0):
     """A tiny UNet, its training scheduler, and n random (winner, loser, reward, caption state) rows."""
-    from .components import make_train_scheduler, make_unet, model_config
-    from .diffusion import TextBank
+    from ..model.components import make_train_scheduler, make_unet, model_config
+    from ..model.diffusion import TextBank
 
     cfg = model_config("tiny")
     torch.manual_seed(seed)
@@ -45,8 +45,8 @@ def tiny_data(n: int, seed: int = 0):
 
 def train(method: str, steps: int, batch_size: int, out_dir, seed: int = 0, n: int = 16) -> dict:
     """Train the tiny model with ``method``; returns train_loop's output (and the trained UNet)."""
-    from .baton import BatonConfig, train_reward_weighted
-    from .dpo import DPOConfig, PairBank, train_dpo
+    from ..feedback.baton import BatonConfig, train_reward_weighted
+    from ..align.dpo import DPOConfig, PairBank, train_dpo
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

@@ -21,13 +21,13 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from .captions import CaptionError, GrammarPerturber, parse_caption, reorder_twin, word_labels
-from .diffusion import make_accelerator
+from ..world.captions import CaptionError, GrammarPerturber, parse_caption, reorder_twin, word_labels
+from ..model.diffusion import make_accelerator
 from .encoders import AUDIO_TRUNKS, TEXT_ENCODERS, masked_mean, read_model_config
-from .features import frame_targets
-from .files import weights_named
-from .text import build_world_tokenizer
-from .world import CLASSES
+from ..audio.features import frame_targets
+from ..run.files import weights_named
+from ..world.text import build_world_tokenizer
+from ..world.scenes import CLASSES
 
 ROLES = ("judge", "ranker", "base")  # "base": a component of the generator (its text encoder)
 N_SEGMENTS = 4

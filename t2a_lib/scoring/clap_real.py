@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .audio import resample
+from ..audio.wav import resample
 
 LAION_SAMPLE_RATE = 48000
 ROLES = ("ranker", "judge")

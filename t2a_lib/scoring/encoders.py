@@ -108,7 +108,7 @@ class T5TextEncoder(nn.Module):
 
     def __init__(self, vocab_size: int, dim: int = 128):
         super().__init__()
-        from .components import MiniTangoConfig, make_text_encoder
+        from ..model.components import MiniTangoConfig, make_text_encoder
 
         self.t5 = make_text_encoder(MiniTangoConfig(text_dim=dim), vocab_size)
         self.out_dim = dim

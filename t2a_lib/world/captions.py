@@ -28,7 +28,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from .world import CLASSES, TEXTURES, Scene
+from .scenes import CLASSES, TEXTURES, Scene
 
 # finite clauses and gerund phrases per class; every phrase belongs to exactly one class
 PHRASES: dict[str, tuple[list[str], list[str]]] = {

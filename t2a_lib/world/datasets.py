@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .audio import write_wav
+from ..audio.wav import write_wav
 from .captions import caption_scene
-from .files import read_json, write_json
-from .manifest import ManifestRecord, read_manifest, write_manifest
-from .world import Scene, WorldConfig, clip_rng, render_scene, sample_scene
+from ..run.files import read_json, write_json
+from ..audio.manifest import ManifestRecord, read_manifest, write_manifest
+from .scenes import Scene, WorldConfig, clip_rng, render_scene, sample_scene
 
 SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 1
@@ -130,8 +130,8 @@ def use_external(out_dir, manifests: dict[str, str]) -> dict:
     audio read; an error names the manifest and line), then the manifests copied to
     ``out_dir/<split>.jsonl``, where every later stage reads its data, and ``world.json`` written
     last, recording where they came from and a key of their content."""
-    from .audio import AudioError, read_wav
-    from .manifest import ManifestError
+    from ..audio.wav import AudioError, read_wav
+    from ..audio.manifest import ManifestError
 
     out_dir = Path(out_dir)
     missing = [s for s in SPLITS if s not in (manifests or {})]

@@ -1,0 +1,9 @@
+"""Preference alignment (notebooks 03_preferences, 04_dpo): Tango 2's preference set and DPO.
+
+The base model's own samples, ranked by the rankers, become audio-alpaca preference pairs; DPO,
+SFT on winners and CRPO fine-tune the base model on them.
+
+- ``preferences``  Tango 2's audio-alpaca preference set (S1.1, S1.2, S2, S3; alpha/beta/delta filters)
+- ``gold_pairs``   preference pairs whose label the world knows (a positive control)
+- ``dpo``          Diffusion-DPO, SFT on winners, CRPO online rounds
+"""

@@ -1,0 +1,9 @@
+"""Process machinery: the runner over the notebooks, worker processes, files, benchmarks.
+
+- ``runner``    ``python -m t2a_lib.run``: the profile's notebooks in order with papermill, then the report
+- ``params``    checking notebook parameters before anything runs
+- ``parallel``  independent CPU jobs in worker processes at a fixed number of threads
+- ``files``     JSON records and safetensors weights whose errors name the file
+- ``launch``    DPO/BATON in one process or many (``accelerate launch``)
+- ``bench``     ``python -m t2a_lib.run.bench``: speed benchmarks; ``scale`` at Tango's size
+"""
