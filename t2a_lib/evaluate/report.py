@@ -1,7 +1,7 @@
 """The report of a pipeline run: a results page, and summary.json with every raw number.
 
 ``build_report(run_dir, report_dir, profile)`` reads what the run left in ``run_dir``:
-``pipeline.json`` (the runner's records), ``<stem>.json`` (each stage's figures),
+``runner.json`` (the runner's records), ``<stem>.json`` (each stage's results),
 ``tables/*.csv|*.md``, ``figures/*.png``, ``listening/index.json`` with its wavs, and the
 executed ``<stem>.ipynb``, and writes a self-contained folder (relative paths, opens from
 file://, fetches nothing):
@@ -13,7 +13,7 @@ file://, fetches nothing):
   (``<details>``: status, notes, its figures captioned in place, its key numbers, a link to the
   rendered notebook); provenance;
 - ``notebooks/<stem>.html``: each executed notebook without its code, math and plots included,
-  offline (:mod:`t2a_lib.notebook_html`);
+  offline (:mod:`t2a_lib.evaluate.notebook_html`);
 - ``figures/``, ``listening/``: what the page shows;
 - ``summary.json``: every stage JSON under its stem, plus profile, seed, parameters, status and
   wall time per stage, and provenance (versions, git commit).
@@ -32,7 +32,9 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from ..run.runner import STATE_FILE
+
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("t2a_lib", "torch", "numpy", "scipy", "pandas", "diffusers", "transformers",
             "accelerate", "papermill", "nbconvert")
 CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
@@ -160,7 +162,7 @@ def _render_notebooks(run_dir: Path, report_dir: Path, stems) -> dict:
 
 
 def key_numbers(data) -> list[str]:
-    """A stage's figures as small tables (timings left out): its scalars, each dict of dicts as a
+    """A stage's results as small tables (timings left out): its scalars, each dict of dicts as a
     matrix, each list of records as a table; at most MAX_STAGE_ROWS table rows in all."""
     data = data if isinstance(data, dict) else {"value": data}
     scalars, blocks = {}, []
@@ -188,7 +190,7 @@ def key_numbers(data) -> list[str]:
         budget, shown = budget - len(part) - 1, shown + len(part)
     hidden = sum(len(r) for _, r in blocks) - shown
     if hidden:
-        out.append(f"<p class=muted>{hidden} more rows of figures in summary.json.</p>")
+        out.append(f"<p class=muted>{hidden} more rows of results in summary.json.</p>")
     return out
 
 
@@ -216,7 +218,7 @@ def _stage_section(rec: dict, data, link: str, pngs: dict[str, str]) -> str:
     if rec.get("error"):
         parts.append(f"<pre class=failed>{html.escape(rec['error'])}</pre>")
     parts += [figure(rel, caption(s)) for s, rel in mine.items()]
-    parts += key_numbers(data) if data is not None else [f"<p class=muted>no figures ({stem}.json missing)</p>"]
+    parts += key_numbers(data) if data is not None else [f"<p class=muted>no results ({stem}.json missing)</p>"]
     return f'<details id="{html.escape(stem)}">' + "\n".join(parts) + "</details>"
 
 
@@ -231,17 +233,18 @@ def _copy_figures(run_dir: Path, report_dir: Path) -> dict[str, str]:
     return out
 
 
-def _read_figures(run_dir: Path, records: list[dict]) -> tuple[dict, list[str]]:
-    figures, problems = {}, []
+def _read_results(run_dir: Path, records: list[dict]) -> tuple[dict, list[str]]:
+    """``{stem: the stage's <stem>.json}`` of the stages that ran, and the files that would not parse."""
+    results, problems = {}, []
     for rec in records:
         path = run_dir / f"{rec['stage']}.json"
         if rec.get("status") == "not run" or not path.is_file():
             continue
         try:
-            figures[rec["stage"]] = json.loads(path.read_text())
+            results[rec["stage"]] = json.loads(path.read_text())
         except ValueError as e:
             problems.append(f"{path}: not valid JSON ({e})")
-    return figures, problems
+    return results, problems
 
 
 def _header(name, state: dict, prov: dict, records: list[dict], problems: list[str]) -> list[str]:
@@ -268,15 +271,15 @@ def build_report(run_dir, report_dir, profile) -> Path:
     run_dir, report_dir = Path(run_dir), Path(report_dir)
     name = getattr(profile, "name", profile)
     report_dir.mkdir(parents=True, exist_ok=True)
-    state_path = run_dir / "pipeline.json"
+    state_path = run_dir / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     records = _stage_records(run_dir, state)
-    figures, problems = _read_figures(run_dir, records)
+    stage_results, problems = _read_results(run_dir, records)
     links = _render_notebooks(run_dir, report_dir, [r["stage"] for r in records])
     pngs, prov = _copy_figures(run_dir, report_dir), provenance()
-    claims = [c for data in figures.values() if isinstance(data, dict)
+    claims = [c for data in stage_results.values() if isinstance(data, dict)
               for c in (data.get("claims") or []) if isinstance(c, dict)]
-    final = next((d for s, d in reversed(figures.items()) if isinstance(d, dict) and d.get("results")), {})
+    final = next((d for s, d in reversed(stage_results.items()) if isinstance(d, dict) and d.get("results")), {})
     listening = run_dir / "listening" / "index.json"
     names = json.loads(listening.read_text()).get("models", {}) if listening.is_file() else {}
     parts = _header(name, state, prov, records, problems) + [
@@ -286,7 +289,7 @@ def build_report(run_dir, report_dir, profile) -> Path:
         '<h2 id="beyond">Beyond the papers</h2>', sections.beyond_section(run_dir / "tables", pngs),
         '<h2 id="listening">Listen</h2>', sections.listening_section(run_dir, report_dir),
         '<h2 id="stages">Stages</h2>', '<p class="muted">Each stage folded: click to open.</p>']
-    parts += [_stage_section(r, figures.get(r["stage"]), links.get(r["stage"], ""), pngs) for r in records]
+    parts += [_stage_section(r, stage_results.get(r["stage"]), links.get(r["stage"], ""), pngs) for r in records]
     staged = {s for r in records for s in pngs if s.startswith(r["stage"].split("_")[0] + "_")}
     others = [sections.figure(rel, sections.caption(s)) for s, rel in pngs.items() if s not in staged]
     if others:
@@ -296,17 +299,17 @@ def build_report(run_dir, report_dir, profile) -> Path:
     index.write_text(f"<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>Report: {html.escape(str(name))}"
                      f"</title><style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n",
                      encoding="utf-8")
-    _write_summary(report_dir, name, state, records, prov, figures)
+    _write_summary(report_dir, name, state, records, prov, stage_results)
     return index
 
 
-def _write_summary(report_dir: Path, name, state: dict, records: list[dict], prov: dict, figures: dict) -> None:
+def _write_summary(report_dir: Path, name, state: dict, records: list[dict], prov: dict, stage_results: dict) -> None:
     summary = {"profile": name, "description": state.get("description"), "seed": state.get("seed"),
                "parameters": state.get("parameters"),
                "stage_parameters": {r["stage"]: r.get("parameters") for r in records},
                "status": {r["stage"]: r.get("status") for r in records},
                "wall_time_s": {r["stage"]: r.get("seconds") for r in records},
-               "provenance": prov, **figures}
+               "provenance": prov, **stage_results}
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
@@ -315,8 +318,8 @@ VOLATILE = re.compile(r"(^|\.)(wall_time_s|provenance|stage_parameters)(\.|$)|se
                       r"clips_per|elapsed|started|updated|generated|run_dir|profile_file")
 
 
-def result_figures(summary: dict) -> dict:
-    """The summary's figures with timings, provenance and paths removed: what a rerun must reproduce.
+def comparable_results(summary: dict) -> dict:
+    """The summary's results with timings, provenance and paths removed: what a rerun must reproduce.
 
     Tables (lists of dicts) are kept whole, minus their volatile columns."""
     flat, tables = flatten(summary)

@@ -15,8 +15,8 @@ split, so a changed synthesiser shows too). Otherwise the notebooks train, sayin
 ``make base`` rebuilds both from the world up (the ``scratch`` profile's notebooks 00-02, then
 :func:`export`).
 
-    python -m t2a_lib.release export papermill_runs/scratch     # what `make base` runs after 00-02
-    python -m t2a_lib.release check papermill_runs/default/world
+    python -m t2a_lib.model.release export papermill_runs/scratch     # what `make base` runs after 00-02
+    python -m t2a_lib.model.release check papermill_runs/default/world
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from .files import read_json
+from ..run.files import read_json
+from ..run.runner import STATE_FILE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RELEASES = ROOT / "releases"
 N_AUDIO = 16  # clips of each split whose audio bytes enter the fingerprint
 COMMAND = "make base"
@@ -61,7 +62,7 @@ def _record(id_, caption, events, relation) -> dict:
 
 def world_fingerprint(world_dir, n_audio: int = N_AUDIO) -> str:
     """The fingerprint of a built world folder (``world.json`` and its split manifests)."""
-    from .datasets import SPLITS, load_split
+    from ..world.datasets import SPLITS, load_split
 
     world_dir = Path(world_dir)
     if not (world_dir / "world.json").is_file():
@@ -79,8 +80,8 @@ def planned_world_fingerprint(n_train: int, n_val: int, n_test: int, seed: int, 
     """The fingerprint the world of these parameters would have, rendering only the clips whose
     audio enters it (seconds, not the minute a whole world takes): how a test checks that the
     committed release is not stale for the ``default`` profile's world."""
-    from .datasets import SPLITS, _render_one, plan_world
-    from .world import WorldConfig
+    from ..world.datasets import SPLITS, _render_one, plan_world
+    from ..world.scenes import WorldConfig
 
     config = WorldConfig(clip_seconds=clip_seconds)
     plan = plan_world({"train": n_train, "val": n_val, "test": n_test}, seed, config)
@@ -127,8 +128,8 @@ def install_scorers(run_dir, data: str, folder=RELEASES / "scorers") -> tuple[bo
     it loads them instead of training. ``data`` is ``scorers.data_key`` of this world's train and
     test mels: the world's fingerprint matched, so that is the data the release was trained on.
     Returns (used, why not)."""
-    from .files import save_fit
-    from .scorers import fit_key, saved_config
+    from ..run.files import save_fit
+    from ..scoring.scorers import fit_key, saved_config
 
     info, why = matching_release(folder, Path(run_dir) / "world")
     if info is None:
@@ -209,7 +210,7 @@ def export(run_dir, out=RELEASES) -> dict:
 
 
 def _stage_parameters(run_dir: Path, stem: str) -> dict:
-    state = json.loads((run_dir / "pipeline.json").read_text())
+    state = json.loads((run_dir / STATE_FILE).read_text())
     return next((s["parameters"] for s in state["stages"] if s["stage"] == stem), {})
 
 
@@ -219,7 +220,7 @@ def _header(info: dict, title: str) -> list[str]:
             f"- world: {w['sizes']} clips, seed {w['seed']}, clip {w['config']['clip_seconds']} s; "
             f"fingerprint `{info['world_fingerprint']}`",
             f"- rebuild: `{info['command']}` (the `scratch` profile's notebooks 00-02, then "
-            f"`python -m t2a_lib.release export papermill_runs/scratch`)",
+            f"`python -m t2a_lib.model.release export papermill_runs/scratch`)",
             f"- built at commit `{info['git_commit']}` from `{info['run']}`", "",
             "A run uses this release only when its world has the same fingerprint; otherwise it trains.", ""]
 
@@ -256,7 +257,7 @@ def _maybe(v) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m t2a_lib.release", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m t2a_lib.model.release", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("export", help="write releases/ from a scratch run's notebooks 00-02")
     e.add_argument("run_dir")
