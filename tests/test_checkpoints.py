@@ -1,4 +1,4 @@
-"""Tests for t2a_lib.checkpoints on tiny random checkpoints written in the real layouts (no weights needed).
+"""Tests for t2a_lib.model.checkpoints (tango_checkpoint, audioldm_checkpoint) on tiny random checkpoints written in the real layouts (no weights needed).
 
 The VAE and vocoder mappings are checked without re-using the mapping: tensors are matched by value
 (every original tensor is random, so equal values identify it), and the loaded diffusers/transformers
@@ -16,16 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from t2a_lib import checkpoints as ck
-from t2a_lib.checkpoints import (
-    CheckpointError,
-    WeightsNotFoundError,
-    load_audioldm,
-    load_real_checkpoint,
-    load_tango,
-    make_tiny_audioldm,
-    make_tiny_tango,
-)
+from checkpoint_fixtures import make_tiny_audioldm, make_tiny_tango
+from t2a_lib.model import checkpoints as ck
+from t2a_lib.model.audioldm_checkpoint import hifigan_output_length, load_audioldm
+from t2a_lib.model.checkpoints import CheckpointError, WeightsNotFoundError, load_real_checkpoint
+from t2a_lib.model.tango_checkpoint import load_tango
 
 T = 32  # mel frames in the shape tests
 
@@ -228,7 +223,7 @@ def test_tango_shapes_and_text_conditioning(tango):
         assert out.shape == noisy.shape and torch.isfinite(out).all()
         wave = tango["vocoder"](torch.randn(1, T, 64))
     # AudioLDM's HiFi-GAN: 160 samples per frame plus 32 (its first upsampler maps L to 5L + 1)
-    assert wave.shape == (1, 160 * T + 32) == (1, ck.hifigan_output_length(tango["info"]["vocoder_config"], T))
+    assert wave.shape == (1, 160 * T + 32) == (1, hifigan_output_length(tango["info"]["vocoder_config"], T))
     assert tango["info"]["vocoder_extra_samples"] == 32
 
 

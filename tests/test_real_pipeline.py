@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from t2a_lib.checkpoints import make_tiny_audioldm, make_tiny_tango
-from t2a_lib.clap_real import WeightsNotFoundError
-from t2a_lib.tango import pipeline_from_checkpoint
+from checkpoint_fixtures import make_tiny_audioldm, make_tiny_tango
+from t2a_lib.model.tango import pipeline_from_checkpoint
+from t2a_lib.scoring.clap_real import WeightsNotFoundError
 
 torch.set_num_threads(2)
 

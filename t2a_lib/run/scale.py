@@ -1,6 +1,6 @@
-"""Throughput at Tango's size against the physical limit (``python -m t2a_lib.bench --size tango``).
+"""Throughput at Tango's size against the physical limit (``python -m t2a_lib.run.bench --size tango``).
 
-On a Tango-size UNet (``checkpoints.TANGO_UNET_CONFIG``, 865.9M parameters, random weights: they
+On a Tango-size UNet (``tango_checkpoint.TANGO_UNET_CONFIG``, 865.9M parameters, random weights: they
 cost what trained ones cost) with a 10.24 s latent (8 × 256 × 16) and 32 text tokens of width 1024:
 
 - sampling: seconds of UNet + solver per clip at 200 steps, guidance 3 (each step one batched
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .checkpoints import TANGO_UNET_CONFIG
+from ..model.tango_checkpoint import TANGO_UNET_CONFIG
 
 H100_BF16_TFLOPS = 790.0  # dense bf16 (H100/H200 SXM, ~989 spec; the figure the issue's bounds use)
 
@@ -123,8 +123,8 @@ def sampling_seconds_per_clip(unet, cfg: ScaleConfig, batch: int, precision: str
     """UNet + DPM-Solver seconds per clip for ``steps`` guided steps (``cfg.timed_steps`` timed)."""
     from diffusers import DPMSolverMultistepScheduler
 
-    from .checkpoints import TANGO_SCHEDULER_CONFIG
-    from .precision import autocast
+    from ..model.tango_checkpoint import TANGO_SCHEDULER_CONFIG
+    from ..model.precision import autocast
 
     sched = DPMSolverMultistepScheduler(**{k: v for k, v in TANGO_SCHEDULER_CONFIG.items() if k != "clip_sample"})
     sched.set_timesteps(steps, device=unet.device)
@@ -151,9 +151,9 @@ def dpo_pairs_per_second(base_unet, cfg: ScaleConfig, lora: bool, checkpointing:
     """Pairs/s of ``dpo.train_dpo`` over ``cfg.dpo_steps`` steps after one warm-up step, and the
     peak GPU memory (None on a CPU). A step is two UNet forwards (policy, reference): the clock
     starts at the third."""
-    from .components import make_train_scheduler, model_config
-    from .diffusion import TextBank
-    from .dpo import DPOConfig, PairBank, train_dpo
+    from ..model.components import make_train_scheduler, model_config
+    from ..model.diffusion import TextBank
+    from ..align.dpo import DPOConfig, PairBank, train_dpo
 
     unet = copy.deepcopy(base_unet)
     if checkpointing:
@@ -191,7 +191,7 @@ def dpo_pairs_per_second(base_unet, cfg: ScaleConfig, lora: bool, checkpointing:
 
 def run(size: str = "auto", peak_tflops: float | None = None, batches=None) -> dict:
     """Every figure of this module's docstring for ``size`` (``auto``: tango on a GPU, tiny on a CPU)."""
-    from .components import n_params
+    from ..model.components import n_params
 
     cuda = torch.cuda.is_available()
     size = ("tango" if cuda else "tiny") if size == "auto" else size
