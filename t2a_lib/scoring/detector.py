@@ -18,11 +18,11 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .diffusion import make_accelerator
+from ..model.diffusion import make_accelerator
 from .encoders import AUDIO_TRUNKS, read_model_config
-from .files import load_safetensors
-from .metrics import Event, event_f1_corpus, events_from_frames, order_correct, presence
-from .world import CLASSES
+from ..run.files import load_safetensors
+from ..world.scenes import CLASSES, Event
+from .event_metrics import event_f1_corpus, events_from_frames, order_correct, presence
 
 ROLES = ("judge", "ranker")
 
@@ -142,7 +142,7 @@ def train_detector(config: DetectorConfig, mels: torch.Tensor, targets: torch.Te
 
 def evaluate_detector(model: EventDetector, mels: torch.Tensor, targets: torch.Tensor, records) -> dict:
     """Held-out quality against ground-truth timelines."""
-    from .captions import parse_caption
+    from ..world.captions import parse_caption
 
     out = model.analyse(mels)
     frame_acc = float(((out.frame_probs > model.config.threshold) == targets.numpy().astype(bool)).mean())

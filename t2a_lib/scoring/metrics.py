@@ -1,5 +1,7 @@
-"""Evaluation metrics: FAD (+ bias-corrected bootstrap CI), KL, IS, CLAP score, event presence /
-order / F1 and their continuous forms, bootstrap CIs, cache.
+"""Evaluation metrics: FAD (+ bias-corrected bootstrap CI), KL, IS, CLAP score, bootstrap CIs.
+
+Event presence / order / F1 and their continuous forms are in ``event_metrics``; the content-keyed
+disk cache the notebooks keep their numbers in is ``cache``.
 
 Everything is computed in numpy float64. Bad input (NaN/inf, wrong shapes, empty sets, unknown
 ids) raises ``ValueError`` naming the problem; nothing returns a sentinel such as -1.
@@ -7,22 +9,15 @@ ids) raises ``ValueError`` naming the problem; nothing returns a sentinel such a
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from scipy.special import xlogy
 
 EPS = 1e-12  # probabilities are clamped to [EPS, 1] (or [EPS, 1 - EPS] for Bernoulli) before logs
-_TIME_TOL = 1e-9  # seconds; absorbs float rounding in collar / gap / duration comparisons
 
 
-def _array(x: Any, name: str, ndim: int | None = None) -> np.ndarray:
+def checked_array(x: Any, name: str, ndim: int | None = None) -> np.ndarray:
     """``x`` as a float64 array; raise if it is not finite or has the wrong number of dims."""
     a = np.asarray(x, dtype=np.float64)
     if ndim is not None and a.ndim != ndim:
@@ -68,8 +63,8 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
     and their null space adds no sqrt-of-rounding-noise error. Scalars
     (d = 1) are accepted, with ``sigma`` the variance. Rounding can leave results of order ±1e-12 around 0.
     """
-    mu1, mu2 = np.atleast_1d(_array(mu1, "mu1")), np.atleast_1d(_array(mu2, "mu2"))
-    s1, s2 = np.atleast_2d(_array(sigma1, "sigma1")), np.atleast_2d(_array(sigma2, "sigma2"))
+    mu1, mu2 = np.atleast_1d(checked_array(mu1, "mu1")), np.atleast_1d(checked_array(mu2, "mu2"))
+    s1, s2 = np.atleast_2d(checked_array(sigma1, "sigma1")), np.atleast_2d(checked_array(sigma2, "sigma2"))
     d = mu1.shape[0]
     if mu1.ndim != 1 or mu2.shape != (d,):
         raise ValueError(f"mu1 and mu2 must be vectors of the same length, got {mu1.shape}, {mu2.shape}")
@@ -83,7 +78,7 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
 
 def embedding_stats(x: Any) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance (ddof=1) of embeddings ``x`` of shape (n_samples, dim), n ≥ 2."""
-    x = _array(x, "embeddings", ndim=2)
+    x = checked_array(x, "embeddings", ndim=2)
     if x.shape[0] < 2:
         raise ValueError(f"embedding_stats needs at least 2 rows, got {x.shape[0]}")
     return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False, ddof=1))
@@ -96,7 +91,6 @@ def frechet_audio_distance(emb_ref: Any, emb_gen: Any) -> float:
     if mu1.shape != mu2.shape:
         raise ValueError(f"embedding dims differ: ref {mu1.shape[0]} vs gen {mu2.shape[0]}")
     return frechet_distance(mu1, s1, mu2, s2)
-
 
 
 def _fd_of_rows(ref: np.ndarray, gen: np.ndarray) -> float:
@@ -128,7 +122,7 @@ def frechet_distance_ci(emb_ref: Any, emb_gen: Any, n_boot: int = 200, alpha: fl
     ``widened`` is True. Deterministic for a given seed. Both sets need ≥ 2 rows of one dim.
     Returns ``{fd, estimate, low, high, bias, percentile_low, percentile_high, n_boot, widened}``.
     """
-    ref, gen = _array(emb_ref, "emb_ref", ndim=2), _array(emb_gen, "emb_gen", ndim=2)
+    ref, gen = checked_array(emb_ref, "emb_ref", ndim=2), checked_array(emb_gen, "emb_gen", ndim=2)
     for name, x in (("emb_ref", ref), ("emb_gen", gen)):
         if x.shape[0] < 2:
             raise ValueError(f"frechet_distance_ci needs at least 2 rows in {name}, got {x.shape[0]}")
@@ -209,7 +203,7 @@ def kl_divergence(p_ref: Any, p_gen: Any, ids_ref: Sequence | None = None,
         raise ValueError(f"direction must be 'ref||gen' or 'gen||ref', got {direction!r}")
     if form not in ("softmax", "probs", "sigmoid"):
         raise ValueError(f"form must be 'softmax', 'probs' or 'sigmoid', got {form!r}")
-    a, b = _array(p_ref, "p_ref", ndim=2), _array(p_gen, "p_gen", ndim=2)
+    a, b = checked_array(p_ref, "p_ref", ndim=2), checked_array(p_gen, "p_gen", ndim=2)
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ValueError(f"p_ref is empty, shape {a.shape}")
     if a.shape[1] != b.shape[1]:
@@ -237,7 +231,7 @@ def inception_score(probs: Any, n_splits: int = 10, seed: int = 0) -> tuple[floa
     C classes → C only when each split is itself balanced (with shuffling, a split's score is
     ``exp(H(class counts in the split))``, slightly below C; ``n_splits=1`` gives exactly C).
     """
-    p = _array(probs, "probs", ndim=2)
+    p = checked_array(probs, "probs", ndim=2)
     if not 1 <= n_splits <= p.shape[0]:
         raise ValueError(f"n_splits must be in [1, {p.shape[0]}] (rows), got {n_splits}")
     if np.any(p < 0) or not np.allclose(p.sum(axis=1), 1.0, atol=1e-5):
@@ -253,7 +247,7 @@ def inception_score(probs: Any, n_splits: int = 10, seed: int = 0) -> tuple[floa
 
 def cosine_similarity_rows(a: Any, b: Any) -> np.ndarray:
     """Cosine similarity of each row of ``a`` with the same row of ``b`` (float64)."""
-    a, b = _array(a, "a", ndim=2), _array(b, "b", ndim=2)
+    a, b = checked_array(a, "a", ndim=2), checked_array(b, "b", ndim=2)
     if a.shape != b.shape or a.shape[0] == 0:
         raise ValueError(f"need two non-empty arrays of the same shape, got {a.shape} and {b.shape}")
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
@@ -267,211 +261,6 @@ def clap_score(audio_emb: Any, text_emb: Any) -> float:
     return float(cosine_similarity_rows(audio_emb, text_emb).mean())
 
 
-# ----------------------------------------------------------------------------- events
-
-@dataclass(frozen=True)
-class Event:
-    label: str
-    onset: float
-    offset: float
-
-
-def as_event(e: Event | dict) -> Event:
-    """An ``Event`` from an Event or a dict with keys label/onset/offset; validates times."""
-    if isinstance(e, dict):
-        missing = {"label", "onset", "offset"} - set(e)
-        if missing:
-            raise ValueError(f"event {e!r} lacks keys {sorted(missing)}")
-        e = Event(str(e["label"]), float(e["onset"]), float(e["offset"]))
-    elif not isinstance(e, Event):
-        raise ValueError(f"not an event (Event or dict): {e!r}")
-    if not (np.isfinite(e.onset) and np.isfinite(e.offset)) or e.offset < e.onset:
-        raise ValueError(f"event times must be finite with offset >= onset: {e!r}")
-    return e
-
-
-def _labels(prompted: Sequence[str]) -> list[str]:
-    if isinstance(prompted, str) or len(prompted) == 0:
-        raise ValueError(f"prompted labels must be a non-empty list of labels, got {prompted!r}")
-    return list(prompted)
-
-
-def presence(prompted_labels: Sequence[str], detected_events: Sequence[Event | dict]) -> dict:
-    """Label-set presence for one clip: recall (share of prompted labels detected), precision
-    (share of detected labels that were prompted; 0.0 if nothing was detected, as in sed_eval),
-    and ``all_present``."""
-    prompted = set(_labels(prompted_labels))
-    detected = {as_event(e).label for e in detected_events}
-    hit = prompted & detected
-    return dict(recall=len(hit) / len(prompted),
-                precision=len(hit) / len(detected) if detected else 0.0,
-                all_present=hit == prompted)
-
-
-def order_correct(prompted_labels_in_time_order: Sequence[str],
-                  detected_events: Sequence[Event | dict]) -> bool:
-    """True iff every prompted event is detected and their onsets strictly increase in prompted order.
-
-    A label repeated in the prompt maps its k-th occurrence to the k-th earliest detected onset of
-    that label (so "knock, bell, knock" needs two knocks around a bell). One prompted event:
-    True iff present.
-    """
-    prompted = _labels(prompted_labels_in_time_order)
-    onsets: dict[str, list[float]] = {}
-    for e in map(as_event, detected_events):
-        onsets.setdefault(e.label, []).append(e.onset)
-    seen: dict[str, int] = {}
-    seq = []
-    for lab in prompted:
-        k = seen.get(lab, 0)
-        found = sorted(onsets.get(lab, []))
-        if k >= len(found):
-            return False
-        seq.append(found[k])
-        seen[lab] = k + 1
-    return bool(np.all(np.diff(seq) > 0))
-
-
-
-def _frame_posteriors(frame_probs: Any) -> np.ndarray:
-    """One clip's frame posteriors as a float64 (T × C) array with T, C ≥ 1 and values in [0, 1]."""
-    p = _array(frame_probs, "frame_probs", ndim=2)
-    if p.shape[0] == 0 or p.shape[1] == 0:
-        raise ValueError(f"frame_probs must have at least one frame and one class, got shape {p.shape}")
-    if np.any(p < 0) or np.any(p > 1):
-        raise ValueError("frame_probs must lie in [0, 1]")
-    return p
-
-
-def _class_indices(class_indices: Sequence[int], n_classes: int) -> list[int]:
-    """A non-empty list of integer class indices, each in [0, n_classes)."""
-    if isinstance(class_indices, (str, bytes)) or len(class_indices) == 0:
-        raise ValueError(f"class_indices must be a non-empty list of class indices, got {class_indices!r}")
-    out = []
-    for k in class_indices:
-        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-            raise ValueError(f"class index {k!r} is not an integer")
-        if not 0 <= k < n_classes:
-            raise ValueError(f"class index {k} out of range for {n_classes} classes")
-        out.append(int(k))
-    return out
-
-
-def presence_probability(frame_probs: Any, class_indices: Sequence[int]) -> float:
-    """Mean presence probability of the prompted events in one clip (a continuous presence rate).
-
-    ``(1/K) Σ_j max_t p_{k_j}(t)`` over the K prompted events ``k_1..k_K`` (column indices of the
-    T × C posteriors ``frame_probs``): an event's presence probability is its class's largest
-    frame posterior. A class prompted twice counts twice (once per prompted occurrence, with the
-    same value, since a clip-level maximum cannot tell one occurrence from two); the binary
-    :func:`presence` recall counts the label set instead, so the two weight repeats differently.
-    """
-    p = _frame_posteriors(frame_probs)
-    ks = _class_indices(class_indices, p.shape[1])
-    return float(p[:, ks].max(axis=0).mean())
-
-
-def order_margin(frame_probs: Any, class_indices_in_time_order: Sequence[int],
-                 hop_seconds: float) -> float:
-    """Continuous order score for one clip: the smallest gap (s) between successive prompted
-    events' posterior-weighted time centroids; > 0 iff they sound in the prompted order.
-
-    Frame t (0-based) is centred at ``τ_t = (t + 0.5)·hop``; event k's centroid is
-    ``c_k = Σ_t τ_t p_k(t) / Σ_t p_k(t)`` and the margin is ``min_k (c_{k+1} − c_k)``.
-    NaN (no order to score) when fewer than 2 events are prompted, when a class is prompted more
-    than once (one centroid cannot place two occurrences), or when a prompted class has zero
-    posterior mass (``Σ_t p_k(t) = 0``: no centroid).
-    """
-    p = _frame_posteriors(frame_probs)
-    ks = _class_indices(class_indices_in_time_order, p.shape[1])
-    if not (np.isfinite(hop_seconds) and hop_seconds > 0):
-        raise ValueError(f"hop_seconds must be finite and > 0, got {hop_seconds}")
-    if len(ks) < 2 or len(set(ks)) < len(ks):
-        return float("nan")
-    w = p[:, ks]
-    mass = w.sum(axis=0)
-    if np.any(mass == 0):
-        return float("nan")
-    tau = (np.arange(p.shape[0]) + 0.5) * hop_seconds
-    centroids = tau @ w / mass
-    return float(np.diff(centroids).min())
-
-def _match_count(ref: list[float], est: list[float], collar: float) -> int:
-    """Maximum number of one-to-one onset pairs within ``collar`` (ties: least total distance)."""
-    if not ref or not est:
-        return 0
-    dist = np.abs(np.subtract.outer(np.asarray(ref), np.asarray(est)))
-    ok = dist <= collar + _TIME_TOL
-    big = (min(dist.shape) + 1) * (collar + 1.0)  # one forbidden pair costs more than all allowed ones
-    rows, cols = linear_sum_assignment(np.where(ok, dist, big))
-    return int(ok[rows, cols].sum())
-
-
-def _f1_from_counts(tp: int, fp: int, fn: int) -> dict:
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    rec = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    return dict(f1=f1, precision=prec, recall=rec, tp=tp, fp=fp, fn=fn)
-
-
-def _event_counts(reference_events, estimated_events, collar: float) -> tuple[int, int, int]:
-    if not collar >= 0:
-        raise ValueError(f"collar must be >= 0, got {collar}")
-    ref, est = [as_event(e) for e in reference_events], [as_event(e) for e in estimated_events]
-    tp = 0
-    for lab in {e.label for e in ref} | {e.label for e in est}:
-        tp += _match_count([e.onset for e in ref if e.label == lab],
-                           [e.onset for e in est if e.label == lab], collar)
-    return tp, len(est) - tp, len(ref) - tp
-
-
-def event_f1(reference_events: Sequence[Event | dict], estimated_events: Sequence[Event | dict],
-             collar: float = 0.2) -> dict:
-    """Event-based F1 for one clip: onset-only collar (sed_eval EventBasedMetrics with
-    ``evaluate_offset=False``, t_collar=0.2), one-to-one matching within each label by maximum
-    bipartite matching (``linear_sum_assignment``; disallowed pairs outside the collar, ties broken
-    by least total onset distance). Undefined ratios (no events) are 0.0, as in sed_eval."""
-    return _f1_from_counts(*_event_counts(reference_events, estimated_events, collar))
-
-
-def event_f1_corpus(list_of_refs: Sequence[Sequence], list_of_ests: Sequence[Sequence],
-                    collar: float = 0.2) -> dict:
-    """Micro-averaged event F1 over clips: tp/fp/fn summed over clips, then F1."""
-    if len(list_of_refs) != len(list_of_ests) or len(list_of_refs) == 0:
-        raise ValueError(f"need equal, non-zero numbers of clips, "
-                         f"got {len(list_of_refs)} and {len(list_of_ests)}")
-    counts = np.array([_event_counts(r, e, collar) for r, e in zip(list_of_refs, list_of_ests)])
-    return _f1_from_counts(*(int(c) for c in counts.sum(axis=0)))
-
-
-def events_from_frames(frame_probs: Any, labels: Sequence[str], hop_seconds: float,
-                       threshold: float = 0.5, min_duration: float = 0.05,
-                       merge_gap: float = 0.05) -> list[Event]:
-    """Events from frame-wise class probabilities (T × C); frame t spans [t·hop, (t+1)·hop).
-
-    A frame is active when ``p >= threshold``; runs of active frames become events; gaps shorter
-    than ``merge_gap`` between events of one class are closed; then events shorter than
-    ``min_duration`` are dropped. Sorted by onset, then label.
-    """
-    p = _array(frame_probs, "frame_probs", ndim=2)
-    if p.shape[1] != len(labels):
-        raise ValueError(f"frame_probs has {p.shape[1]} classes but {len(labels)} labels")
-    if not hop_seconds > 0:
-        raise ValueError(f"hop_seconds must be > 0, got {hop_seconds}")
-    out = []
-    for c, lab in enumerate(labels):
-        active = np.concatenate([[0], (p[:, c] >= threshold).astype(np.int8), [0]])
-        edges = np.diff(active)
-        runs = list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
-        merged: list[list[float]] = []
-        for start, end in runs:
-            on, off = start * hop_seconds, end * hop_seconds
-            if merged and on - merged[-1][1] < merge_gap - _TIME_TOL:
-                merged[-1][1] = off
-            else:
-                merged.append([on, off])
-        out += [Event(str(lab), on, off) for on, off in merged if off - on >= min_duration - _TIME_TOL]
-    return sorted(out, key=lambda e: (e.onset, e.label))
 
 
 # ----------------------------------------------------------------------------- bootstrap
@@ -497,7 +286,7 @@ def bootstrap_ci_fn(n_items: int, fn: Callable[[np.ndarray], float], n_boot: int
 def bootstrap_ci(values: Any, stat: Callable = np.mean, n_boot: int = 1000, alpha: float = 0.05,
                  seed: int = 0) -> tuple[float, float, float]:
     """Percentile bootstrap CI of ``stat`` over per-item values (1-D): (estimate, low, high)."""
-    v = _array(values, "values", ndim=1)
+    v = checked_array(values, "values", ndim=1)
     if v.size == 0:
         raise ValueError("values is empty")
     return bootstrap_ci_fn(v.size, lambda idx: stat(v[idx]), n_boot, alpha, seed)
@@ -506,98 +295,11 @@ def bootstrap_ci(values: Any, stat: Callable = np.mean, n_boot: int = 1000, alph
 def bootstrap_ci_paired(a: Any, b: Any, n_boot: int = 1000, alpha: float = 0.05,
                         seed: int = 0) -> tuple[float, float, float]:
     """Paired percentile bootstrap CI of mean(a − b), resampling items jointly."""
-    a, b = _array(a, "a", ndim=1), _array(b, "b", ndim=1)
+    a, b = checked_array(a, "a", ndim=1), checked_array(b, "b", ndim=1)
     if a.shape != b.shape:
         raise ValueError(f"paired arrays differ in length: {a.shape[0]} vs {b.shape[0]}")
     return bootstrap_ci(a - b, np.mean, n_boot, alpha, seed)
 
 
-# ----------------------------------------------------------------------------- content-keyed cache
-
-def content_key(*args: Any) -> str:
-    """sha256 over the inputs: arrays (and tensors) by dtype, shape and bytes; others by repr."""
-    h = hashlib.sha256()
-    for x in args:
-        if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, without importing torch
-            x = x.detach().cpu().numpy()
-        if isinstance(x, np.ndarray):
-            h.update(f"ndarray|{x.dtype.str}|{x.shape}|".encode())
-            h.update(np.ascontiguousarray(x).tobytes())
-        else:
-            h.update(f"{type(x).__name__}|{x!r}|".encode())
-    return h.hexdigest()
 
 
-def cached(cache_dir: str | os.PathLike, key: str, compute_fn: Callable[[], Any]) -> Any:
-    """Return the result stored under ``key`` in ``cache_dir``, computing and storing it if absent.
-
-    Arrays, tuples of arrays and dicts of arrays go to ``<key>.npz``; anything else must be
-    JSON-serialisable and goes to ``<key>.json``. Key the cache with ``content_key`` of every
-    input so a stored result can never be stale. Writes are atomic (a unique temporary file, then
-    a rename), and a miss returns what it stored read back, so a hit and a miss return the same
-    types, dtypes and values (tuples of non-arrays come back as lists, dict keys as strings).
-    """
-    if not key or any(ch in key for ch in "/\\") or key.startswith("."):
-        raise ValueError(f"cache key must be a plain file name, got {key!r}")
-    d = Path(cache_dir)
-    npz, js = d / f"{key}.npz", d / f"{key}.json"
-    if not npz.exists() and not js.exists():
-        _store(d, key, compute_fn())
-    return _read_npz(npz) if npz.exists() else _read_cache_json(js)
-
-
-def _store(d: Path, key: str, result: Any) -> None:
-    """Write ``result`` as ``<key>.npz`` (arrays) or ``<key>.json``, atomically."""
-    import tempfile
-
-    arrays = _npz_items(result)
-    d.mkdir(parents=True, exist_ok=True)
-    suffix = ".npz" if arrays else ".json"
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{key}.", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if arrays:
-                np.savez(f, **arrays)
-            else:
-                f.write(json.dumps(result).encode())
-        os.replace(tmp, d / f"{key}{suffix}")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _npz_items(result: Any) -> dict | None:
-    """The members of ``<key>.npz`` for an array, a tuple or a dict of arrays; None for JSON."""
-    if isinstance(result, np.ndarray):
-        kind, items = "array", {"value": result}
-    elif isinstance(result, tuple) and result and all(isinstance(r, np.ndarray) for r in result):
-        kind, items = "tuple", {str(i): r for i, r in enumerate(result)}
-    elif isinstance(result, dict) and result and all(isinstance(v, np.ndarray) for v in result.values()):
-        if "__kind__" in result:
-            raise ValueError("'__kind__' is reserved in cached dicts")
-        kind, items = "dict", {str(k): v for k, v in result.items()}
-    else:
-        return None
-    if any(v.dtype.hasobject for v in items.values()):
-        raise TypeError("cached arrays must hold numbers, not Python objects (they are stored without pickle)")
-    return {"__kind__": np.array(kind), **items}
-
-
-def _read_npz(npz: Path) -> Any:
-    try:
-        with np.load(npz, allow_pickle=False) as z:
-            kind = str(z["__kind__"])
-            items = {k: z[k] for k in z.files if k != "__kind__"}
-    except (ValueError, OSError, EOFError, KeyError) as e:  # truncated zip, bad member
-        raise ValueError(f"{npz}: corrupt cache file ({e}); delete it to recompute") from None
-    if kind == "array":
-        return items["value"]
-    if kind == "tuple":
-        return tuple(items[str(i)] for i in range(len(items)))
-    return items
-
-
-def _read_cache_json(js: Path) -> Any:
-    from .files import read_json
-
-    return read_json(js, "cache file")

@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 
 from .audiotext import AudioTextConfig, AudioTextModel
-from .captions import CaptionError, parse_caption
+from ..world.captions import CaptionError, parse_caption
 from .detector import DetectorConfig, DetectorOutput, EventDetector
-from .metrics import order_correct, order_margin, presence, presence_probability
+from .event_metrics import order_correct, order_margin, presence, presence_probability
 
 ROLES = ("judge", "ranker")
 
@@ -145,9 +145,9 @@ def score_clips(family: Scorers, mels: torch.Tensor, captions: list[str], ids: l
     Per clip: prompted events (from the caption grammar), presence recall, whether all are
     present, whether they sound in the prompted order (temporal captions only; NaN otherwise),
     the family's CLAP score, and the detected events. Two continuous forms of the verdicts come
-    from the detector's frame posteriors: ``presence_prob`` (:func:`~t2a_lib.metrics.presence_probability`
+    from the detector's frame posteriors: ``presence_prob`` (:func:`~t2a_lib.scoring.metrics.presence_probability`
     over ``spec.all_labels``, every parsed caption) and ``order_margin`` in seconds
-    (:func:`~t2a_lib.metrics.order_margin` over ``spec.time_order``; temporal captions only, NaN
+    (:func:`~t2a_lib.scoring.metrics.order_margin` over ``spec.time_order``; temporal captions only, NaN
     otherwise). Free-form captions get NaN in every caption-derived column.
     """
     if len(mels) != len(captions):
@@ -182,7 +182,7 @@ def data_key(train: tuple, test: tuple) -> str:
     test mels and of their records' captions and timelines."""
     import json
 
-    from .diffusion import fingerprint
+    from ..model.fits import fingerprint
 
     labels = json.dumps([[r.captions, r.events] for _, recs in (train, test) for r in recs]).encode()
     return fingerprint(train[0], test[0], torch.frombuffer(bytearray(labels), dtype=torch.uint8))
@@ -192,7 +192,7 @@ SCORER_FILES = ("config.json", "model.safetensors", "model_card.json", "losses.j
 
 
 def fit_key(config: DetectorConfig | AudioTextConfig, data: str) -> dict:
-    """The train-or-load key of one scorer (:func:`t2a_lib.files.load_fit`): its config, less
+    """The train-or-load key of one scorer (:func:`t2a_lib.run.files.load_fit`): its config, less
     ``vocab_size`` (the tokenizer sets it while training), and :func:`data_key` of its data."""
     from dataclasses import asdict
 
@@ -201,7 +201,7 @@ def fit_key(config: DetectorConfig | AudioTextConfig, data: str) -> dict:
 
 def saved_config(folder) -> DetectorConfig | AudioTextConfig:
     """The config a saved scorer in ``folder`` was trained with (its ``config.json``)."""
-    from .files import read_json
+    from ..run.files import read_json
 
     saved = read_json(Path(folder) / "config.json", "model config")
     kinds = {"event_detector": DetectorConfig, "audio_text": AudioTextConfig}
@@ -217,17 +217,17 @@ def train_scorer(folder, config: DetectorConfig | AudioTextConfig, train: tuple,
     step (``losses.json``) and a model card of its scores on ``test``; return the card. With
     ``key`` (:func:`fit_key`), ``fit.json`` records it last, so a model killed half-saved retrains.
 
-    ``train`` and ``test`` are ``(mels, records)`` pairs from :func:`t2a_lib.features.split_mels`.
+    ``train`` and ``test`` are ``(mels, records)`` pairs from :func:`t2a_lib.audio.features.split_mels`.
     """
     import json
     import time
     from dataclasses import replace
 
-    from .files import save_fit
+    from ..run.files import save_fit
 
     from .audiotext import evaluate_audiotext, train_audiotext
     from .detector import evaluate_detector, train_detector, write_model_card
-    from .features import frame_targets
+    from ..audio.features import frame_targets
 
     folder = Path(folder)
     (folder / "fit.json").unlink(missing_ok=True)  # the record of whatever was saved here before
@@ -266,14 +266,14 @@ def fit_scorers(families: dict[str, tuple], train: tuple, test: tuple, progress:
 
     ``families`` maps a role to ``(folder, detector_config, audiotext_configs)`` (see
     :func:`scorer_configs`); ``train`` and ``test`` are ``(mels, records)`` pairs. With ``workers``
-    > 1 the models train in that many one-thread processes (:mod:`t2a_lib.parallel`), the
+    > 1 the models train in that many one-thread processes (:mod:`t2a_lib.run.parallel`), the
     recurrent rankers first. Returns ``{role: Scorers}`` and ``{"role/model": model card}``.
     """
     import json
     import tempfile
 
-    from . import parallel
-    from .files import load_fit
+    from ..run import parallel
+    from ..run.files import load_fit
 
     models = {}  # role -> [(folder of one model, its config)], the detector first
     for role, (folder, det_cfg, at_cfgs) in families.items():

@@ -223,8 +223,10 @@ TEXTURES = ["rain", "wind", "engine_hum"]  # classes that work as a background b
 # scenes: which events, where on the timeline
 
 
-@dataclass
+@dataclass(frozen=True)
 class Event:
+    """A labelled time span in seconds: a scene's event, or one an event detector found."""
+
     label: str
     onset: float
     offset: float
