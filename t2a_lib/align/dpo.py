@@ -42,9 +42,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .diffusion import (FineTuneConfig, Shard, TextBank, mean_square, per_sample_mse, prediction_error,
+from ..model.diffusion import (FineTuneConfig, Shard, TextBank, mean_square, per_sample_mse, prediction_error,
                         sample_timesteps, train_loop)
-from .precision import at_least_float32, float32
+from ..model.precision import at_least_float32, float32
 
 
 def safeguard_scale(err_w: torch.Tensor, err_l: torch.Tensor, mu: float) -> torch.Tensor:
@@ -135,7 +135,7 @@ def train_dpo(unet, scheduler, pairs: PairBank, config: DPOConfig, out_dir=None,
     """Fine-tune ``unet`` in place (or its LoRA adapters) on preference pairs.
 
     History per step: loss, phase (0 = SFT, 1 = preference), implicit_acc, mse_w, mse_l, ref_w,
-    ref_l. Checkpoints and resume as in :func:`t2a_lib.diffusion.train_loop`.
+    ref_l. Checkpoints and resume as in :func:`t2a_lib.model.diffusion.train_loop`.
     """
     if config.lora_rank:
         frozen = None
@@ -174,7 +174,7 @@ def train_dpo(unet, scheduler, pairs: PairBank, config: DPOConfig, out_dir=None,
 
 def pair_bank(text_encoder, tokenizer, prompts: list[str], winners: torch.Tensor, losers: torch.Tensor) -> PairBank:
     """Pairs with their prompts' frozen text states (one row per pair)."""
-    from .base_model import text_bank
+    from ..model.base_model import text_bank
 
     if not (len(prompts) == len(winners) == len(losers)):
         raise ValueError(f"{len(prompts)} prompts, {len(winners)} winners, {len(losers)} losers: one row per pair")
@@ -185,8 +185,8 @@ def crpo_round(pipe, rankers, prompts: list[str], n_samples: int, steps: int, gu
                batch_size: int | None = None) -> tuple[PairBank, pd.DataFrame]:
     """One round of TangoFlux's CLAP-ranked preference optimisation: ``n_samples`` per prompt
     from the *current* model, the ranker ensemble's best against its worst."""
-    from .features import waves_to_mel
-    from .scorers import require_role
+    from ..audio.features import waves_to_mel
+    from ..scoring.scorers import require_role
 
     require_role(rankers, "ranker", "CRPO ranking")
     expanded = [p for p in prompts for _ in range(n_samples)]
@@ -255,7 +255,7 @@ def fit_preference_model(folder, base_unet, scheduler, bank: PairBank, config: D
     holds a model trained from the same base model with the same config on the same pairs."""
     from dataclasses import asdict
 
-    from .diffusion import fingerprint, fit_finetuned
+    from ..model.fits import fingerprint, fit_finetuned
 
     key = {"config": asdict(config), "pairs": len(bank),
            "data": fingerprint(bank.winners, bank.losers, bank.text.states, bank.text.mask)}
@@ -267,9 +267,9 @@ def fit_preference_model(folder, base_unet, scheduler, bank: PairBank, config: D
 def fit_from_run(run_dir, folder, config: DPOConfig, pairs: str = "preferences", strategies=None) -> list[dict]:
     """:func:`fit_preference_model` from the run's base pipeline on the pair set ``run_dir/<pairs>``
     (notebook 03's ``preferences`` or ``gold``), optionally only its ``strategies`` (notebook 07's
-    ablations), everything read from ``run_dir``: a job for :func:`t2a_lib.parallel.run_jobs`.
+    ablations), everything read from ``run_dir``: a job for :func:`t2a_lib.run.parallel.run_jobs`.
     The model lands in ``folder``; returns its training history."""
-    from .base_model import load_run_pipeline
+    from ..model.base_model import load_run_pipeline
 
     run_dir = Path(run_dir)
     base = load_run_pipeline(run_dir)
@@ -280,9 +280,9 @@ def fit_from_run(run_dir, folder, config: DPOConfig, pairs: str = "preferences",
 def fit_crpo_from_run(run_dir, folder, prompts: list[str], rounds: int, n_samples: int, config: DPOConfig,
                       steps: int, guidance: float) -> list[dict]:
     """:func:`fit_crpo` from the run's base pipeline and rankers: a job for
-    :func:`t2a_lib.parallel.run_jobs`. Returns the per-round log."""
-    from .base_model import load_run_pipeline
-    from .scorers import load_rankers
+    :func:`t2a_lib.run.parallel.run_jobs`. Returns the per-round log."""
+    from ..model.base_model import load_run_pipeline
+    from ..scoring.scorers import load_rankers
 
     run_dir = Path(run_dir)
     base = load_run_pipeline(run_dir)
@@ -302,7 +302,7 @@ def sweep_choice(sweep_table: pd.DataFrame) -> dict:
 
 def with_unet(pipe, unet):
     """The same pipeline with another UNet (the other components are shared, not copied)."""
-    from .tango import TangoPipeline
+    from ..model.tango import TangoPipeline
 
     new = TangoPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=unet,
                         scheduler=copy.deepcopy(pipe.scheduler), vocoder=pipe.vocoder)
@@ -316,9 +316,9 @@ def fit_crpo(folder, base_pipe, rankers, prompts: list[str], rounds: int, n_samp
     settings). Returns ``(unet, per-round log)``."""
     from dataclasses import asdict
 
-    from .diffusion import cached_fit, fingerprint
-    from .files import save_fit
-    from .tango import load_unet
+    from ..model.fits import cached_fit, fingerprint
+    from ..run.files import save_fit
+    from ..model.tango import load_unet
 
     folder = Path(folder)
     key = {"config": asdict(config), "rounds": rounds, "n_samples": n_samples, "prompts": prompts,
@@ -346,8 +346,8 @@ def sweep(folder, base_pipe, scheduler, bank: PairBank, config: DPOConfig, grid:
     all-present + order, the rate the preference set's ranking is after. One row per candidate."""
     from dataclasses import replace
 
-    from .evaluation import generate
-    from .scorers import rank_clips
+    from ..evaluate.evaluation import generate
+    from ..scoring.scorers import rank_clips
 
     fields = [f for f, values in grid.items() if values]
     candidates = [config] + [replace(config, **{f: type(getattr(config, f))(v)})

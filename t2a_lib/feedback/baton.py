@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .diffusion import (FineTuneConfig, Shard, TextBank, batch_indices, diffusion_loss, fingerprint, fit_finetuned,
-                        sample_timesteps, train_loop)
+from ..model.diffusion import (FineTuneConfig, Shard, TextBank, batch_indices, diffusion_loss, sample_timesteps,
+                               train_loop)
+from ..model.fits import fingerprint, fit_finetuned
 
 
 @dataclass
@@ -57,7 +58,7 @@ def train_reward_weighted(unet, scheduler, pre_latents, pre_text: TextBank, fb_l
 
 def fit_baton_model(folder, base_unet, scheduler, pre_latents, pre_text, fb_latents, fb_text, rewards,
                     config: BatonConfig, progress: bool = True):
-    """Train-or-load (see :func:`t2a_lib.diffusion.fit_finetuned`)."""
+    """Train-or-load (see :func:`t2a_lib.model.fits.fit_finetuned`)."""
     key = {"config": asdict(config), "feedback": len(fb_latents), "pretrain": len(pre_latents),
            "data": fingerprint(pre_latents, pre_text.states, fb_latents, fb_text.states, torch.as_tensor(rewards))}
     return fit_finetuned(folder, base_unet, key,
@@ -86,7 +87,7 @@ def _feedback_clips(baton_dir, name: str, labels_file: str):
     import pandas as pd
     from safetensors.torch import load_file
 
-    from .manifest import read_manifest
+    from ..audio.manifest import read_manifest
 
     clips = pd.read_parquet(baton_dir / name / "clips.parquet")
     feedback = {r.id: r.feedback for r in read_manifest(baton_dir / labels_file, kind="feedback")}
@@ -106,8 +107,8 @@ def write_training_data(run_dir, vae, n_pretrain: int, seed: int):
     import numpy as np
     from safetensors.torch import save_file
 
-    from .autoencoder import encode_mels
-    from .features import split_mels
+    from ..model.autoencoder import encode_mels
+    from ..audio.features import split_mels
 
     run_dir = Path(run_dir)
     baton_dir = run_dir / "baton"
@@ -131,7 +132,7 @@ def training_sets(run_dir, text_encoder, tokenizer) -> dict:
 
     from safetensors import safe_open
 
-    from .base_model import text_bank
+    from ..model.base_model import text_bank
 
     path = Path(run_dir) / "baton" / TRAINING_DATA
     if not path.exists():
@@ -150,9 +151,9 @@ def training_sets(run_dir, text_encoder, tokenizer) -> dict:
 def fit_from_run(run_dir, folder, model_id: str, config: BatonConfig) -> list[dict]:
     """:func:`fit_baton_model` from the run's base pipeline on the feedback of ``model_id``
     (:data:`FEEDBACK`), everything read from ``run_dir``: a job for
-    :func:`t2a_lib.parallel.run_jobs`. The model lands in ``folder``; returns its history."""
-    from .base_model import load_run_pipeline
-    from .dpo import make_train_scheduler_like
+    :func:`t2a_lib.run.parallel.run_jobs`. The model lands in ``folder``; returns its history."""
+    from ..model.base_model import load_run_pipeline
+    from ..align.dpo import make_train_scheduler_like
 
     base = load_run_pipeline(run_dir)
     data = training_sets(run_dir, base.text_encoder, base.tokenizer)

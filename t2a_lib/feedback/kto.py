@@ -3,7 +3,7 @@ trained on BATON's per-clip binary feedback.
 
 Each clip x carries a label y ∈ {+1 (liked), −1 (disliked)}. The policy f_θ and the frozen
 reference f_ref see the same timestep t and noise ε; with the per-sample errors averaged over
-C×H×W as in :mod:`t2a_lib.dpo`,
+C×H×W as in :mod:`t2a_lib.align.dpo`,
 
     Δ_θ = ‖f_θ(x_t, t, c) − target‖²,      Δ_ref = ‖f_ref(x_t, t, c) − target‖²,
     g   = Δ_ref − Δ_θ                      (how much better than the reference the policy fits x)
@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .diffusion import (FineTuneConfig, Shard, TextBank, fingerprint, fit_finetuned, per_sample_mse,
-                        sample_timesteps, train_loop)
-from .precision import at_least_float32, float32
+from ..model.diffusion import FineTuneConfig, Shard, TextBank, per_sample_mse, sample_timesteps, train_loop
+from ..model.fits import fingerprint, fit_finetuned
+from ..model.precision import at_least_float32, float32
 
 KTO_MODELS = {"kto_hd": "baton_hd", "kto_hd_rd": "baton_hd_rd"}  # KTO model id -> BATON's feedback (baton.FEEDBACK)
 
@@ -126,7 +126,7 @@ def train_kto(unet, scheduler, latents: torch.Tensor, text: TextBank, labels: to
 
 def fit_kto_model(folder, base_unet, scheduler, latents, text: TextBank, labels, config: KTOConfig,
                   progress: bool = True):
-    """Train-or-load (see :func:`t2a_lib.diffusion.fit_finetuned`). Returns ``(unet, history)``."""
+    """Train-or-load (see :func:`t2a_lib.model.fits.fit_finetuned`). Returns ``(unet, history)``."""
     key = {"config": asdict(config), "clips": len(latents),
            "data": fingerprint(latents, text.states, text.mask, torch.as_tensor(labels))}
     return fit_finetuned(folder, base_unet, key,
@@ -136,11 +136,11 @@ def fit_kto_model(folder, base_unet, scheduler, latents, text: TextBank, labels,
 def fit_from_run(run_dir, folder, model_id: str, config: KTOConfig) -> list[dict]:
     """:func:`fit_kto_model` from the run's base pipeline on the feedback clips BATON's
     ``KTO_MODELS[model_id]`` trains on (``baton/training_data.safetensors``, notebook 06), their
-    rewards made labels at ``config.threshold``: a job for :func:`t2a_lib.parallel.run_jobs`.
+    rewards made labels at ``config.threshold``: a job for :func:`t2a_lib.run.parallel.run_jobs`.
     The model lands in ``folder``; returns its history."""
-    from .base_model import load_run_pipeline
+    from ..model.base_model import load_run_pipeline
     from .baton import training_sets
-    from .dpo import make_train_scheduler_like
+    from ..align.dpo import make_train_scheduler_like
 
     if model_id not in KTO_MODELS:
         raise ValueError(f"unknown KTO model {model_id!r}; known: {', '.join(KTO_MODELS)}")

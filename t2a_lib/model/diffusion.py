@@ -12,7 +12,6 @@ by (seed, s), so a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,7 +26,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .components import add_time_channel
-from .files import CorruptFileError, load_fit, load_safetensors, read_json, save_fit, write_json
+from ..run.files import CorruptFileError, load_safetensors, read_json
 from .precision import float32
 
 
@@ -109,7 +108,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     seed: int = 0
     mixed_precision: str = "no"  # "bf16" on a GPU
-    # weight of the grounding term (t2a_lib.grounding): event words' cross-attention pulled to
+    # weight of the grounding term (t2a_lib.model.grounding): event words' cross-attention pulled to
     # where their events sound; needs the clips' timelines. 0 = the plain diffusion loss.
     grounding_weight: float = 0.0
     # the grounding pass runs on pure noise at timesteps drawn from [grounding_min_t, 1000)
@@ -228,6 +227,30 @@ def _mean_over_processes(acc: Accelerator, value):
     return acc.reduce(value.float().to(acc.device), "mean") if acc.num_processes > 1 else value
 
 
+def _resume(ckpt: Path | None, config, unet, opt) -> tuple[int, list, dict | None]:
+    """Load ``ckpt`` (weights, optimizer, EMA) into ``unet`` and ``opt`` when it was written with this
+    ``config``: (the step to start at, the history so far, the EMA weights or None); (0, [], None) otherwise."""
+    if ckpt is None or not (ckpt / "state.json").exists():
+        return 0, [], None
+    state = read_json(ckpt / "state.json", "checkpoint state")
+    if state["config"] != asdict(config):
+        return 0, [], None
+    unet.load_state_dict(load_safetensors(ckpt / "unet.safetensors"))
+    try:
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CorruptFileError(f"{ckpt / 'optimizer.pt'}: corrupt checkpoint ({e}); delete {ckpt} "
+                               f"to start over") from None
+    ema = load_safetensors(ckpt / "ema.safetensors") if (ckpt / "ema.safetensors").exists() else None
+    return state["step"], state["history"], ema
+
+
+@torch.no_grad()
+def _update_ema(ema: dict, unet, decay: float) -> None:
+    for k, v in unet.state_dict().items():
+        ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
+
+
 def train_loop(unet, n_items: int, config, step_loss, out_dir=None, progress: bool = True, desc: str = "UNet") -> dict:
     """The one training loop (base model, SFT, DPO, CRPO, BATON): AdamW on the trainable
     parameters, warm-up + cosine LR, gradient clipping, optional EMA, accelerate, checkpoints in
@@ -244,19 +267,7 @@ def train_loop(unet, n_items: int, config, step_loss, out_dir=None, progress: bo
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     ckpt = Path(out_dir) / "checkpoint" if out_dir else None
-    start, history, ema = 0, [], None
-    if ckpt is not None and (ckpt / "state.json").exists():
-        state = read_json(ckpt / "state.json", "checkpoint state")
-        if state["config"] == asdict(config):
-            unet.load_state_dict(load_safetensors(ckpt / "unet.safetensors"))
-            try:
-                opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-            except (RuntimeError, EOFError, OSError) as e:
-                raise CorruptFileError(f"{ckpt / 'optimizer.pt'}: corrupt checkpoint ({e}); delete {ckpt} "
-                                       f"to start over") from None
-            start, history = state["step"], state["history"]
-            if (ckpt / "ema.safetensors").exists():
-                ema = load_safetensors(ckpt / "ema.safetensors")
+    start, history, ema = _resume(ckpt, config, unet, opt)
     if getattr(config, "ema_decay", None) and ema is None:
         ema = {k: v.detach().clone().float() for k, v in unet.state_dict().items()}
     unet, opt = acc.prepare(unet, opt)
@@ -278,9 +289,7 @@ def train_loop(unet, n_items: int, config, step_loss, out_dir=None, progress: bo
             acc.clip_grad_norm_(params, config.grad_clip)
         opt.step()
         if ema is not None:
-            with torch.no_grad():
-                for k, v in acc.unwrap_model(unet).state_dict().items():
-                    ema[k].mul_(config.ema_decay).add_(v.float(), alpha=1 - config.ema_decay)
+            _update_ema(ema, acc.unwrap_model(unet), config.ema_decay)
         if acc.num_processes > 1:
             loss, logs = _mean_over_processes(acc, loss), {k: _mean_over_processes(acc, v) for k, v in logs.items()}
         history.append({"loss": round(loss.item(), 6),
@@ -335,82 +344,3 @@ def train_unet(unet, scheduler, latents: torch.Tensor, text: TextBank, config: T
     return train_loop(unet, len(latents), config, step_loss, out_dir, progress)
 
 
-def fingerprint(*items) -> str:
-    """A short hash of tensors and of modules' weights: what a cached model was trained from.
-    Part of every train-or-load key, so a changed base model or changed data retrains instead
-    of silently loading a model made from the old ones."""
-    h = hashlib.sha1()
-    for item in items:
-        tensors = ([v for _, v in sorted(item.state_dict().items())] if isinstance(item, torch.nn.Module)
-                   else [torch.as_tensor(item)])
-        for t in tensors:
-            t = t.detach().cpu().contiguous()
-            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _key_hash(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:8]
-
-
-def _free_name(path: Path) -> Path:
-    """``path``, or ``path-2``, ``path-3``, ... whichever does not exist yet."""
-    n, out = 1, path
-    while out.exists():
-        n += 1
-        out = path.with_name(f"{path.name}-{n}")
-    return out
-
-
-def claim_folder(folder, key: dict) -> None:
-    """Mark ``folder`` as training the model that ``key`` identifies. Checkpoints left there by
-    training anything else (another base model, other data, another config) are moved aside to
-    ``checkpoint.superseded-<hash of their key>`` (a free name: nothing is lost, nothing blocks),
-    so a resume never continues another model's run; an interrupted run with the same key still
-    resumes, and so does one whose checkpoint was moved aside earlier (its key matches again)."""
-    folder, key = Path(folder), json.loads(json.dumps(key))
-    marker = folder / "training.json"
-    text = json.dumps(key)
-    if not marker.exists() or read_json(marker, "training marker") != key:
-        old = _key_hash(marker.read_text()) if marker.exists() else "unknown"
-        for ckpt in [p for p in folder.rglob("checkpoint") if p.is_dir()]:
-            os.replace(ckpt, _free_name(ckpt.with_name(f"checkpoint.superseded-{old}")))
-            mine = ckpt.with_name(f"checkpoint.superseded-{_key_hash(text)}")
-            if mine.is_dir():  # this key trained here before: continue from where it got to
-                os.replace(mine, ckpt)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(marker, key)
-
-
-def cached_fit(folder, key: dict) -> dict | None:
-    """``folder/fit.json`` when it records ``key`` (the model in ``folder/unet`` is then the one
-    asked for); otherwise None, and the folder is claimed for training that model."""
-    fit = load_fit(folder, key, ("unet",))
-    if fit is None:
-        claim_folder(folder, key)
-    return fit
-
-
-def fit_finetuned(folder, base_unet, key: dict, train_fn, fuse_lora: bool = False):
-    """Fine-tune a deep copy of ``base_unet`` with ``train_fn(unet) -> train_loop output`` and
-    save it under ``folder/unet`` — or load it when ``folder/fit.json`` records the same ``key``.
-    LoRA adapters are fused first, so every fine-tuned model loads as a plain UNet. Returns
-    ``(unet, history)``."""
-    import copy
-
-    from .tango import load_unet
-
-    folder = Path(folder)
-    key = {**key, "base_unet": fingerprint(base_unet)}
-    fit = cached_fit(folder, key)
-    if fit is not None:
-        return load_unet(folder / "unet"), fit["history"]
-    unet = copy.deepcopy(base_unet)
-    out = train_fn(unet)
-    if fuse_lora:
-        unet.fuse_lora()
-        unet.unload_lora()
-    unet.save_pretrained(folder / "unet")
-    save_fit(folder, key, seconds=out["seconds"], history=out["history"])
-    return unet.eval(), out["history"]
