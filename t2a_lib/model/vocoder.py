@@ -1,6 +1,6 @@
 """Log-mel -> 16 kHz waveform: a small HiFi-GAN trained on the world, Griffin-Lim as fallback.
 
-Layouts. Our mels are ``(B, 64, T)`` (``t2a_lib.mel`` / ``features.waves_to_mel``: T = samples
+Layouts. Our mels are ``(B, 64, T)`` (``t2a_lib.audio.mel`` / ``features.waves_to_mel``: T = samples
 // 160). transformers' ``SpeechT5HifiGan`` takes Tango's layout ``(B, T, 64)`` and returns
 ``(B, T * 160)`` samples (the product of its upsample rates is the hop), so every call here
 transposes: ``model(log_mel.transpose(1, 2))``. ``vocode`` does this for you.
@@ -50,7 +50,6 @@ the mel filterbank (pseudo-inverse, then multiplicative updates), then fast Grif
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +58,7 @@ import torch
 from torch import nn
 
 from .diffusion import make_accelerator
-from .mel import MelConfig, MelFrontEnd, mel_filterbank
+from ..audio.mel import MelConfig, MelFrontEnd, mel_filterbank
 
 HOP = 160
 
@@ -186,6 +185,24 @@ def _segments(waves: torch.Tensor, mels: torch.Tensor, batch_size: int, frames: 
     return mel.float(), audio.float()
 
 
+def _training_pairs(waves: np.ndarray, config: VocoderConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checked training clips (N, S) as a tensor and their log-mels (N, 64, S // 160), exactly what the
+    VAE is trained on; ValueError for a wrong shape, NaN/inf, or clips too short for one segment."""
+    from ..audio.features import waves_to_mel
+
+    waves = np.asarray(waves, dtype=np.float32)
+    if waves.ndim != 2:
+        raise ValueError(f"waves must be (N, samples), got shape {waves.shape}")
+    if not np.isfinite(waves).all():
+        raise ValueError("waves contain NaN or inf")
+    n_frames = waves.shape[1] // HOP
+    if n_frames < config.segment_frames + 2 * config.context_frames:
+        raise ValueError(f"clips of {waves.shape[1]} samples give {n_frames} frames, fewer than "
+                         f"segment_frames + 2 context_frames = {config.segment_frames + 2 * config.context_frames}")
+    wave_t = torch.from_numpy(waves)
+    return wave_t, waves_to_mel(wave_t)
+
+
 def train_vocoder(waves: np.ndarray, config: VocoderConfig | None = None, progress: bool = True):
     """Fit a small HiFi-GAN on ``waves`` (N, S) float32 at 16 kHz; returns ``(model, losses)``.
 
@@ -197,21 +214,8 @@ def train_vocoder(waves: np.ndarray, config: VocoderConfig | None = None, progre
     """
     from tqdm.auto import tqdm
 
-    from .features import waves_to_mel
-
     config = config or VocoderConfig()
-    waves = np.asarray(waves, dtype=np.float32)
-    if waves.ndim != 2:
-        raise ValueError(f"waves must be (N, samples), got shape {waves.shape}")
-    if not np.isfinite(waves).all():
-        raise ValueError("waves contain NaN or inf")
-    n_frames = waves.shape[1] // HOP
-    if n_frames < config.segment_frames + 2 * config.context_frames:
-        raise ValueError(f"clips of {waves.shape[1]} samples give {n_frames} frames, fewer than "
-                         f"segment_frames + 2 context_frames = {config.segment_frames + 2 * config.context_frames}")
-    wave_t = torch.from_numpy(waves)
-    mels = waves_to_mel(wave_t)  # (N, 64, S // 160), exactly what the VAE is trained on
-
+    wave_t, mels = _training_pairs(waves, config)
     torch.manual_seed(config.seed)
     model = make_hifigan(config)
     if config.normalize_before:  # per-bin statistics of the training mels, stored in the model's buffers
@@ -383,84 +387,12 @@ def load_vocoder(folder):
     """The ``SpeechT5HifiGan`` saved in ``folder`` by ``save_vocoder`` / ``save_pretrained``, in eval mode."""
     from transformers import SpeechT5HifiGan
 
-    from .files import weights_named
+    from ..run.files import weights_named
 
     folder = Path(folder)
     missing = [n for n in ("config.json", "model.safetensors") if not (folder / n).exists()]
     if missing:
         raise FileNotFoundError(f"no vocoder in {folder} ({', '.join(missing)} missing); train one with "
-                                "t2a_lib.vocoder.train_vocoder, or call vocode(mel) without one for Griffin-Lim")
+                                "t2a_lib.model.vocoder.train_vocoder, or call vocode(mel) without one for Griffin-Lim")
     with weights_named(folder):
         return SpeechT5HifiGan.from_pretrained(folder).eval()
-
-
-# ---------------------------------------------------------------------------------------------
-# benchmark: python -m t2a_lib.vocoder --bench [--world DIR] [--detector FOLDER]
-
-
-def bench(world=None, n_train: int = 3000, n_eval: int = 200, detector=None, config: VocoderConfig | None = None,
-          progress: bool = True) -> dict:
-    """Train the default HiFi-GAN on ``n_train`` clips of a world (built in a temporary folder
-    when ``world`` is None), then vocode ``n_eval`` test clips with it and with Griffin-Lim:
-    training seconds, final losses, clips/s (32 clips), log-mel L1 to the originals and, given a
-    saved ``EventDetector`` folder, its event F1 on original and vocoded audio."""
-    import tempfile
-
-    from .datasets import build_world, load_split
-    from .features import load_waves, waves_to_mel
-
-    tmp = None
-    if world is None:
-        tmp = tempfile.TemporaryDirectory()
-        build_world(tmp.name, n_train, 1, n_eval, seed=0, workers=2, progress=progress)
-        world = tmp.name
-    train = load_split(world, "train")[:n_train]
-    test = load_split(world, "test")[:n_eval]
-    n = 256 * HOP
-    waves, test_waves = load_waves(train, n), load_waves(test, n)
-    mels = waves_to_mel(test_waves)
-    out = {"threads": torch.get_num_threads(), "n_train": len(train), "n_eval": len(test)}
-
-    t0, c0 = time.perf_counter(), time.process_time()
-    model, losses = train_vocoder(waves, config or VocoderConfig(), progress)
-    out["train_seconds"] = round(time.perf_counter() - t0, 1)
-    out["train_cpu_seconds_per_thread"] = round((time.process_time() - c0) / torch.get_num_threads(), 1)
-    out["params"] = sum(p.numel() for p in model.parameters())
-    out["final_losses"] = {k: round(float(np.mean([l[k] for l in losses[-50:]])), 4) for k in losses[0]}
-    audio = {}
-    for name, voc in (("hifigan", model), ("griffin_lim", None)):
-        t0 = time.perf_counter()
-        audio[name] = vocode(mels, voc)
-        out[f"{name}_clips_per_s"] = round(len(mels) / (time.perf_counter() - t0), 2)
-        out[f"{name}_log_mel_l1"] = round(float((waves_to_mel(audio[name]) - mels).abs().mean()), 4)
-    if detector is not None:
-        from .detector import EventDetector
-        from .metrics import event_f1_corpus
-
-        det = EventDetector.load(detector)
-        refs = [r.events or [] for r in test]
-        for name, m in (("original", mels), *((k, waves_to_mel(a)) for k, a in audio.items())):
-            ests = det.events(det.analyse(m).frame_probs)
-            out[f"event_f1_{name}"] = round(event_f1_corpus(refs, ests, collar=0.2)["f1"], 4)
-    if tmp is not None:
-        tmp.cleanup()
-    return out
-
-
-if __name__ == "__main__":
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bench", action="store_true", help="train the default vocoder and measure it")
-    parser.add_argument("--world", help="a built world folder (default: build a small one in a temp folder)")
-    parser.add_argument("--n-train", type=int, default=3000)
-    parser.add_argument("--n-eval", type=int, default=200)
-    parser.add_argument("--steps", type=int, help="override VocoderConfig.steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--detector", help="a saved EventDetector folder, for event F1 on vocoded audio")
-    args = parser.parse_args()
-    if not args.bench:
-        parser.error("nothing to do: pass --bench")
-    cfg = VocoderConfig(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
-    print(json.dumps(bench(args.world, args.n_train, args.n_eval, args.detector, cfg), indent=2))
