@@ -19,8 +19,8 @@ with a warning).
   writes. A second labeller on the same ``out_path`` is refused, at start and before every write. Skips live only in the log. ``load_labels`` folds the log. Both
   store clip locations relative to their folder, as ``read_manifest`` resolves them.
 
-The logs, their folding, merging and agreement live in :mod:`t2a_lib.labels` (shared with the
-workshop server, :mod:`t2a_lib.workshop`); ``pair_listener_from_run`` and
+The logs, their folding and merging live in :mod:`t2a_lib.feedback.labels`, agreement in
+:mod:`t2a_lib.feedback.agreement` (shared with the workshop, :mod:`t2a_lib.feedback.workshop`); ``pair_listener_from_run`` and
 ``feedback_labellers_from_run`` build the widgets straight from a run folder, writing where the
 workshop page writes (``<run_dir>/workshop/<name>/``), so the two merge together.
 
@@ -39,19 +39,12 @@ import ipywidgets as W
 import pandas as pd
 
 from . import label_items
-from .labels import (
-    LABEL_COLUMNS, append_jsonl, cohen_kappa, events_path, feedback_line, fleiss_kappa, fold,
-    load_labels, merge_feedback, merge_labellers, merge_pairs, pair_line, participant_files, read_jsonl,
-    shown_as_a, undo_line, write_merged,
-)
-from .manifest import ManifestRecord, parse_record, resolve_location, write_manifest
-from .media import clip_media, spectrogram_png, wav_bytes
+from ..audio.manifest import ManifestRecord, parse_record, resolve_location, write_manifest
+from ..audio.media import clip_media
+from .labels import (append_jsonl, events_path, feedback_line, fold, pair_line, participant_files, read_jsonl,
+                     shown_as_a, undo_line)
 
-__all__ = ["PairListener", "FeedbackLabeller", "pair_listener_from_run", "feedback_labellers_from_run",
-           "workshop_dir", "load_labels", "merge_labellers", "merge_feedback", "merge_pairs", "write_merged",
-           "cohen_kappa", "fleiss_kappa", "events_path", "append_jsonl", "read_jsonl", "wav_bytes",
-           "spectrogram_png", "LABEL_COLUMNS"]
-_fold = fold  # the name the first version used
+__all__ = ["PairListener", "FeedbackLabeller", "pair_listener_from_run", "feedback_labellers_from_run", "workshop_dir"]
 
 
 class _Clip:

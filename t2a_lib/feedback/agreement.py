@@ -1,0 +1,64 @@
+"""How far labellers agree: Cohen's kappa of two, Fleiss' kappa of several, and ``agreement``, the
+summary the merges, the notebook and the workshop's teacher page report."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+
+def cohen_kappa(a, b) -> float:
+    """Cohen's kappa of two raters' labels: (p_o - p_e) / (1 - p_e), p_e from each rater's
+    marginals. NaN when p_e == 1 (both raters always gave the same single label)."""
+    a, b = np.asarray(a), np.asarray(b)
+    p_o = float(np.mean(a == b))
+    p_e = sum(float(np.mean(a == c)) * float(np.mean(b == c)) for c in np.union1d(a, b))
+    return float("nan") if p_e >= 1.0 else (p_o - p_e) / (1.0 - p_e)
+
+
+def fleiss_kappa(counts) -> float:
+    """Fleiss' kappa from an (items, categories) matrix of rating counts, n raters per item:
+    P_i = (sum_j n_ij^2 - n) / (n (n - 1)), p_j = sum_i n_ij / (N n),
+    kappa = (mean P_i - sum_j p_j^2) / (1 - sum_j p_j^2); NaN when the chance term is 1."""
+    counts = np.asarray(counts, dtype=float)
+    n = counts.sum(axis=1)
+    if len(counts) == 0 or not np.all(n == n[0]) or n[0] < 2:
+        raise ValueError("fleiss_kappa needs items each rated by the same number (>= 2) of raters")
+    n = n[0]
+    p_bar = float(np.mean(((counts ** 2).sum(axis=1) - n) / (n * (n - 1))))
+    p_e = float(((counts.sum(axis=0) / counts.sum()) ** 2).sum())
+    return float("nan") if p_e >= 1.0 else (p_bar - p_e) / (1.0 - p_e)
+
+
+def agreement(votes: pd.DataFrame) -> dict:
+    """Agreement of raters on 0/1 votes (items x raters, NaN where a rater gave none).
+
+    pairwise {"a vs b": n, percent_agreement (0-100), cohen_kappa} over the items both rated;
+    mean_percent_agreement and mean_cohen_kappa over the pairs that share items;
+    fleiss_kappa over the items rated by the most common number k >= 2 of raters (an assigned
+    design: not always the same people), with fleiss_raters (k) and fleiss_items;
+    items_rated (by anyone) and items_multi (by two or more)."""
+    nan, names = float("nan"), list(votes.columns)
+    out = {"labellers": names, "pairwise": {}}
+    for a, b in combinations(names, 2):
+        both = votes[[a, b]].dropna()
+        if len(both):
+            out["pairwise"][f"{a} vs {b}"] = {
+                "n": len(both), "percent_agreement": 100.0 * float((both[a] == both[b]).mean()),
+                "cohen_kappa": cohen_kappa(both[a], both[b])}
+    pct = [v["percent_agreement"] for v in out["pairwise"].values()]
+    kap = [v["cohen_kappa"] for v in out["pairwise"].values() if np.isfinite(v["cohen_kappa"])]
+    out["mean_percent_agreement"] = float(np.mean(pct)) if pct else nan
+    out["mean_cohen_kappa"] = float(np.mean(kap)) if kap else nan
+    counts = votes.notna().sum(axis=1)
+    multi = counts[counts >= 2]
+    out.update(fleiss_kappa=nan, fleiss_raters=0, fleiss_items=0,
+               items_rated=int((counts >= 1).sum()), items_multi=len(multi))
+    if len(multi):
+        k = int(multi.value_counts().sort_index(ascending=False).idxmax())
+        rows = votes[counts == k]
+        table = np.stack([(rows == 0).sum(axis=1), (rows == 1).sum(axis=1)], axis=1)
+        out.update(fleiss_kappa=fleiss_kappa(table), fleiss_raters=k, fleiss_items=len(rows))
+    return out
