@@ -58,9 +58,9 @@ import numpy as np
 import pandas as pd
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import captions, datasets, world
-from t2a_lib.audio import read_wav
-from t2a_lib.mel import log_mel
+from t2a_lib.audio.mel import log_mel
+from t2a_lib.audio.wav import read_wav
+from t2a_lib.world import captions, datasets, scenes
 
 run_dir = Path(run_dir)
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ t0 = time.time()
 if external_manifests:
     info = datasets.use_external(world_dir, external_manifests)  # every row checked; later stages read these
 else:
-    config = world.WorldConfig(clip_seconds=clip_seconds)
+    config = scenes.WorldConfig(clip_seconds=clip_seconds)
     info = datasets.build_world(world_dir, n_train, n_val, n_test, seed=seed, config=config, workers=workers)
 splits = {s: datasets.load_split(world_dir, s) for s in datasets.SPLITS}
 wall = time.time() - t0
@@ -131,13 +131,13 @@ plt.show()
 examples = splits["train"][: max(n_listen, 1) * 2]
 fig, axes = plt.subplots(len(examples), 1, figsize=(10, 2.2 * len(examples)), squeeze=False)
 hop_s = 160 / 16000
-colors = plt.cm.tab20(np.linspace(0, 1, len(world.CLASSES)))
+colors = plt.cm.tab20(np.linspace(0, 1, len(scenes.CLASSES)))
 for ax, rec in zip(axes[:, 0], examples):
     audio = read_wav(rec.location)
     mel = log_mel(audio)
     ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", extent=[0, mel.shape[1] * hop_s, 0, mel.shape[0]])
     for j, ev in enumerate(rec.events or []):
-        c = colors[world.CLASSES.index(ev["label"])] if ev["label"] in world.CLASSES else "w"
+        c = colors[scenes.CLASSES.index(ev["label"])] if ev["label"] in scenes.CLASSES else "w"
         y = 56 - 8 * j
         ax.hlines(y, ev["onset"], ev["offset"], color=c, linewidth=5)
         ax.text(ev["onset"], y + 2, ev["label"], color="white", fontsize=8)
@@ -171,7 +171,7 @@ display(pd.DataFrame(demo))
 
 # %%
 parsed = sum(1 for recs in splits.values() for r in recs if captions.parse_caption(r.captions)) if not external_manifests else None
-figures = {
+results = {
     "profile": profile,
     "sizes": {s: len(r) for s, r in splits.items()},
     "wall_seconds": round(wall, 2),
@@ -181,5 +181,5 @@ figures = {
     "caption_leaks": leaks,
     "captions_parsed": parsed,
 }
-(run_dir / "00_world.json").write_text(json.dumps(figures, indent=2))
-figures
+(run_dir / "00_world.json").write_text(json.dumps(results, indent=2))
+results

@@ -67,9 +67,11 @@ import torch
 from IPython.display import Audio, Markdown, display
 from scipy.special import softmax
 
-from t2a_lib import corrupt, datasets, metrics, release, scorers
-from t2a_lib.features import load_waves, split_mels, waves_to_mel
-from t2a_lib.world import CLASSES
+from t2a_lib.audio.features import load_waves, split_mels, waves_to_mel
+from t2a_lib.model import release
+from t2a_lib.scoring import corrupt, event_metrics, metrics, scorers
+from t2a_lib.world import datasets
+from t2a_lib.world.scenes import CLASSES
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 run_dir = Path(run_dir)
@@ -94,7 +96,7 @@ print({name: tuple(m.shape) for name, (m, _) in {"train": train, "val": val, "te
 # test split. With `workers = 2` (the profiles' setting) the five models train in two
 # processes of one thread each: on two cores a second thread speeds these small recurrent and
 # convolutional models up by far less than a second model running beside them
-# (`t2a_lib.parallel` has the figures).
+# (`t2a_lib.run.parallel` has the numbers).
 
 # %%
 families = {role: (folder, *scorers.scorer_configs(role, scorers.DEFAULT_SEEDS[role] + seed,
@@ -193,7 +195,7 @@ def row(name, j):
     t = j.table
     mask = np.array(applies.get(name, [True] * len(t)))
     ests = judges.detector.events(j.detector.frame_probs)
-    f1 = [metrics.event_f1(r.events, e)["f1"] for r, e in zip(recs, ests)]
+    f1 = [event_metrics.event_f1(r.events, e)["f1"] for r, e in zip(recs, ests)]
     out = {"variant": name, "clips": int(mask.sum())}
     for col, values in (("presence", t.presence), ("all present", t.all_present), ("order", t.order),
                         ("event F1", pd.Series(f1)), ("CLAP (judge)", t.clap)):
@@ -241,7 +243,7 @@ for name, w in variants.items():
 # randomly-initialised CLAP laid out like `laion/clap-htsat-unfused` (its scores mean nothing).
 
 # %%
-from t2a_lib import clap_real
+from t2a_lib.scoring import clap_real
 
 if real_clap_path:
     real = clap_real.load_real_clap(real_clap_path, role="judge")
@@ -258,7 +260,7 @@ print(real_label, "->", np.round(real_scores, 3))
 # ## Figures for the report
 
 # %%
-figures = {
+results = {
     "profile": profile,
     "models": {name: {**card["held_out"], "train_seconds": card["train_seconds"]} for name, card in cards.items()},
     "metric_demo": {name: {k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
@@ -268,5 +270,5 @@ figures = {
     "release": {"used": used, "why_not": why},
     "wall_seconds": round(time.time() - t_start, 1),
 }
-(run_dir / "01_judges.json").write_text(json.dumps(figures, indent=2, default=float))
+(run_dir / "01_judges.json").write_text(json.dumps(results, indent=2, default=float))
 quality

@@ -108,15 +108,18 @@ import pandas as pd
 import torch
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, datasets, evaluation, metrics, parallel, release, scorers
-from t2a_lib.audiotext import timeline_targets
-from t2a_lib.autoencoder import VAETrainConfig, decode_latents, encode_mels
-from t2a_lib.captions import parse_caption, reorder_twin, word_labels
-from t2a_lib.components import MiniTangoConfig, make_train_scheduler, model_config, n_params
-from t2a_lib.diffusion import TrainConfig, per_sample_mse, step_generator
-from t2a_lib.grounding import word_time_attention
-from t2a_lib.features import load_waves, split_mels, waves_to_mel
-from t2a_lib.vocoder import VocoderConfig, vocode
+from t2a_lib.audio.features import load_waves, split_mels, waves_to_mel
+from t2a_lib.evaluate import evaluation
+from t2a_lib.model import base_model, release
+from t2a_lib.model.autoencoder import VAETrainConfig, decode_latents, encode_mels
+from t2a_lib.model.components import MiniTangoConfig, make_train_scheduler, model_config, n_params
+from t2a_lib.model.diffusion import TrainConfig, per_sample_mse, step_generator
+from t2a_lib.model.grounding import word_time_attention
+from t2a_lib.model.vocoder import VocoderConfig, vocode
+from t2a_lib.scoring import event_metrics, metrics, scorers
+from t2a_lib.scoring.audiotext import timeline_targets
+from t2a_lib.world import datasets
+from t2a_lib.world.captions import parse_caption, reorder_twin, word_labels
 
 run_dir = Path(run_dir)
 world_dir, base_dir = run_dir / "world", run_dir / "base"
@@ -144,18 +147,15 @@ else:
     print(f"base model: training here: {why}")
 
 # The vocoder needs nothing from sections 1-2. With workers > 1 it trains in a second process
-# from here to section 3 while this one trains the text encoder and the VAE, each process on
-# half the cores (two threads buy these small models far less than two models side by side do);
-# the UNet then gets every core. Always the same split for the same `workers`: the same numbers.
+# from here to section 3 while this one trains the text encoder and the VAE, each on half the
+# cores; the UNet then gets every core (`base_model.begin_vocoder`).
 vocoder_cfg = VocoderConfig(steps=vocoder_steps, seed=seed + 13) if use_hifigan else None
-split_cores = workers > 1 and not released
+vocoder_run = None
 if not released:
     vocoder_waves = load_waves(train_recs[: min(len(train_recs), 3000)], train_mels.shape[-1] * 160)
-vocoder_job = None
-if split_cores:
-    vocoder_job = base_model.start_vocoder(base_dir / "vocoder", vocoder_waves, vocoder_cfg, parallel.threads_per_worker(2))
-    torch.set_num_threads(parallel.threads_per_worker(2))
-    print(f"vocoder: {'training in a second process' if vocoder_job else 'nothing to train'}; "
+    vocoder_run = base_model.begin_vocoder(base_dir / "vocoder", vocoder_waves, vocoder_cfg, workers)
+if vocoder_run is not None and vocoder_run.in_background:
+    print(f"vocoder: {'training in a second process' if vocoder_run.job else 'nothing to train'}; "
           f"this process on {torch.get_num_threads()} thread(s) until section 3")
 
 # %% [markdown]
@@ -169,15 +169,15 @@ if not has_timelines and (timeline_bins or grounding_weight):
     print("timeline term and UNet grounding off: the training manifest has no event timelines (\"events\")")
     timeline_bins, grounding_weight = 0, 0.0
 if released:
-    text_encoder, tokenizer, text_fig = release_pipe.text_encoder, release_pipe.tokenizer, fits["text"]
+    text_encoder, tokenizer, text_fit = release_pipe.text_encoder, release_pipe.tokenizer, fits["text"]
 else:
     timeline = timeline_targets(train_recs, timeline_bins, train_mels.shape[-1]) if timeline_bins else None
-    text_encoder, tokenizer, text_fig = base_model.fit_text_encoder(base_dir / "text", train_mels, captions,
+    text_encoder, tokenizer, text_fit = base_model.fit_text_encoder(base_dir / "text", train_mels, captions,
                                                                     test=(test_mels, test_recs), epochs=text_epochs,
                                                                     seed=seed + 7, timeline=timeline)
 timings["text_encoder"] = time.time() - t0
 text_encoder.requires_grad_(False)
-print({k: v for k, v in text_fig.items() if k not in ("losses", "config")})
+print({k: v for k, v in text_fit.items() if k not in ("losses", "config")})
 
 # %% [markdown]
 # Do the frozen states say which event comes first? A logistic regression reads, from the mean
@@ -198,14 +198,14 @@ display(pd.DataFrame([text_order]).style.format(precision=3))
 
 # %%
 t0 = time.time()
-vae, vae_fig = ((release_pipe.vae, fits["vae"]) if released else
+vae, vae_fit = ((release_pipe.vae, fits["vae"]) if released else
                 base_model.fit_vae(base_dir / "vae", train_mels, VAETrainConfig(steps=vae_steps, seed=seed + 11),
-                                   cfg=model_cfg))
+                                   model_config=model_cfg))
 timings["vae"] = time.time() - t0
 z = encode_mels(vae, test_mels[:n_vocoder_check])
 recon_mels = decode_latents(vae, z)
 vae_l1 = float((recon_mels - test_mels[:n_vocoder_check]).abs().mean())
-print(f"scaling factor {vae_fig['scaling_factor']:.4f}; held-out mel L1 {vae_l1:.3f}; latent {tuple(z.shape[1:])}")
+print(f"scaling factor {vae_fit['scaling_factor']:.4f}; held-out mel L1 {vae_l1:.3f}; latent {tuple(z.shape[1:])}")
 fig, axes = plt.subplots(2, 2, figsize=(12, 4))
 for j in range(2):
     for i, (m, title) in enumerate(((test_mels[j], "original"), (recon_mels[j], "VAE reconstruction"))):
@@ -225,15 +225,11 @@ plt.show()
 # %%
 t0 = time.time()
 if released:
-    vocoder, voc_fig = release_pipe.vocoder, fits["vocoder"]
-elif split_cores:  # wait for the second process, load what it saved, and give this one every core back
-    vocoder, voc_fig = base_model.finish_vocoder(vocoder_job, base_dir / "vocoder", vocoder_waves, vocoder_cfg)
-    torch.set_num_threads(parallel.cpu_count())
-    timings["vocoder_wait"] = time.time() - t0
-else:
-    vocoder, voc_fig = base_model.fit_vocoder(base_dir / "vocoder", vocoder_waves, vocoder_cfg)
-    timings["vocoder"] = time.time() - t0
-print(f"vocoder: {voc_fig.get('vocoder')}, trained in {voc_fig.get('seconds')} s")
+    vocoder, voc_fit = release_pipe.vocoder, fits["vocoder"]
+else:  # waits for the second process (and gives this one every core back), or trains here
+    vocoder, voc_fit = base_model.end_vocoder(vocoder_run)
+    timings["vocoder_wait" if vocoder_run.in_background else "vocoder"] = time.time() - t0
+print(f"vocoder: {voc_fit.get('vocoder')}, trained in {voc_fit.get('seconds')} s")
 
 check = test_recs[:n_vocoder_check]
 check_mels = test_mels[:n_vocoder_check]
@@ -245,7 +241,7 @@ if vocoder is not None:
 f1 = {}
 for name, w in variants.items():
     out = judges.detector.analyse(waves_to_mel(w))
-    f1[name] = metrics.event_f1_corpus([r.events for r in check], judges.detector.events(out.frame_probs))["f1"]
+    f1[name] = event_metrics.event_f1_corpus([r.events for r in check], judges.detector.events(out.frame_probs))["f1"]
 vocoder_table = pd.DataFrame({"judge event F1": f1, "Δ vs original": {k: v - f1["original audio"] for k, v in f1.items()}})
 display(vocoder_table.style.format("{:.3f}"))
 for name, w in list(variants.items())[:3]:
@@ -263,7 +259,7 @@ for name, w in list(variants.items())[:3]:
 # %%
 t0 = time.time()
 if released:
-    unet, unet_fig = release_pipe.unet, fits["unet"]
+    unet, unet_fit = release_pipe.unet, fits["unet"]
 else:
     latents = encode_mels(vae, train_mels)
     bank = base_model.text_bank(text_encoder, tokenizer, captions)
@@ -273,11 +269,11 @@ else:
                             mixed_precision="bf16" if torch.cuda.is_available() else "no")
     # the grounding term's targets: per word, the share of each latent frame its event fills
     unet_timeline = timeline_targets(train_recs, latents.shape[2], train_mels.shape[-1]) if grounding_weight else None
-    unet, unet_fig = base_model.fit_unet(base_dir / "unet", latents, bank, train_cfg, cfg=model_cfg,
+    unet, unet_fit = base_model.fit_unet(base_dir / "unet", latents, bank, train_cfg, model_config=model_cfg,
                                          timeline=unet_timeline)
 timings["unet"] = time.time() - t0
 print(f"UNet ({model_size}): {n_params(unet):,} parameters; VAE {n_params(vae):,}")
-curves = {k: np.array(unet_fig[k]) for k in ("diffusion", "grounding") if k in unet_fig} or {"loss": np.array(unet_fig["losses"])}
+curves = {k: np.array(unet_fit[k]) for k in ("diffusion", "grounding") if k in unet_fit} or {"loss": np.array(unet_fit["losses"])}
 fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 3), squeeze=False)
 for ax, (name, c) in zip(axes[0], curves.items()):
     ax.plot(c, alpha=0.3, label="step")
@@ -293,7 +289,7 @@ plt.show()
 # %%
 pipe = base_model.assemble(vae, text_encoder, tokenizer, unet, vocoder, model_cfg)
 pipe.save_pretrained(base_dir / "pipeline")
-reloaded = base_model.load_pipeline(base_dir / "pipeline")
+reloaded = base_model.load_run_pipeline(run_dir)
 probe = ["A dog barks, then a siren wails"]
 a = pipe(probe, num_inference_steps=sample_steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(0)).audios
 b = reloaded(probe, num_inference_steps=sample_steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(0)).audios
@@ -408,7 +404,7 @@ print(order_sensitivity)
 # the share of attention in the first half of the clip, for the words of the event that comes
 # first in time and for those of the event that comes last (0.5 and 0.5: order is not read).
 #
-# With `grounding_weight > 0` the UNet is trained to put it there (`t2a_lib.grounding`, after
+# With `grounding_weight > 0` the UNet is trained to put it there (`t2a_lib.model.grounding`, after
 # TokenCompose): for event word $j$ with attention $a_j(p)$ over latent time positions $p$ and
 # $s_j(p)$ the share of position $p$ its event fills (the world's ground truth),
 #
@@ -450,16 +446,16 @@ print(f"{len(two_event)} two-event prompts; attention share in the first half of
 # ## Figures for the report
 
 # %%
-figures = {
+results = {
     "profile": profile,
-    "text_encoder": {k: v for k, v in text_fig.items() if k not in ("losses", "config")},
+    "text_encoder": {k: v for k, v in text_fit.items() if k not in ("losses", "config")},
     "text_order_probe": text_order,
-    "vae": {"scaling_factor": vae_fig["scaling_factor"], "held_out_mel_l1": vae_l1, "seconds": vae_fig.get("seconds")},
-    "vocoder": {"kind": "hifigan" if vocoder is not None else "griffin-lim", "seconds": voc_fig.get("seconds"),
+    "vae": {"scaling_factor": vae_fit["scaling_factor"], "held_out_mel_l1": vae_l1, "seconds": vae_fit.get("seconds")},
+    "vocoder": {"kind": "hifigan" if vocoder is not None else "griffin-lim", "seconds": voc_fit.get("seconds"),
                 "judge_event_f1": f1},
-    "unet": {"steps": len(unet_fig["losses"]), "batch_size": batch_size, "seconds": unet_fig.get("seconds"),
-             "final_loss": unet_fig.get("final_loss"), "grounding_weight": grounding_weight,
-             "final_grounding_loss": float(np.mean(unet_fig["grounding"][-50:])) if "grounding" in unet_fig else None,
+    "unet": {"steps": len(unet_fit["losses"]), "batch_size": batch_size, "seconds": unet_fit.get("seconds"),
+             "final_loss": unet_fit.get("final_loss"), "grounding_weight": grounding_weight,
+             "final_grounding_loss": float(np.mean(unet_fit["grounding"][-50:])) if "grounding" in unet_fit else None,
              "params": sum(p.numel() for p in unet.parameters()), "model_size": model_size,
              "vae_params": n_params(vae)},
     "bit_exact_reload": bool(np.array_equal(a, b)),
@@ -473,5 +469,5 @@ figures = {
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
     "wall_seconds": round(time.time() - t_start, 1),
 }
-(run_dir / "02_base_model.json").write_text(json.dumps(figures, indent=2, default=float))
+(run_dir / "02_base_model.json").write_text(json.dumps(results, indent=2, default=float))
 evaluation.format_ci(summary)

@@ -63,16 +63,18 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, gold_pairs, preferences, scorers
-from t2a_lib.datasets import load_split
-from t2a_lib.widgets import PairListener
+from t2a_lib.align import gold_pairs, preferences
+from t2a_lib.feedback.widgets import PairListener
+from t2a_lib.model import base_model
+from t2a_lib.scoring import scorers
+from t2a_lib.world.datasets import load_split
 
 run_dir = Path(run_dir)
 pref_dir = run_dir / "preferences"
 pref_dir.mkdir(parents=True, exist_ok=True)
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
 t_start = time.time()
-pipe = base_model.load_pipeline(run_dir / "base" / "pipeline")
+pipe = base_model.load_run_pipeline(run_dir)
 rankers, judges = scorers.load_rankers(run_dir), scorers.load_judges(run_dir)
 config = preferences.PreferenceConfig(n_prompts=n_prompts, s11_steps=tuple(s11_steps), s12_seeds=s12_seeds,
                                       steps=steps, s2_perturbations=s2_perturbations,
@@ -185,7 +187,7 @@ for _, row in ex.iterrows():
 # ## Figures for the report
 
 # %%
-figures = {
+results = {
     "profile": profile,
     "prompts": len(prompts),
     "clips": len(clips),
@@ -198,5 +200,5 @@ figures = {
                    "ranker_accuracy": json.loads(gold_accuracy.to_json(orient="index"))},
     "wall_seconds": round(time.time() - t_start, 1),
 }
-(run_dir / "03_preferences.json").write_text(json.dumps(figures, indent=2, default=float))
+(run_dir / "03_preferences.json").write_text(json.dumps(results, indent=2, default=float))
 table2

@@ -96,13 +96,17 @@ import pandas as pd
 import torch
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, claims, dpo, evaluation, parallel, preferences, reproduce, scorers
-from t2a_lib.datasets import load_split
+from t2a_lib.align import dpo, preferences
+from t2a_lib.evaluate import claims, evaluation, reproduce
+from t2a_lib.model import base_model
+from t2a_lib.run import parallel
+from t2a_lib.scoring import scorers
+from t2a_lib.world.datasets import load_split
 
 run_dir = Path(run_dir)
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
 t_start, timings = time.time(), {}
-base = base_model.load_pipeline(run_dir / "base" / "pipeline")
+base = base_model.load_run_pipeline(run_dir)
 judges, rankers = scorers.load_judges(run_dir), scorers.load_rankers(run_dir)
 sched = dpo.make_train_scheduler_like(base)
 bank, pairs = dpo.load_preference_pairs(run_dir / "preferences", base.text_encoder, base.tokenizer)
@@ -136,7 +140,7 @@ print(f"DPO settings used below: lr {lr:g}, β {beta:g}, {dpo_steps} steps of {b
 # CRPO runs online rounds: each samples `crpo_samples` clips for each of `crpo_prompts` training
 # prompts from the current model, pairs the rankers' best with their worst, and trains on them.
 # The fine-tunes are independent: with `workers = 2` they train side by side, one thread each
-# (`t2a_lib.parallel`).
+# (`t2a_lib.run.parallel`).
 
 # %%
 t0 = time.time()
@@ -159,8 +163,7 @@ for k in range(n_seeds if safeguard else 0):
 for name, extra in (("plain", {}), ("safeguarded", guarded)) if drift else ():
     cfg = dpo.DPOConfig(steps=dpo_steps, beta=beta, lr=drift_lr, seed=seed, **common, **extra)
     jobs[f"drift_{name}", 0] = (dpo.fit_from_run, run_dir, run_dir / "models" / "drift" / name, cfg, "preferences")
-histories = dict(zip(jobs, parallel.run_jobs(parallel.call, list(jobs.values()), workers,
-                                             names=[f"{m}/s{k}" for m, k in jobs], desc="fine-tuning")))
+histories = parallel.run_fine_tunes(jobs, workers)
 crpo_log = histories.pop(("crpo", 0))
 drift_runs = {m.removeprefix("drift_"): histories.pop((m, k)) for m, k in list(histories) if m.startswith("drift_")}
 timings["train"] = time.time() - t0
@@ -271,7 +274,7 @@ for i in changed:
 final = {f"{m}/s{k}": {c: float(pd.DataFrame(h)[c].tail(20).mean()) for c in
                        ("dpo_loss", "implicit_acc", "mse_w", "mse_l", "ref_w", "ref_l")}
          for (m, k), h in histories.items() if m != "sft"}
-figures = {
+results = {
     "profile": profile,
     "pairs": {"ranked": len(bank), "gold": len(gold_bank)},
     "settings": {"lr": lr, "beta": beta, "steps": dpo_steps, "batch_size": batch_size, "seeds": n_seeds,
@@ -284,5 +287,5 @@ figures = {
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
     "wall_seconds": round(time.time() - t_start, 1),
 }
-(run_dir / "04_dpo.json").write_text(json.dumps(figures, indent=2, default=float))
+(run_dir / "04_dpo.json").write_text(json.dumps(results, indent=2, default=float))
 answered[["claim", "measure", "ours", "verdict"]]

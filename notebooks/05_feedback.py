@@ -66,16 +66,20 @@ import numpy as np
 import pandas as pd
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, evaluation, label_items, metrics, reward, scorers, widgets
-from t2a_lib.features import waves_to_mel, load_waves
-from t2a_lib.manifest import ManifestRecord, read_manifest
+from t2a_lib.audio.features import waves_to_mel, load_waves
+from t2a_lib.audio.manifest import ManifestRecord, read_manifest
+from t2a_lib.evaluate import evaluation
+from t2a_lib.feedback import label_items, reward, widgets
+from t2a_lib.feedback.labels import merge_feedback
+from t2a_lib.model import base_model
+from t2a_lib.scoring import metrics, scorers
 
 run_dir = label_items.resolve_run_dir(run_dir)  # the same folder from the repository root and from notebooks/
 baton_dir = run_dir / "baton"
 baton_dir.mkdir(parents=True, exist_ok=True)
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
 t_start, timings = time.time(), {}
-pipe = base_model.load_pipeline(run_dir / "base" / "pipeline")
+pipe = base_model.load_run_pipeline(run_dir)
 rankers = scorers.load_rankers(run_dir)
 
 # %% [markdown]
@@ -116,7 +120,7 @@ else:
 
 # %%
 if interactive:
-    merged = widgets.merge_feedback(widgets.workshop_dir(run_dir))  # {task: (labels, agreement)}
+    merged = merge_feedback(widgets.workshop_dir(run_dir))  # {task: (labels, agreement)}
     for task, (m, agreement) in merged.items():
         print(f"{task}: {len(agreement['labellers'])} labeller(s), {int(m.feedback.notna().sum())} decided, "
               f"mean Cohen's kappa {agreement['mean_cohen_kappa']:.2f}, Fleiss' kappa {agreement['fleiss_kappa']:.2f}")
@@ -207,7 +211,7 @@ for name, i in (("highest reward", best), ("lowest reward", worst)):
     display(Markdown(f"*{name}* ({rd.feedback[i]:.3f}): **{rd.caption[i]}**"), Audio(rd.location[i], rate=16000))
 
 # %%
-figures = {
+results = {
     "profile": profile,
     "hd_clips": len(hd), "rd_clips": len(rd),
     "positive_share": hd.groupby("task").feedback.mean().to_dict(),
@@ -216,5 +220,5 @@ figures = {
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
     "wall_seconds": round(time.time() - t_start, 1),
 }
-(run_dir / "05_feedback.json").write_text(json.dumps(figures, indent=2, default=float))
+(run_dir / "05_feedback.json").write_text(json.dumps(results, indent=2, default=float))
 rm_table

@@ -56,7 +56,7 @@ n_boot = 1000
 workers = 1  # > 1: fine-tune and sample in that many processes (one thread each on 2 cores)
 with_kto = False  # also train Diffusion-KTO on the HD and HD+RD labels ("kto_hd", "kto_hd_rd")
 kto_beta = 1000.0
-kto_lr = 2e-5  # our DPO's learning rate: the same loss scale (module t2a_lib.kto)
+kto_lr = 2e-5  # our DPO's learning rate: the same loss scale (module t2a_lib.feedback.kto)
 kto_lambda_desirable = 1.0
 kto_lambda_undesirable = 1.0
 
@@ -72,12 +72,16 @@ import torch
 from IPython.display import Audio, Markdown, display
 from safetensors.torch import load_file
 
-from t2a_lib import base_model, baton, claims, evaluation, kto, parallel, reproduce, scorers
+from t2a_lib.evaluate import claims, evaluation, reproduce
+from t2a_lib.feedback import baton, kto
+from t2a_lib.model import base_model
+from t2a_lib.run import parallel
+from t2a_lib.scoring import scorers
 
 run_dir = Path(run_dir)
 (run_dir / "figures").mkdir(parents=True, exist_ok=True)
 t_start, timings = time.time(), {}
-base = base_model.load_pipeline(run_dir / "base" / "pipeline")
+base = base_model.load_run_pipeline(run_dir)
 judges = scorers.load_judges(run_dir)
 
 # %% [markdown]
@@ -96,7 +100,7 @@ print({claims.MODEL_NAMES[m]: {"clips": len(data[m][0]), "mean reward": round(fl
 # ## Fine-tune: HD, RD, HD+RD (and KTO on HD and HD+RD)
 #
 # Independent fine-tunes: with `workers = 2` they train side by side, one thread each
-# (`t2a_lib.parallel`).
+# (`t2a_lib.run.parallel`).
 
 # %%
 t0 = time.time()
@@ -113,8 +117,7 @@ for model_id in kto.KTO_MODELS if with_kto else ():
                             lambda_desirable=kto_lambda_desirable, lambda_undesirable=kto_lambda_undesirable,
                             seed=seed + k, mixed_precision=precision)
         jobs[model_id, k] = (kto.fit_from_run, run_dir, reproduce.model_dir(run_dir, model_id, k), model_id, cfg)
-histories = dict(zip(jobs, parallel.run_jobs(parallel.call, list(jobs.values()), workers,
-                                             names=[f"{m}/s{k}" for m, k in jobs], desc="fine-tuning")))
+histories = parallel.run_fine_tunes(jobs, workers)
 kto_histories = {key: histories.pop(key) for key in list(histories) if key[0] in kto.KTO_MODELS}
 timings["train"] = time.time() - t0
 
@@ -185,7 +188,7 @@ for model_id in tables:
             Audio(evaluation.to_audio(samples[model_id][0][i], base.vocoder), rate=16000))
 
 # %%
-figures = {
+results = {
     "profile": profile,
     "sets": {m: {"clips": len(data[m][0]), "mean_reward": float(data[m][2].mean())} for m in baton.FEEDBACK},
     "kto": {f"{m}/s{k}": {c: None if np.isnan(v) else v for c in ("kto_loss", "acc", "liked_shift", "disliked_shift")
@@ -197,5 +200,5 @@ figures = {
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
     "wall_seconds": round(time.time() - t_start, 1),
 }
-(run_dir / "06_baton.json").write_text(json.dumps(figures, indent=2, default=float))
+(run_dir / "06_baton.json").write_text(json.dumps(results, indent=2, default=float))
 answered[["claim", "measure", "ours", "verdict"]]

@@ -30,9 +30,9 @@
 #
 # Each figure comes with a 95% bootstrap interval (FAD: bias-corrected, with a basic bootstrap
 # interval). The papers' numbers stand beside ours for orientation only: they are AudioCaps
-# figures from real 866M-parameter models, **not comparable in scale**.
+# numbers from real 866M-parameter models, **not comparable in scale**.
 #
-# **The claims table** (first in the report) answers every row of `t2a_lib.claims.CLAIMS`: a
+# **The claims table** (first in the report) answers every row of `t2a_lib.evaluate.claims.CLAIMS`: a
 # claim of a paper, as a paired difference $\bar d = \frac1n\sum_i (y_{\text{model},i} - y_{\text{baseline},i})$
 # over the same prompts and noise, with its 95% bootstrap interval, its n, each seed's own
 # difference beside the pooled one, a continuous judge score beside the binary rate, and the
@@ -70,19 +70,19 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib import base_model, claims, dpo, evaluation, parallel, ranker_gap, reproduce, scorers
-from t2a_lib.datasets import load_split
-from t2a_lib.features import split_mels
+from t2a_lib.audio.features import split_mels
+from t2a_lib.evaluate import claims, evaluation, ranker_gap, reproduce
+from t2a_lib.model import base_model
+from t2a_lib.scoring import scorers
 
 run_dir = Path(run_dir)
 tables_dir, fig_dir = run_dir / "tables", run_dir / "figures"
 tables_dir.mkdir(parents=True, exist_ok=True)
 fig_dir.mkdir(parents=True, exist_ok=True)
 t_start, timings = time.time(), {}
-base = base_model.load_pipeline(run_dir / "base" / "pipeline")
+base = base_model.load_run_pipeline(run_dir)
 judges, rankers = scorers.load_judges(run_dir), scorers.load_rankers(run_dir)
 dpo_settings = json.loads((run_dir / "04_dpo.json").read_text())["settings"]  # the ablations use 04's DPO exactly
 
@@ -91,18 +91,12 @@ dpo_settings = json.loads((run_dir / "04_dpo.json").read_text())["settings"]  # 
 #
 # The same DPO as notebook 04 (its settings, read from `04_dpo.json`; its first seed), trained
 # on the pairs of S2 and S3 only ("w/o S1") or of S1.1 and S1.2 only ("w/o S2&S3"). The two are
-# independent: with `workers = 2` they train side by side, one thread each (`t2a_lib.parallel`).
+# independent: with `workers = 2` they train side by side, one thread each (`reproduce.train_ablations`).
 
 # %%
 if ablations:
     t0 = time.time()
-    config = dpo.DPOConfig(steps=dpo_settings["steps"], beta=dpo_settings["beta"], lr=dpo_settings["lr"],
-                           batch_size=dpo_settings["batch_size"], seed=seed,
-                           mixed_precision="bf16" if torch.cuda.is_available() else "no")
-    ablation_sets = {"dpo_wo_s1": ["S2", "S3"], "dpo_wo_s2s3": ["S1.1", "S1.2"]}
-    parallel.run_jobs(dpo.fit_from_run, [(run_dir, reproduce.model_dir(run_dir, m), config, "preferences", strategies)
-                                         for m, strategies in ablation_sets.items()],
-                      workers, names=list(ablation_sets), desc="ablations")
+    reproduce.train_ablations(run_dir, dpo_settings, seed, workers)
     timings["ablations"] = time.time() - t0
 seeds = {reproduce.BASE: 1, **{m: len(f) for m, f in reproduce.model_folders(run_dir).items()}}
 print({claims.MODEL_NAMES[m]: k for m, k in seeds.items()}, "(seeds per model)")
@@ -181,9 +175,9 @@ index = {r.id: i for i, r in enumerate(test_recs)}
 sources = [test_recs[index[i]] for i in prompts.source_id]
 source_out = judges.detector.analyse(test_mels[[index[i] for i in prompts.source_id]])
 ref_embeddings = judges.detector.analyse(test_mels).embeddings
-results = {m: reproduce.corpus_metrics(judges, js[0], source_out, ref_embeddings, sources, n_boot, seed)
-           for m, js in judged["tango"].items()}
-table3 = reproduce.metric_table(results)
+table3_results = {m: reproduce.corpus_metrics(judges, js[0], source_out, ref_embeddings, sources, n_boot, seed)
+                  for m, js in judged["tango"].items()}
+table3 = reproduce.metric_table(table3_results)
 paper3 = reproduce.PAPER_TABLE3.set_index("paper model")
 for col in ("FAD", "KL", "IS", "CLAP"):
     table3[f"paper {col}"] = [paper3.loc[reproduce.PAPER_ROW[m], col] if m in reproduce.PAPER_ROW else "" for m in table3.index]
@@ -230,7 +224,7 @@ for m, ts in tables["baton"].items():
             ce, cl, ch = evaluation.mean_ci(c, n_boot, seed)[:3]
             baton_rows.append({"model": claims.MODEL_NAMES[m], "seed": k, "task": task.capitalize(), "judge metric": metric,
                                "value": f"{est:.3f} [{lo:.3f}, {hi:.3f}]", "CLAP": f"{ce:.3f} [{cl:.3f}, {ch:.3f}]",
-                               "paper": reproduce.PAPER_BATON[task.capitalize()] if m == "baton_hd_rd" and k == 0 else ""})
+                               "paper": reproduce.PAPER_BATON[task] if m == "baton_hd_rd" and k == 0 else ""})
 baton_table = pd.DataFrame(baton_rows)
 display(baton_table)
 
@@ -280,17 +274,17 @@ for name, t in (("claims", claims_table), ("table3", table3), ("table4", table4)
     keep_index = not isinstance(t.index, pd.RangeIndex)  # row numbers are not worth a column
     t.to_csv(tables_dir / f"{name}.csv", index=keep_index)
     (tables_dir / f"{name}.md").write_text(t.to_markdown(index=keep_index))
-figures = {
+results = {
     "profile": profile,
     "claims": json.loads(claims_table[["key", "claim", "paper", "measure", "n", "seeds", "ours", "per seed",
                                        "half-width", "MDE", "continuous", "powered", "verdict"]]
                          .to_json(orient="records")),
     "models": seeds,
     "ranker_judge_gap": json.loads(gap.to_json(orient="records")),
-    "results": {m: {c: list(v) for c, v in r.items()} for m, r in results.items()},
+    "results": {m: {c: list(v) for c, v in r.items()} for m, r in table3_results.items()},
     "n_prompts": {name: len(evaluation.load_eval_set(run_dir, name)) for name in ("tango", "baton")},
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
     "wall_seconds": round(time.time() - t_start, 1),
 }
-(run_dir / "07_reproduce.json").write_text(json.dumps(figures, indent=2, default=float))
+(run_dir / "07_reproduce.json").write_text(json.dumps(results, indent=2, default=float))
 claims_table[["claim", "measure", "ours", "verdict"]]

@@ -7,12 +7,15 @@ import time
 
 import numpy as np
 
-from t2a_lib import base_model, evaluation, preferences, scorers
-from t2a_lib.datasets import load_split
-from t2a_lib.features import waves_to_mel
+from t2a_lib.align import preferences
+from t2a_lib.audio.features import waves_to_mel
+from t2a_lib.evaluate import evaluation
+from t2a_lib.model import base_model
+from t2a_lib.scoring import scorers
+from t2a_lib.world.datasets import load_split
 
 run = sys.argv[1] if len(sys.argv) > 1 else "papermill_runs/default"
-pipe = base_model.load_pipeline(f"{run}/base/pipeline"); rankers = scorers.load_rankers(run)
+pipe = base_model.load_run_pipeline(run); rankers = scorers.load_rankers(run)
 prompts = preferences.seed_prompts(load_split(f"{run}/world", "val"), 160, 0)
 tables = {}
 for steps in (10, 6, 4, 3):

@@ -1,6 +1,6 @@
 """Reproducing the papers' tables: every model, the same prompts and seeds, judges only.
 
-The claims are answered by :mod:`t2a_lib.claims`; this module makes the papers' tables.
+The claims are answered by :mod:`t2a_lib.evaluate.claims`; this module makes the papers' tables.
 Each held-out evaluation prompt is the caption of a real test clip (its *source*), so KL can be
 paired by clip id against the source (KL(ref‖gen), the anchors' direction) and event F1 scored
 against the source's timeline. FAD is the Fréchet distance between the judge detector's
@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
-from . import metrics
+from ..scoring import event_metrics, metrics
 from .claims import MODEL_NAMES  # model identifier -> display name
-from .scorers import require_role
-from .tango import load_unet
+from ..scoring.scorers import require_role
+from ..model.tango import load_unet
 
 BASE = "base"
 
@@ -41,7 +41,28 @@ PAPER_TABLE4 = {"Tango-full-FT": {"multi-event": (2.69, 1.16, 7.85, 0.54), "sing
                 "Tango 2": {"multi-event": (2.60, 1.11, 8.98, 0.57), "single-event": (5.48, 1.00, 4.95, 0.52)}}
 PAPER_TABLE5 = {"Tango-full-FT": {"temporal": (2.55, 1.16, 5.82, 0.55), "non-temporal": (3.04, 1.15, 7.70, 0.53)},
                 "Tango 2": {"temporal": (3.29, 1.07, 6.88, 0.58), "non-temporal": (2.84, 1.16, 8.62, 0.55)}}
-PAPER_BATON = {"Integrity": "CLAP +2.3% over Tango", "Temporal": "CLAP +6.0% over Tango"}
+PAPER_BATON = {"integrity": "CLAP +2.3% over Tango", "temporal": "CLAP +6.0% over Tango"}  # by task
+
+
+# Tango 2's ablations: DPO on a subset of the preference set's strategies
+ABLATIONS = {"dpo_wo_s1": ["S2", "S3"], "dpo_wo_s2s3": ["S1.1", "S1.2"]}
+
+
+def train_ablations(run_dir, settings: dict, seed: int, workers: int = 1) -> None:
+    """Train the :data:`ABLATIONS` with notebook 04's DPO ``settings`` (steps, beta, lr, batch_size of
+    ``04_dpo.json``) and its first seed, into :func:`model_dir`; independent, so with ``workers`` > 1 they
+    train side by side, one thread each (:mod:`t2a_lib.run.parallel`)."""
+    import torch
+
+    from ..align import dpo
+    from ..run import parallel
+
+    config = dpo.DPOConfig(steps=settings["steps"], beta=settings["beta"], lr=settings["lr"],
+                           batch_size=settings["batch_size"], seed=seed,
+                           mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    parallel.run_jobs(dpo.fit_from_run, [(run_dir, model_dir(run_dir, m), config, "preferences", strategies)
+                                         for m, strategies in ABLATIONS.items()],
+                      workers, names=list(ABLATIONS), desc="ablations")
 
 
 def model_folders(run_dir, model_ids=None) -> dict[str, list[Path]]:
@@ -67,14 +88,14 @@ def corpus_metrics(judges, judgement, source_out, ref_embeddings, sources, n_boo
     low, high) — over the clips selected by ``mask``. ``sources``: each clip's source test
     record (its timeline scores event F1; its judge outputs ``source_out`` pair KL). FAD is the
     bias-corrected Fréchet distance with its basic bootstrap interval
-    (:func:`t2a_lib.metrics.frechet_distance_ci`), so the interval contains its estimate."""
+    (:func:`t2a_lib.scoring.metrics.frechet_distance_ci`), so the interval contains its estimate."""
     require_role(judges, "judge", "evaluation")
     t, det = judgement.table, judgement.detector
     m = np.ones(len(t), bool) if mask is None else np.asarray(mask, bool)
     idx = np.flatnonzero(m)
     emb, logits, ref_logits = det.embeddings[idx], det.clip_logits[idx], source_out.clip_logits[idx]
     events = judges.detector.events(det.frame_probs[idx])
-    f1 = np.array([metrics.event_f1(sources[i].events or [], e)["f1"] for i, e in zip(idx, events)])
+    f1 = np.array([event_metrics.event_f1(sources[i].events or [], e)["f1"] for i, e in zip(idx, events)])
     kl = metrics.kl_divergence(ref_logits, logits, per_clip=True)
     out = {
         "FAD": tuple(metrics.frechet_distance_ci(ref_embeddings, emb, n_boot=max(50, n_boot // 5), seed=seed)[k]
@@ -116,7 +137,7 @@ def write_listening_set(run_dir, pipe, tango: dict[str, np.ndarray], tango_table
     import json
     import shutil
 
-    from .audio import write_wav
+    from ..audio.wav import write_wav
     from .evaluation import to_audio
 
     run_dir = Path(run_dir)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,60 +22,62 @@ import torch
 from diffusers import AutoencoderKL
 from transformers import T5EncoderModel
 
-from .audiotext import AudioTextConfig, AudioTextModel, evaluate_audiotext, train_audiotext
+from ..scoring.audiotext import AudioTextConfig, AudioTextModel, evaluate_audiotext, train_audiotext
 from .autoencoder import VAETrainConfig, calibrate_scaling, train_vae
-from .captions import TEMPORAL, CaptionError, parse_caption, word_labels
+from ..world.captions import TEMPORAL, CaptionError, parse_caption, word_labels
 from .components import MiniTangoConfig, make_sample_scheduler, make_train_scheduler, make_unet, make_vae
-from .diffusion import TextBank, TrainConfig, claim_folder, fingerprint, train_unet
-from .files import load_fit, save_fit
+from .diffusion import TextBank, TrainConfig, train_unet
+from .fits import claim_folder, fingerprint
+from ..run.files import load_fit, save_fit
 from .tango import TangoPipeline, load_unet, realigned
 
 
 def fit_text_encoder(folder, mels, captions, test=None, epochs: int = 4, seed: int = 0,
-                     cfg: MiniTangoConfig = MiniTangoConfig(), progress: bool = True, timeline=None):
-    """Returns (T5EncoderModel, tokenizer, figures). The audio side is thrown away.
+                     model_config: MiniTangoConfig = MiniTangoConfig(), progress: bool = True, timeline=None):
+    """Returns (T5EncoderModel, tokenizer, results). The audio side is thrown away.
 
     ``timeline``: the (targets, mask) pair from ``audiotext.timeline_targets`` for the clips; with
     it each event word's state is also trained to say when its event sounds."""
     folder = Path(folder)
     bins = 0 if timeline is None else timeline[0].shape[-1]
-    config = {"epochs": epochs, "seed": seed, "dim": cfg.text_dim, "n": len(captions),
+    key = {"epochs": epochs, "seed": seed, "dim": model_config.text_dim, "n": len(captions),
               "position_std": MiniTangoConfig().text_position_std,  # the encoder is built from the defaults
               "timeline_bins": bins, "data": fingerprint(mels, *(timeline or ())), "captions": hashlib.sha1("\n".join(captions).encode()).hexdigest()}
-    if (fit := load_fit(folder, config, ("audiotext",))) is not None:
+    if (fit := load_fit(folder, key, ("audiotext",))) is not None:
         model = AudioTextModel.load(folder / "audiotext", role="base")
         return realigned(model.text.t5).eval(), model.tokenizer, fit
-    at_cfg = AudioTextConfig(role="base", seed=seed, text_arch="t5", text_dim=cfg.text_dim, epochs=epochs,
+    at_cfg = AudioTextConfig(role="base", seed=seed, text_arch="t5", text_dim=model_config.text_dim, epochs=epochs,
                              timeline_bins=bins)
     t0 = time.time()
     model, losses = train_audiotext(at_cfg, mels, captions, progress, timeline=timeline)
-    figures = {"seconds": round(time.time() - t0, 1), "final_loss": sum(losses[-20:]) / 20}
+    results = {"seconds": round(time.time() - t0, 1), "final_loss": sum(losses[-20:]) / 20}
     if test is not None:
-        figures.update(evaluate_audiotext(model, test[0], [r.captions for r in test[1]],
+        results.update(evaluate_audiotext(model, test[0], [r.captions for r in test[1]],
                                           n_candidates=min(100, len(test[1]))))
     model.save(folder / "audiotext")
-    save_fit(folder, config, **figures, losses=losses)
-    return model.text.t5.eval(), model.tokenizer, figures
+    save_fit(folder, key, **results, losses=losses)
+    return model.text.t5.eval(), model.tokenizer, results
 
 
-def fit_vae(folder, mels, config: VAETrainConfig, cfg: MiniTangoConfig = MiniTangoConfig(), progress: bool = True):
+def fit_vae(folder, mels, config: VAETrainConfig, model_config: MiniTangoConfig = MiniTangoConfig(),
+            progress: bool = True):
     folder = Path(folder)
-    model = {k: v for k, v in cfg.to_dict().items()  # the VAE's own fields: UNet settings don't matter here
+    model = {k: v for k, v in model_config.to_dict().items()  # the VAE's own fields: UNet settings don't matter here
              if k in ("n_frames", "n_mels", "latent_channels", "vae_channels")}
     key = {"train": asdict(config), "model": model, "n": len(mels), "data": fingerprint(mels)}
     if (fit := load_fit(folder, key, ("vae",))) is not None:
         return realigned(AutoencoderKL.from_pretrained(folder / "vae")).eval(), fit
-    vae = make_vae(cfg)
+    vae = make_vae(model_config)
     out = train_vae(vae, mels, config, progress)
     factor = calibrate_scaling(vae, mels[: min(len(mels), 512)])
     vae.save_pretrained(folder / "vae")
-    figures = save_fit(folder, key, seconds=round(out["seconds"], 1), scaling_factor=factor,
+    results = save_fit(folder, key, seconds=round(out["seconds"], 1), scaling_factor=factor,
                       final_l1=sum(out["losses"][-20:]) / 20, losses=out["losses"])
-    return vae, figures
+    return vae, results
 
 
 def fit_vocoder(folder, waves, config, progress: bool = True):
-    """Returns (SpeechT5HifiGan or None, figures); ``config=None`` means Griffin-Lim."""
+    """Returns (SpeechT5HifiGan or None, results); ``config=None`` means Griffin-Lim."""
     from .vocoder import load_vocoder, train_vocoder
 
     folder = Path(folder)
@@ -101,9 +103,9 @@ def _fit_vocoder_from_file(folder, waves_file, config) -> None:
 def start_vocoder(folder, waves, config, threads: int):
     """Begin :func:`fit_vocoder` in a spawned process of ``threads`` threads, so the vocoder (which
     needs nothing else of the base model) trains while this process trains the text encoder and
-    the VAE. Returns a :class:`t2a_lib.parallel.BackgroundJob`, or None when there is nothing to
+    the VAE. Returns a :class:`t2a_lib.run.parallel.BackgroundJob`, or None when there is nothing to
     train (Griffin-Lim, or a vocoder of this config is saved). Collect it with :func:`finish_vocoder`."""
-    from . import parallel
+    from ..run import parallel
 
     folder = Path(folder)
     if config is None or load_fit(folder, _vocoder_key(config, waves), ("vocoder",)) is not None:
@@ -124,6 +126,43 @@ def finish_vocoder(job, folder, waves, config):
         finally:
             (Path(folder) / "waves.tmp.npy").unlink(missing_ok=True)
     return fit_vocoder(folder, waves, config)
+
+
+@dataclass
+class VocoderRun:
+    """A vocoder being fitted by :func:`begin_vocoder`; :func:`end_vocoder` returns it."""
+    folder: Path
+    waves: np.ndarray
+    config: object  # VocoderConfig, or None for Griffin-Lim
+    in_background: bool = False
+    job: object = None  # the second process's job (None: nothing to train there)
+
+
+def begin_vocoder(folder, waves, config, workers: int) -> VocoderRun:
+    """Start fitting the vocoder, which needs nothing else of the base model. With ``workers`` > 1 it
+    trains in a second process (:func:`start_vocoder`) until :func:`end_vocoder` while this process
+    trains the text encoder and the VAE, each process on half the cores (two threads buy these small
+    models far less than two models side by side do); with one worker it trains in
+    :func:`end_vocoder`. The same split for the same ``workers``: the same numbers."""
+    from ..run import parallel
+
+    run = VocoderRun(Path(folder), waves, config, in_background=workers > 1)
+    if run.in_background:
+        run.job = start_vocoder(run.folder, waves, config, parallel.threads_per_worker(2))
+        torch.set_num_threads(parallel.threads_per_worker(2))
+    return run
+
+
+def end_vocoder(run: VocoderRun):
+    """The vocoder of :func:`begin_vocoder` and its fit record, as :func:`fit_vocoder` returns them:
+    waits for the second process (and gives this one every core back) or trains here."""
+    from ..run import parallel
+
+    if not run.in_background:
+        return fit_vocoder(run.folder, run.waves, run.config)
+    out = finish_vocoder(run.job, run.folder, run.waves, run.config)
+    torch.set_num_threads(parallel.cpu_count())
+    return out
 
 
 def text_bank(text_encoder, tokenizer, captions: list[str], batch_size: int = 256) -> TextBank:
@@ -196,35 +235,35 @@ def order_probe(text_encoder, tokenizer, train_captions, test_captions, steps: i
             **{r: float(hit[rel == r].mean()) for r in TEMPORAL if (rel == r).any()}}
 
 
-def fit_unet(folder, latents, bank: TextBank, config: TrainConfig, cfg: MiniTangoConfig = MiniTangoConfig(),
+def fit_unet(folder, latents, bank: TextBank, config: TrainConfig, model_config: MiniTangoConfig = MiniTangoConfig(),
              progress: bool = True, timeline=None):
     """Train (resuming from ``folder/checkpoint`` if interrupted) or load the base UNet.
     ``timeline``: the clips' (targets, mask) for the grounding term (``config.grounding_weight``)."""
     folder = Path(folder)
-    key = {"train": config.key(), "model": cfg.to_dict(), "n": len(latents),
+    key = {"train": config.key(), "model": model_config.to_dict(), "n": len(latents),
            "data": fingerprint(latents, bank.states, bank.mask, *(timeline or ()))}
     if (fit := load_fit(folder, key, ("unet",))) is not None:
         return load_unet(folder / "unet"), fit
     claim_folder(folder, key)
     torch.manual_seed(config.seed)
-    unet = make_unet(cfg)
-    out = train_unet(unet, make_train_scheduler(cfg), latents, bank, config, out_dir=folder, progress=progress,
+    unet = make_unet(model_config)
+    out = train_unet(unet, make_train_scheduler(model_config), latents, bank, config, out_dir=folder, progress=progress,
                      timeline=timeline)
     if out["ema"] is not None:
         unet.load_state_dict(out["ema"])
     unet.save_pretrained(folder / "unet")
     parts = {k: [h[k] for h in out["history"]] for k in ("diffusion", "grounding") if k in out["history"][-1]}
-    figures = save_fit(folder, key, seconds=round(out["seconds"], 1), resumed_from=out["resumed_from"],
+    results = save_fit(folder, key, seconds=round(out["seconds"], 1), resumed_from=out["resumed_from"],
                       final_loss=sum(out["losses"][-50:]) / 50, losses=out["losses"], **parts)
-    return unet.eval(), figures
+    return unet.eval(), results
 
 
-def assemble(vae, text_encoder, tokenizer, unet, vocoder, cfg: MiniTangoConfig = MiniTangoConfig()) -> TangoPipeline:
+def assemble(vae, text_encoder, tokenizer, unet, vocoder, model_config: MiniTangoConfig = MiniTangoConfig()) -> TangoPipeline:
     for module in (vae, text_encoder, unet, vocoder):
         if module is not None:
             module.eval()  # training mode can pick other attention kernels: outputs would drift
     pipe = TangoPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                         scheduler=make_sample_scheduler(cfg), vocoder=vocoder)
+                         scheduler=make_sample_scheduler(model_config), vocoder=vocoder)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -137,6 +137,13 @@ class BackgroundJob:
         return out
 
 
+def run_fine_tunes(jobs: dict, workers: int = 1, desc: str = "fine-tuning") -> dict:
+    """``{(model id, seed index): (fn, *args)}`` through :func:`run_jobs` (in that order, each named
+    ``<model id>/s<seed index>``); returns ``{(model id, seed index): fn(*args)}``."""
+    results = run_jobs(call, list(jobs.values()), workers, names=[f"{m}/s{k}" for m, k in jobs], desc=desc)
+    return dict(zip(jobs, results))
+
+
 def start_job(fn, *args, threads: int, name: str) -> BackgroundJob:
     """Run ``fn(*args)`` in a spawned process of ``threads`` threads; collect it with ``.result()``."""
     pool = start_pool(1, threads)
