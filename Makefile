@@ -28,16 +28,16 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 reproduce: setup
-	$(BIN)/python -m t2a_lib.pipeline --profile $(PROFILE)
+	$(BIN)/python -m t2a_lib.run --profile $(PROFILE)
 
 smoke: setup
-	$(BIN)/python -m t2a_lib.pipeline --profile smoke
+	$(BIN)/python -m t2a_lib.run --profile smoke
 
 # rebuild releases/ (the base model and the scorers that `default` starts from): the scratch
 # profile's notebooks 00-02 train them on the default world, then they are exported
 base: setup
-	$(BIN)/python -m t2a_lib.pipeline --profile scratch --only 00 01 02
-	$(BIN)/python -m t2a_lib.release export papermill_runs/scratch
+	$(BIN)/python -m t2a_lib.run --profile scratch --only 00 01 02
+	$(BIN)/python -m t2a_lib.model.release export papermill_runs/scratch
 
 test: setup
 	$(HEADLESS) $(BIN)/python -m pytest
@@ -53,7 +53,7 @@ lab: setup
 # folder (its preference pairs and BATON clips); answers land in $(RUN)/workshop/<name>/
 RUN ?= papermill_runs/$(PROFILE)
 workshop: setup
-	$(BIN)/python -m t2a_lib.workshop --run-dir $(RUN)
+	$(BIN)/python -m t2a_lib.feedback.workshop_server --run-dir $(RUN)
 
 # regenerate every .ipynb from its percent-format .py (the .py is the source of truth)
 notebooks: setup

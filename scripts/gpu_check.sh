@@ -3,7 +3,7 @@
 #
 #     bash scripts/gpu_check.sh [OUT]          # OUT: papermill_runs/gpu_check
 #
-# 1. `python -m t2a_lib.bench --sections scale --size tango`: Tango's UNet (865.9M parameters,
+# 1. `python -m t2a_lib.run.bench --sections scale --size tango`: Tango's UNet (865.9M parameters,
 #    random weights), bf16 autocast: s/clip at 200 guided steps by batch, DPO pairs/s and peak
 #    memory (full / LoRA, gradient checkpointing off / on), each against the 790 TFLOP/s limit
 #    (0.41 s per clip, 8.1 ms per pair). A few minutes; written to OUT/bench_tango.json.
@@ -23,12 +23,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
 
 echo "== 1. scale benchmark, Tango-size UNet"
-timeout "${BENCH_TIMEOUT:-300}" "$PY" -m t2a_lib.bench --sections scale --size tango --scale-batches 1 4 8 16 32 \
+timeout "${BENCH_TIMEOUT:-300}" "$PY" -m t2a_lib.run.bench --sections scale --size tango --scale-batches 1 4 8 16 32 \
     > "$OUT/bench_tango.json" || status=$?
 cat "$OUT/bench_tango.json"
 
 echo "== 2. gpu profile, notebooks 00-04, reduced"
-timeout "${RUN_TIMEOUT:-420}" "$PY" -m t2a_lib.pipeline --profile gpu --only 00 01 02 03 04 \
+timeout "${RUN_TIMEOUT:-420}" "$PY" -m t2a_lib.run --profile gpu --only 00 01 02 03 04 \
     --run-dir "$OUT/run" --report-dir "$OUT/report" \
     --set 00_world.n_train=2000 --set 00_world.n_val=200 --set 00_world.n_test=200 \
     --set 01_judges.detector_epochs=1 --set 01_judges.audiotext_epochs=2 --set 01_judges.n_demo=100 \
