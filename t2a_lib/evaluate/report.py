@@ -1,4 +1,4 @@
-"""The report of a pipeline run: a results page, and summary.json with every raw number.
+"""The report of a run (the runner's run folder): a results page, and summary.json with every raw number.
 
 ``build_report(run_dir, report_dir, profile)`` reads what the run left in ``run_dir``:
 ``runner.json`` (the runner's records), ``<stem>.json`` (each stage's results),

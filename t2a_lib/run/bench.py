@@ -1,4 +1,4 @@
-"""Speed benchmarks that print figures (never timed tests).
+"""Speed benchmarks that print their numbers (never timed tests).
 
     python -m t2a_lib.run.bench                       # default-size model, random weights
     python -m t2a_lib.run.bench --pipeline papermill_runs/default/base/pipeline
@@ -101,7 +101,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 20])
     ap.add_argument("--sections", nargs="+", choices=["mini", "scale"], default=["mini", "scale"],
-                    help="mini: the miniature model's figures above; scale: t2a_lib.run.scale")
+                    help="mini: the miniature model's numbers above; scale: t2a_lib.run.scale")
     ap.add_argument("--size", choices=["auto", "tiny", "tango"], default="auto", help="the scale section's UNet")
     ap.add_argument("--scale-batches", type=int, nargs="+", help="sampling batch sizes (default: the size's)")
     ap.add_argument("--peak-tflops", type=float, help="the limit's FLOP rate (default: 790 on a GPU, measured on a CPU)")
