@@ -1,6 +1,6 @@
-"""A small synthetic run folder, laid out like a pipeline run, for the report, label and
+"""A small synthetic run folder, laid out like a run of the runner, for the report, label and
 workshop tests (CI has no real run): preference and gold pairs, BATON feedback clips, the
-listening set, stage JSONs with claims, paper-layout tables, figures, pipeline.json and two
+listening set, stage JSONs with claims, paper-layout tables, figures, runner.json and two
 executed notebooks (math, a plot, a progress-bar widget)."""
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def make_run(run: Path) -> Path:
     _listening(run)
     _tables(run)
     stages = _stages(run)
-    (run / "pipeline.json").write_text(json.dumps({
+    (run / "runner.json").write_text(json.dumps({
         "profile": "fixture", "description": "a synthetic run for the browser tests", "seed": 0,
         "parameters": {}, "run_dir": str(run), "status": "ok", "stages": stages}, indent=1))
     return run

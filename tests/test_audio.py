@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from t2a_lib.audio import (
+from t2a_lib.audio.wav import (
     AudioError, normalize_peak, pad_or_trim, read_wav, resample, tango_normalize, write_wav,
 )
 
@@ -136,7 +136,7 @@ def test_crash_during_write_keeps_old_file(tmp_path):
     before = path.read_bytes()
     code = (
         "import soundfile, os\n"
-        "from t2a_lib import audio\n"
+        "from t2a_lib.audio import wav as audio\n"
         "def boom(*a, **k): os._exit(1)\n"
         "audio.os.replace = boom\n"  # die after the temp file is written, before the rename
         f"audio.write_wav({str(path)!r}, audio.np.zeros(32000, dtype='float32') + 0.1)\n"

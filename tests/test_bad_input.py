@@ -6,17 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from t2a_lib import captions, pipeline
-from t2a_lib.params import check_value, parse_value
-from t2a_lib.pipeline import PipelineError
+from t2a_lib.run import profiles, runner
+from t2a_lib.run.params import check_value, parse_value
+from t2a_lib.run.runner import RunnerError
+from t2a_lib.world import captions
 
 
 # -- parameters: checked before anything runs ------------------------------------------------
 
 @pytest.fixture(scope="module")
 def smoke_declared():
-    nbs = pipeline.discover_notebooks(pipeline.ROOT / "notebooks")
-    return pipeline.load_profile("smoke"), pipeline.declared_parameters(nbs)
+    nbs = profiles.discover_notebooks(profiles.ROOT / "notebooks")
+    return profiles.load_profile("smoke"), profiles.declared_parameters(nbs)
 
 
 @pytest.mark.parametrize("text, value", [
@@ -30,7 +31,7 @@ def test_set_values_parse_as_numbers(text, value):
 
 def test_set_lr_reaches_the_stage_as_a_float(smoke_declared):
     prof, declared = smoke_declared
-    params = pipeline.check_parameters(prof, declared, pipeline._parse_sets(["04_dpo.lr=1e-4"]))
+    params = profiles.check_parameters(prof, declared, profiles.parse_sets(["04_dpo.lr=1e-4"]))
     assert params["04_dpo"]["lr"] == 1e-4 and isinstance(params["04_dpo"]["lr"], float)
 
 
@@ -52,14 +53,14 @@ def test_set_lr_reaches_the_stage_as_a_float(smoke_declared):
 ])
 def test_nonsense_parameters_refused_naming_the_field(smoke_declared, sets, field, why):
     prof, declared = smoke_declared
-    with pytest.raises(PipelineError) as err:
-        pipeline.check_parameters(prof, declared, pipeline._parse_sets(sets))
+    with pytest.raises(RunnerError) as err:
+        profiles.check_parameters(prof, declared, profiles.parse_sets(sets))
     assert err.value.exit_code == 2 and field in str(err.value) and why in str(err.value)
 
 
 def test_nonsense_parameter_on_the_command_line_exits_2(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    code = pipeline.main(["--profile", "smoke", "--run-dir", str(run_dir), "--set", "04_dpo.dpo_steps=abc"])
+    code = runner.main(["--profile", "smoke", "--run-dir", str(run_dir), "--set", "04_dpo.dpo_steps=abc"])
     err = capsys.readouterr().err
     assert code == 2 and "04_dpo.dpo_steps = 'abc'" in err and "must be an integer" in err
     assert not run_dir.exists()
@@ -68,12 +69,12 @@ def test_nonsense_parameter_on_the_command_line_exits_2(tmp_path, capsys):
 def test_bad_parameter_refused_before_the_run_folder_is_touched(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "pipeline.json").write_text("{}")
-    with pytest.raises(PipelineError, match="04_dpo.dpo_steps = 0") as err:
-        pipeline.run_pipeline("smoke", run_dir=run_dir, overrides={"04_dpo.dpo_steps": 0}, report=False)
+    (run_dir / "runner.json").write_text("{}")
+    with pytest.raises(RunnerError, match="04_dpo.dpo_steps = 0") as err:
+        runner.run_profile("smoke", run_dir=run_dir, overrides={"04_dpo.dpo_steps": 0}, report=False)
     assert err.value.exit_code == 2
-    assert [p.name for p in run_dir.iterdir()] == ["pipeline.json"]
-    assert (run_dir / "pipeline.json").read_text() == "{}"
+    assert [p.name for p in run_dir.iterdir()] == ["runner.json"]
+    assert (run_dir / "runner.json").read_text() == "{}"
 
 
 @pytest.mark.parametrize("value, ok", [(1000, True), (96, True), (1, True), (0, False), (2.5, False)])
@@ -83,8 +84,8 @@ def test_n_train_values(value, ok):
 
 def test_every_profile_passes_its_own_checks(smoke_declared):
     _, declared = smoke_declared
-    for path in sorted(pipeline.PROFILES_DIR.glob("*.yaml")):
-        pipeline.check_parameters(pipeline.load_profile(path), declared)
+    for path in sorted(profiles.PROFILES_DIR.glob("*.yaml")):
+        profiles.check_parameters(profiles.load_profile(path), declared)
 
 
 def test_perturbation_demo_survives_three_event_captions():
@@ -100,17 +101,17 @@ def test_perturbation_demo_survives_three_event_captions():
 def test_deleted_notebook_named_once(tmp_path, smoke_declared):
     prof, declared = smoke_declared
     declared = {k: v for k, v in declared.items() if k != "03_preferences"}
-    with pytest.raises(PipelineError) as err:
-        pipeline.check_parameters(prof, declared)
+    with pytest.raises(RunnerError) as err:
+        profiles.check_parameters(prof, declared)
     msg = str(err.value)
     assert msg.count("03_preferences") == 1 and "deleted or renamed" in msg
 
 
 # -- audio, manifests and cache files: errors that name the file and line --------------------
 
-from t2a_lib import features  # noqa: E402
-from t2a_lib.audio import AudioError, read_wav, write_wav  # noqa: E402
-from t2a_lib.manifest import ManifestError, ManifestRecord, read_manifest, write_manifest  # noqa: E402
+from t2a_lib.audio import features  # noqa: E402
+from t2a_lib.audio.manifest import ManifestError, ManifestRecord, read_manifest, write_manifest  # noqa: E402
+from t2a_lib.audio.wav import AudioError, read_wav, write_wav  # noqa: E402
 
 
 def tone(seconds: float, f: float = 440.0) -> np.ndarray:
@@ -197,9 +198,10 @@ def test_non_utf8_manifest_names_file_and_line(tmp_path):
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from t2a_lib import datasets, metrics  # noqa: E402
-from t2a_lib.diffusion import claim_folder  # noqa: E402
-from t2a_lib.files import CorruptFileError, load_fit, load_safetensors, read_json, save_fit  # noqa: E402
+from t2a_lib.model.fits import claim_folder  # noqa: E402
+from t2a_lib.run.files import CorruptFileError, load_fit, load_safetensors, read_json, save_fit  # noqa: E402
+from t2a_lib.scoring.cache import cached  # noqa: E402
+from t2a_lib.world import datasets  # noqa: E402
 
 
 def test_going_back_to_an_earlier_setting_never_blocks_and_reuses_its_checkpoint(tmp_path):
@@ -228,8 +230,8 @@ def test_fit_record_hit_equals_miss_and_other_data_misses(tmp_path):
 
 
 def test_metrics_cache_returns_the_same_on_hit_and_miss(tmp_path):
-    miss = metrics.cached(tmp_path, "k", lambda: {"a": (1, 2), "b": 0.1})
-    assert miss == metrics.cached(tmp_path, "k", lambda: pytest.fail("recomputed")) == {"a": [1, 2], "b": 0.1}
+    miss = cached(tmp_path, "k", lambda: {"a": (1, 2), "b": 0.1})
+    assert miss == cached(tmp_path, "k", lambda: pytest.fail("recomputed")) == {"a": [1, 2], "b": 0.1}
 
 
 @pytest.mark.parametrize("name", ["fit.json", "world.json", "training.json"])
@@ -305,7 +307,7 @@ class _Payload:
 
 @pytest.fixture(scope="module")
 def tiny_audioldm(tmp_path_factory):
-    from t2a_lib.checkpoints import make_tiny_audioldm
+    from checkpoint_fixtures import make_tiny_audioldm
     return make_tiny_audioldm(tmp_path_factory.mktemp("audioldm"), seed=0)
 
 
@@ -313,7 +315,8 @@ def tiny_audioldm(tmp_path_factory):
 def test_pickle_payload_as_audioldm_weights_refused_as_such(tiny_audioldm, tmp_path, capsys, part):
     import shutil
 
-    from t2a_lib.checkpoints import CheckpointError, load_audioldm
+    from t2a_lib.model.audioldm_checkpoint import load_audioldm
+    from t2a_lib.model.checkpoints import CheckpointError
     folder = shutil.copytree(tiny_audioldm, tmp_path / "a")
     for f in (folder / part).glob("*.safetensors"):
         f.unlink()
@@ -325,7 +328,7 @@ def test_pickle_payload_as_audioldm_weights_refused_as_such(tiny_audioldm, tmp_p
 
 
 def test_truncated_tango_safetensors_named(tmp_path):
-    from t2a_lib.checkpoints import CheckpointError, load_weights_file
+    from t2a_lib.model.checkpoints import CheckpointError, load_weights_file
     from safetensors.torch import save_file
     path = tmp_path / "pytorch_model_main.safetensors"
     save_file({"w": torch.ones(32, 32)}, path)
@@ -346,8 +349,8 @@ def label_clips(tmp_path):
 
 
 def test_second_labeller_on_one_out_path_refused_even_when_opened_first(tmp_path, label_clips):
-    from t2a_lib.labels import load_labels
-    from t2a_lib.widgets import FeedbackLabeller
+    from t2a_lib.feedback.labels import load_labels
+    from t2a_lib.feedback.widgets import FeedbackLabeller
     out = tmp_path / "labels.jsonl"
     ana = FeedbackLabeller(label_clips, out, "Both present?", labeller="ana")
     bo = FeedbackLabeller(label_clips, out, "Both present?", labeller="bo")  # opened before ana wrote
@@ -360,8 +363,8 @@ def test_second_labeller_on_one_out_path_refused_even_when_opened_first(tmp_path
 
 
 def test_one_labeller_opened_twice_cannot_corrupt_the_file(tmp_path, label_clips):
-    from t2a_lib.labels import load_labels
-    from t2a_lib.widgets import FeedbackLabeller
+    from t2a_lib.feedback.labels import load_labels
+    from t2a_lib.feedback.widgets import FeedbackLabeller
     out = tmp_path / "labels.jsonl"
     first = FeedbackLabeller(label_clips, out, "Both present?", labeller="ana")
     second = FeedbackLabeller(label_clips, out, "Both present?", labeller="ana")
@@ -375,7 +378,7 @@ def test_one_labeller_opened_twice_cannot_corrupt_the_file(tmp_path, label_clips
 
 
 def test_a_log_with_two_labellers_is_refused_not_silently_folded(tmp_path, label_clips):
-    from t2a_lib.labels import append_jsonl, events_path, feedback_line, load_labels
+    from t2a_lib.feedback.labels import append_jsonl, events_path, feedback_line, load_labels
     out = tmp_path / "labels.jsonl"
     for who, action in (("ana", "yes"), ("bo", "no")):
         append_jsonl(events_path(out), feedback_line(label_clips[0], "c0", action, who, "q", tmp_path))
@@ -387,8 +390,8 @@ def test_permissions_kept_after_an_undo(tmp_path, label_clips):
     import os
     import stat
 
-    from t2a_lib.labels import events_path
-    from t2a_lib.widgets import FeedbackLabeller
+    from t2a_lib.feedback.labels import events_path
+    from t2a_lib.feedback.widgets import FeedbackLabeller
     out = tmp_path / "labels.jsonl"
     fl = FeedbackLabeller(label_clips, out, "Both present?", labeller="ana")
     mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
@@ -446,12 +449,12 @@ def test_ctrl_c_is_one_line_saying_what_stopped_and_how_to_resume(tmp_path, caps
     monkeypatch.setattr(papermill, "execute_notebook", execute)
     nbs, prof = fixture_project(tmp_path)
     run_dir = tmp_path / "run"
-    code = pipeline.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(run_dir),
+    code = runner.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(run_dir),
                           "--set", "x=2"])
     err = capsys.readouterr().err.strip()
     assert code == 130 and len(err.splitlines()) == 1, err
     assert err.startswith("interrupted: stage 01_b stopped") and "--from 01_b" in err and "x=2" in err
-    state = json.loads((run_dir / "pipeline.json").read_text())
+    state = json.loads((run_dir / "runner.json").read_text())
     assert state["status"] == "interrupted"
     assert [r["status"] for r in state["stages"]] == ["ok", "interrupted"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the runner's handler is gone again
@@ -461,7 +464,7 @@ def test_unwritable_run_folder_refused_naming_it(tmp_path, capsys):
     nbs, prof = fixture_project(tmp_path)
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    code = pipeline.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(blocker / "run")])
+    code = runner.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(blocker / "run")])
     err = capsys.readouterr().err
     assert code == 2 and f"cannot write the run folder {blocker / 'run'}" in err and len(err.splitlines()) == 1
 
@@ -469,9 +472,9 @@ def test_unwritable_run_folder_refused_naming_it(tmp_path, capsys):
 def test_base_model_part_hit_equals_miss_and_other_data_retrains(tmp_path):
     """One way to train or load: a VAE loaded from its fit record is the one trained, with the same
     figures; the same config on other clips trains again (the key holds the data's fingerprint)."""
-    from t2a_lib import base_model
-    from t2a_lib.autoencoder import VAETrainConfig
-    from t2a_lib.components import MiniTangoConfig
+    from t2a_lib.model import base_model
+    from t2a_lib.model.autoencoder import VAETrainConfig
+    from t2a_lib.model.components import MiniTangoConfig
     cfg = MiniTangoConfig(vae_channels=(8, 8, 8), n_frames=32)
     train = VAETrainConfig(steps=2, batch_size=2, crop_frames=16)
     mels = torch.randn(4, 64, 32, generator=torch.Generator().manual_seed(0))
@@ -495,8 +498,8 @@ def test_empty_split_refused_before_the_world_is_touched(tmp_path, sizes):
 
 
 def test_truncated_saved_unet_named(tmp_path):
-    from t2a_lib.components import MiniTangoConfig, make_unet
-    from t2a_lib.tango import load_unet
+    from t2a_lib.model.components import MiniTangoConfig, make_unet
+    from t2a_lib.model.tango import load_unet
     cfg = MiniTangoConfig(vae_channels=(8, 16, 16), text_dim=32, text_heads=2, unet_channels=(16, 16, 16),
                           unet_head_dim=8)
     make_unet(cfg).save_pretrained(tmp_path / "unet")
@@ -513,8 +516,9 @@ class _Killed(BaseException):
 
 
 def test_fine_tune_killed_then_rerun_is_bit_identical_to_uninterrupted(tmp_path):
-    from t2a_lib.components import MiniTangoConfig, make_unet
-    from t2a_lib.diffusion import TrainConfig, fit_finetuned, train_loop
+    from t2a_lib.model.components import MiniTangoConfig, make_unet
+    from t2a_lib.model.diffusion import TrainConfig, train_loop
+    from t2a_lib.model.fits import fit_finetuned
     torch.manual_seed(0)
     base = make_unet(MiniTangoConfig(n_frames=16, n_mels=16, unet_channels=(8, 8, 8), text_dim=16,
                                      unet_head_dim=4))
@@ -544,7 +548,7 @@ def test_fine_tune_killed_then_rerun_is_bit_identical_to_uninterrupted(tmp_path)
 
 
 def test_a_scorer_trained_on_other_data_is_not_loaded(tmp_path):
-    from t2a_lib import scorers
+    from t2a_lib.scoring import scorers
 
     (cfg,) = scorers.scorer_configs("judge", 1, 1, 1, 1)[1]
     recs = [ManifestRecord("w", "a.wav", "a dog barks")]

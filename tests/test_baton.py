@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from t2a_lib.baton import BatonConfig, train_reward_weighted
-from t2a_lib.captions import parse_caption
-from t2a_lib.components import MiniTangoConfig, make_train_scheduler, make_unet
-from t2a_lib.detector import DetectorConfig, EventDetector
-from t2a_lib.diffusion import TextBank, diffusion_loss, sample_timesteps, step_generator, batch_indices
-from t2a_lib.manifest import read_manifest
-from t2a_lib.reward import (SimulatedAnnotator, baton_prompts, roc_auc, split_by_prompt, train_reward_model,
+from t2a_lib.audio.manifest import read_manifest
+from t2a_lib.feedback.baton import BatonConfig, train_reward_weighted
+from t2a_lib.model.components import MiniTangoConfig, make_train_scheduler, make_unet
+from t2a_lib.model.diffusion import TextBank, diffusion_loss, sample_timesteps, step_generator, batch_indices
+from t2a_lib.scoring.detector import DetectorConfig, EventDetector
+from t2a_lib.world.captions import parse_caption
+from t2a_lib.feedback.reward import (SimulatedAnnotator, baton_prompts, roc_auc, split_by_prompt, train_reward_model,
                             reward, write_feedback)
-from t2a_lib.scorers import RoleError
+from t2a_lib.scoring.scorers import RoleError
 
 torch.set_num_threads(2)
 TINY = MiniTangoConfig(unet_channels=(16, 16, 16), unet_head_dim=8, text_dim=32)
@@ -120,7 +120,7 @@ def test_reward_weighted_loss_is_beta_pretrain_plus_mean_r_times_loss():
 
 
 def test_auc_interval_is_stratified_and_contains_the_estimate():
-    from t2a_lib.reward import auc_ci
+    from t2a_lib.feedback.reward import auc_ci
 
     rng = np.random.default_rng(1)
     y = np.r_[np.ones(5), np.zeros(40)].astype(bool)  # few positives: plain resampling would lose them

@@ -7,8 +7,8 @@ import pytest
 from browser import ARTIFACTS, MEDIA_READY, browser, record_requests  # noqa: F401 (fixture)
 from run_fixture import CLAIMS, MODELS, make_run
 
-from t2a_lib.report import MAX_STAGE_ROWS, build_report
-from t2a_lib.report_sections import CAPTIONS
+from t2a_lib.evaluate.report import MAX_STAGE_ROWS, build_report
+from t2a_lib.evaluate.report_sections import CAPTIONS
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_stages_are_folded_with_their_figures_captioned_in_place(report, offline
     assert world.locator("img").evaluate("i => i.naturalWidth") > 0
     assert json.loads((index.parent / "summary.json").read_text())["00_world"]["relations"]["rel29"] == 29
     assert world.locator("tr").count() == MAX_STAGE_ROWS  # key numbers only; the rest stays in summary.json
-    assert world.locator("p.muted").last.inner_text().endswith("more rows of figures in summary.json.")
+    assert world.locator("p.muted").last.inner_text().endswith("more rows of results in summary.json.")
 
 
 def test_rendered_notebook_shows_math_plots_and_widgets_offline(report, offline_page):

@@ -14,7 +14,7 @@ import pytest
 from browser import ARTIFACTS, MEDIA_READY, browser  # noqa: F401 (fixture)
 from run_fixture import make_run
 
-from t2a_lib import label_items, labels
+from t2a_lib.feedback import label_items, labels
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARES = {"pairs_per_person": 3, "clips_per_person": 4, "raters": 4}  # neighbours share 2 pairs, 3 clips
@@ -22,10 +22,10 @@ SHARES = {"pairs_per_person": 3, "clips_per_person": 4, "raters": 4}  # neighbou
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`python -m t2a_lib.workshop` on a fixture run (port 0: a free one); stopped afterwards."""
+    """`python -m t2a_lib.feedback.workshop_server` on a fixture run (port 0: a free one); stopped afterwards."""
     run = make_run(tmp_path_factory.mktemp("browser_workshop") / "run")
     args = [f"--{k.replace('_', '-')}={v}" for k, v in SHARES.items()]
-    proc = subprocess.Popen([sys.executable, "-m", "t2a_lib.workshop", "--run-dir", str(run), "--port", "0", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "t2a_lib.feedback.workshop_server", "--run-dir", str(run), "--port", "0", *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines: queue.Queue = queue.Queue()  # read in a thread: never block past the deadline

@@ -11,12 +11,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from t2a_lib import captions as C
-from t2a_lib.captions import (
+from t2a_lib.world import captions as C
+from t2a_lib.world.captions import (
     PERTURBATIONS, CallablePerturber, CaptionError, CaptionSpec, GrammarPerturber, caption_scene,
     parse_caption, perturb_spec, render_caption,
 )
-from t2a_lib.world import CLASSES, TEXTURES, clip_rng, sample_scene
+from t2a_lib.world.scenes import CLASSES, TEXTURES, clip_rng, sample_scene
 
 N_SCENES = 2000
 
@@ -364,7 +364,7 @@ def test_callable_perturber_receives_caption_kind_and_n():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from t2a_lib.text import build_world_tokenizer
+    from t2a_lib.world.text import build_world_tokenizer
     return build_world_tokenizer()
 
 
@@ -403,7 +403,7 @@ def test_unknown_words_map_to_unk(tokenizer):
 
 
 def test_distinct_words_get_distinct_ids(tokenizer):
-    from t2a_lib.text import world_vocabulary
+    from t2a_lib.world.text import world_vocabulary
     vocab = world_vocabulary()
     words = sorted({w for _, (cl, ge) in C.PHRASES.items() for p in cl + ge for w in _words(p)})
     ids = [tokenizer.convert_tokens_to_ids(w) for w in words]

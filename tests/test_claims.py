@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from t2a_lib import claims
-from t2a_lib.claims import CLAIMS, Claim, answer, minimum_detectable_effect, paired_effect, verdict
+from t2a_lib.evaluate import claims
+from t2a_lib.evaluate.claims import CLAIMS, Claim, answer, minimum_detectable_effect, paired_effect, verdict
 
 
 def test_verdict_cases():

@@ -1,4 +1,4 @@
-"""Tests for t2a_lib.clap_real on a tiny random ClapModel written offline (no weights needed)."""
+"""Tests for t2a_lib.scoring.clap_real on a tiny random ClapModel written offline (no weights needed)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.signal import resample_poly
 
-from t2a_lib.clap_real import (
+from t2a_lib.scoring.clap_real import (
     AudioTextScorer,
     HFClapScorer,
     LaionClapScorer,

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from t2a_lib import datasets
-from t2a_lib.captions import parse_caption
-from t2a_lib.manifest import read_manifest
-from t2a_lib.world import CLASSES, WorldConfig
+from t2a_lib.audio.manifest import read_manifest
+from t2a_lib.world import datasets
+from t2a_lib.world.captions import parse_caption
+from t2a_lib.world.scenes import CLASSES, WorldConfig
 
 SIZES = {"train": 30, "val": 8, "test": 8}
 SEED = 3

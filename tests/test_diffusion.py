@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from t2a_lib.base_model import assemble, load_pipeline, text_bank
-from t2a_lib.captions import reorder_twin
-from t2a_lib.components import (MiniTangoConfig, add_time_channel, make_sample_scheduler, make_text_encoder, make_train_scheduler,
+from t2a_lib.model.base_model import assemble, load_pipeline, text_bank
+from t2a_lib.world.captions import reorder_twin
+from t2a_lib.model.components import (MiniTangoConfig, add_time_channel, make_sample_scheduler, make_text_encoder, make_train_scheduler,
                                 make_unet, make_vae)
-from t2a_lib.diffusion import (TextBank, TrainConfig, diffusion_loss, min_snr_weight, noisy_and_target,
+from t2a_lib.model.diffusion import (TextBank, TrainConfig, diffusion_loss, min_snr_weight, noisy_and_target,
                                per_sample_mse, train_unet)
-from t2a_lib.text import build_world_tokenizer
+from t2a_lib.world.text import build_world_tokenizer
 
 torch.set_num_threads(2)
 TINY = MiniTangoConfig(vae_channels=(8, 16, 16), text_dim=32, text_heads=2, unet_channels=(16, 16, 16),
@@ -233,8 +233,8 @@ def test_text_conditioning_is_order_sensitive(tiny_pipe):
 
 
 def test_fingerprint_sees_every_byte_and_a_new_base_model_retrains(tmp_path):
-    from t2a_lib.components import MiniTangoConfig, make_unet
-    from t2a_lib.diffusion import fingerprint, fit_finetuned
+    from t2a_lib.model.components import MiniTangoConfig, make_unet
+    from t2a_lib.model.fits import fingerprint, fit_finetuned
 
     x = torch.randn(4, 3)
     y = x.clone()
@@ -260,7 +260,7 @@ def test_fingerprint_sees_every_byte_and_a_new_base_model_retrains(tmp_path):
 
 
 def test_a_checkpoint_from_another_model_is_moved_aside_not_resumed(tmp_path):
-    from t2a_lib.diffusion import claim_folder
+    from t2a_lib.model.fits import claim_folder
 
     (tmp_path / "checkpoint").mkdir()
     (tmp_path / "checkpoint" / "state.json").write_text("{}")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from t2a_lib.components import MiniTangoConfig, make_train_scheduler, make_unet
-from t2a_lib.diffusion import TextBank, per_sample_mse
-from t2a_lib.dpo import (DPOConfig, PairBank, add_lora, dpo_loss, reference_of, safeguard_scale, scale_gradient,
+from t2a_lib.model.components import MiniTangoConfig, make_train_scheduler, make_unet
+from t2a_lib.model.diffusion import TextBank, per_sample_mse
+from t2a_lib.align.dpo import (DPOConfig, PairBank, add_lora, dpo_loss, reference_of, safeguard_scale, scale_gradient,
                          train_dpo)
 
 torch.set_num_threads(2)

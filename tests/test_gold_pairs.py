@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from t2a_lib import datasets, gold_pairs
-from t2a_lib.captions import TEMPORAL, parse_caption
-from t2a_lib.gold_pairs import GoldConfig, dropped, plan_gold, ranker_accuracy, render_pairs, swapped
-from t2a_lib.world import Event, Scene
+from t2a_lib.align import gold_pairs
+from t2a_lib.align.gold_pairs import GoldConfig, dropped, plan_gold, ranker_accuracy, render_pairs, swapped
+from t2a_lib.world import datasets
+from t2a_lib.world.captions import TEMPORAL, parse_caption
+from t2a_lib.world.scenes import Event, Scene
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_build_writes_the_preference_layout_and_caches(world, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from t2a_lib.components import MiniTangoConfig, make_vae
+    from t2a_lib.model.components import MiniTangoConfig, make_vae
 
     torch.manual_seed(0)
     vae = make_vae(MiniTangoConfig()).eval()

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from t2a_lib.components import MiniTangoConfig, add_time_channel, make_train_scheduler, make_unet
-from t2a_lib.diffusion import TextBank, TrainConfig, train_unet
-from t2a_lib.grounding import AttentionRecorder, grounding_loss, record_cross_attention, word_time_attention
+from t2a_lib.model.components import MiniTangoConfig, add_time_channel, make_train_scheduler, make_unet
+from t2a_lib.model.diffusion import TextBank, TrainConfig, train_unet
+from t2a_lib.model.grounding import AttentionRecorder, grounding_loss, record_cross_attention, word_time_attention
 
 TINY = MiniTangoConfig(n_frames=64, n_mels=16, unet_channels=(16, 16, 16), text_dim=32)  # latent (8, 16, 4)
 

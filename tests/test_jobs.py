@@ -9,13 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from t2a_lib import baton, dpo, evaluation, kto, preferences, reproduce
-from t2a_lib.base_model import assemble, load_pipeline, text_bank
-from t2a_lib.components import MiniTangoConfig, make_text_encoder, make_unet, make_vae
-from t2a_lib.datasets import build_world
-from t2a_lib.reward import baton_prompts, sample_set, write_feedback
-from t2a_lib.tango import load_unet
-from t2a_lib.text import build_world_tokenizer
+from t2a_lib.align import dpo, preferences
+from t2a_lib.evaluate import evaluation, reproduce
+from t2a_lib.feedback import baton, kto
+from t2a_lib.feedback.reward import baton_prompts, sample_set, write_feedback
+from t2a_lib.model.base_model import assemble, load_pipeline, text_bank
+from t2a_lib.model.components import MiniTangoConfig, make_text_encoder, make_unet, make_vae
+from t2a_lib.model.tango import load_unet
+from t2a_lib.world.datasets import build_world
+from t2a_lib.world.text import build_world_tokenizer
 
 from test_parallel import threads_of_a_worker  # noqa: F401  (a fixture)
 

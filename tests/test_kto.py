@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from t2a_lib.components import MiniTangoConfig, make_train_scheduler, make_unet
-from t2a_lib.diffusion import TextBank, per_sample_mse
-from t2a_lib.kto import KTOConfig, kto_loss, labels_from_rewards, reference_point, train_kto
+from t2a_lib.feedback.kto import KTOConfig, kto_loss, labels_from_rewards, reference_point, train_kto
+from t2a_lib.model.components import MiniTangoConfig, make_train_scheduler, make_unet
+from t2a_lib.model.diffusion import TextBank, per_sample_mse
 
 torch.set_num_threads(2)
 TINY = MiniTangoConfig(unet_channels=(16, 16, 16), unet_head_dim=8, text_dim=32)

@@ -1,4 +1,4 @@
-"""Answers on disk (t2a_lib.labels), items from a run folder (t2a_lib.label_items), and the
+"""Answers on disk (t2a_lib.feedback.labels), items from a run folder (t2a_lib.feedback.label_items), and the
 widgets built from a run folder: paths that travel, merges per question, agreement by hand."""
 
 import json
@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from run_fixture import make_run
 
-from t2a_lib import label_items, labels
-from t2a_lib.manifest import ManifestRecord, portable_location, read_manifest, write_manifest
-from t2a_lib.reward import TASKS, write_feedback
-from t2a_lib.widgets import feedback_labellers_from_run, pair_listener_from_run
+from t2a_lib.audio.manifest import ManifestRecord, portable_location, read_manifest, write_manifest
+from t2a_lib.feedback import label_items, labels
+from t2a_lib.feedback.agreement import agreement, cohen_kappa
+from t2a_lib.feedback.reward import TASKS, write_feedback
+from t2a_lib.feedback.widgets import feedback_labellers_from_run, pair_listener_from_run
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_agreement_on_an_assigned_design_matches_hand_computation():
     n = np.nan
     votes = pd.DataFrame({"ana": [1, 1, n, n, 1, 0], "bo": [1, 0, 0, n, n, 0],
                           "cy": [n, n, 0, 1, n, 1], "dee": [n, n, n, 0, 1, n]}, index=list("abcdef"))
-    agr = labels.agreement(votes)
+    agr = agreement(votes)
     # ana vs bo on a, b, f: (1,1) (1,0) (0,0): p_o = 2/3; ana yes 2/3, bo yes 1/3:
     # p_e = 2/3*1/3 + 1/3*2/3 = 4/9; kappa = (2/3 - 4/9) / (5/9) = 2/5
     assert agr["pairwise"]["ana vs bo"]["n"] == 3
@@ -63,7 +64,7 @@ def test_agreement_on_an_assigned_design_matches_hand_computation():
     assert agr["fleiss_kappa"] == pytest.approx(1 / 6)
     assert (agr["items_rated"], agr["items_multi"]) == (6, 6)
     votes.loc[["a", "b", "c"], "dee"] = 1  # now four items have three ratings, two have two
-    agr = labels.agreement(votes)
+    agr = agreement(votes)
     assert (agr["fleiss_raters"], agr["fleiss_items"]) == (3, 4)
 
 
@@ -87,7 +88,7 @@ def test_merge_pairs_majority_and_agreement_by_hand(tmp_path):
     assert agr["verdicts"] == 5 and agr["agree_with_ranker"] == pytest.approx(0.8)
     assert agr["per_strategy"]["S1"] == {"verdicts": 4, "agree_with_ranker": 0.75}
     assert agr["pairwise"]["ana vs bo"] == {"n": 2, "percent_agreement": 50.0,
-                                            "cohen_kappa": labels.cohen_kappa([1, 0], [1, 1])}
+                                            "cohen_kappa": cohen_kappa([1, 0], [1, 1])}
     with pytest.raises(ValueError, match="answers in both"):
         labels.merge_pairs([tmp_path / "ana" / "pairs.jsonl", tmp_path / "ana" / "pairs.jsonl"])
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from t2a_lib import launch
-from t2a_lib.dpo import add_lora
+from t2a_lib.align.dpo import add_lora
+from t2a_lib.run import launch
 
 STEPS, BATCH = 4, 4
 
@@ -40,7 +40,7 @@ def two_processes(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           "-m", "t2a_lib.launch", "--method", *launch.METHODS, "--steps", str(STEPS), "--batch-size", str(BATCH),
+           "-m", "t2a_lib.run.launch", "--method", *launch.METHODS, "--steps", str(STEPS), "--batch-size", str(BATCH),
            "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -73,7 +73,7 @@ def test_two_processes_train_the_single_process_model(two_processes, method, tmp
 
 
 def test_a_batch_that_does_not_split_evenly_is_refused():
-    from t2a_lib.diffusion import Shard
+    from t2a_lib.model.diffusion import Shard
 
     assert Shard(1, 2)(torch.arange(4)).tolist() == [2, 3]
     assert Shard()(torch.arange(3)).tolist() == [0, 1, 2]
@@ -84,7 +84,7 @@ def test_a_batch_that_does_not_split_evenly_is_refused():
 def test_a_later_accelerator_may_change_precision():
     """A notebook trains the VAE in float32, then the UNet in bf16 (on a GPU): accelerate alone
     refuses the second precision in the same process."""
-    from t2a_lib.diffusion import make_accelerator
+    from t2a_lib.model.diffusion import make_accelerator
 
     assert make_accelerator().mixed_precision == "no"
     assert make_accelerator("bf16").mixed_precision == "bf16"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from t2a_lib.manifest import (
+from t2a_lib.audio.manifest import (
     ManifestError, ManifestRecord, append_record, check_audio_exists, read_manifest, write_manifest,
 )
 
@@ -179,7 +179,7 @@ def test_append_record_is_durable_and_line_valid(tmp_path):
     # a labelling kernel appends one record and dies without any cleanup
     code = (
         "import os\n"
-        "from t2a_lib.manifest import ManifestRecord, append_record\n"
+        "from t2a_lib.audio.manifest import ManifestRecord, append_record\n"
         f"append_record({str(path)!r}, ManifestRecord('world', 'b.wav', 'a siren', feedback=0.0))\n"
         "os._exit(9)\n"
     )

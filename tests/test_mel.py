@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from t2a_lib.mel import (
+from t2a_lib.audio.mel import (
     MelConfig, MelFrontEnd, hz_to_mel, log_mel, mel_filterbank, mel_to_hz, pad_or_trim_frames,
 )
 

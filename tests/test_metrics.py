@@ -1,4 +1,4 @@
-"""Cross-checks of t2a_lib.metrics against closed forms, hand computations and independent code."""
+"""Cross-checks of t2a_lib.scoring.metrics against closed forms, hand computations and independent code."""
 
 import math
 
@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from t2a_lib.metrics import (
-    Event, bootstrap_ci, bootstrap_ci_fn, bootstrap_ci_paired, cached, clap_score, content_key,
-    cosine_similarity_rows, embedding_stats, event_f1, event_f1_corpus, events_from_frames,
-    frechet_audio_distance, frechet_distance, frechet_distance_ci, inception_score, kl_divergence,
-    order_correct, order_margin, presence, presence_probability,
-)
-import t2a_lib.metrics as metrics_module
+from t2a_lib.scoring.metrics import (bootstrap_ci, bootstrap_ci_fn, bootstrap_ci_paired, clap_score,
+                                     cosine_similarity_rows, embedding_stats, frechet_audio_distance, frechet_distance,
+                                     frechet_distance_ci, inception_score, kl_divergence)
+from t2a_lib.world.scenes import Event
+from t2a_lib.scoring.event_metrics import (event_f1, event_f1_corpus, events_from_frames, order_correct, order_margin,
+                                           presence, presence_probability)
+from t2a_lib.scoring.cache import cached, content_key
+import t2a_lib.scoring.metrics as metrics_module
 
 
 def random_spd(d, rng):
@@ -556,7 +557,7 @@ def test_cached(tmp_path):
 def test_trace_sqrt_product_matches_scipy_sqrtm_for_full_and_rank_deficient_covariances():
     from scipy.linalg import sqrtm
 
-    from t2a_lib.metrics import _trace_sqrt_product
+    from t2a_lib.scoring.metrics import _trace_sqrt_product
 
     rng = np.random.default_rng(4)
     for n1, n2 in ((300, 200), (40, 300), (300, 12)):  # full rank, rank-deficient Σ1, rank-deficient Σ2

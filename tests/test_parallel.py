@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from t2a_lib import base_model, parallel, scorers
-from t2a_lib.datasets import build_world
-from t2a_lib.features import split_mels
-from t2a_lib.vocoder import VocoderConfig
+from t2a_lib.audio.features import split_mels
+from t2a_lib.model import base_model
+from t2a_lib.model.vocoder import VocoderConfig
+from t2a_lib.run import parallel
+from t2a_lib.scoring import scorers
+from t2a_lib.world.datasets import build_world
 
 from test_vocoder import TINY, tiny_clips
 

@@ -1,17 +1,17 @@
-"""What stays float32 under bf16 autocast (t2a_lib.precision.FLOAT32), each place checked under
+"""What stays float32 under bf16 autocast (t2a_lib.model.precision.FLOAT32), each place checked under
 autocast against a float32/float64 computation of the same quantity."""
 
 import numpy as np
 import pytest
 import torch
 
-from t2a_lib.base_model import assemble
-from t2a_lib.components import make_text_encoder, make_train_scheduler, make_unet, make_vae, model_config
-from t2a_lib.diffusion import per_sample_mse
-from t2a_lib.dpo import dpo_loss
-from t2a_lib.kto import kto_loss
-from t2a_lib.precision import FLOAT32, sampling_precision
-from t2a_lib.text import build_world_tokenizer
+from t2a_lib.align.dpo import dpo_loss
+from t2a_lib.feedback.kto import kto_loss
+from t2a_lib.model.base_model import assemble
+from t2a_lib.model.components import make_text_encoder, make_train_scheduler, make_unet, make_vae, model_config
+from t2a_lib.model.diffusion import per_sample_mse
+from t2a_lib.model.precision import FLOAT32, sampling_precision
+from t2a_lib.world.text import build_world_tokenizer
 
 TINY = model_config("tiny")
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)

@@ -204,11 +204,11 @@ def test_profiles_only_set_declared_parameters():
     assert not problems, "\n".join(problems)
 
 
-def test_profiles_pass_the_pipeline_checker():
-    from t2a_lib import pipeline
+def test_profiles_pass_the_runner_checker():
+    from t2a_lib.run import profiles
     _notebooks()
     for path in _profiles():
-        prof, seed, notebooks, params = pipeline.plan(str(path))
+        prof, seed, notebooks, params = profiles.plan(str(path))
         assert isinstance(seed, int)
         assert notebooks, f"{path.name}: no stages"
 
@@ -350,3 +350,77 @@ def test_no_parameter_is_shadowed_by_an_import():
         imported = {(a.asname or a.name).split(".")[0] for node in ast.walk(tree)
                     if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names}
         assert not params & imported, f"{path.name}: parameters shadowed by imports: {sorted(params & imported)}"
+
+
+# ----------------------------------------------------------------------------------------------
+# layout: stage subpackages, small modules, short functions
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def _subpackages() -> list[Path]:
+    return sorted(p.parent for p in (ROOT / "t2a_lib").glob("*/__init__.py"))
+
+
+def test_the_library_is_stage_subpackages_with_nothing_flat_beside_them():
+    subs = _subpackages()
+    assert len(subs) >= 4, f"t2a_lib has {len(subs)} subpackages ({', '.join(p.name for p in subs)}); at least 4 stages"
+    flat = sorted(p.name for p in (ROOT / "t2a_lib").glob("*.py") if p.name != "__init__.py")
+    assert not flat, f"modules outside the stage subpackages: {', '.join(flat)}"
+    undocumented = [p.name for p in subs if not ast.get_docstring(ast.parse((p / "__init__.py").read_text()))]
+    assert not undocumented, f"subpackages whose __init__.py has no docstring: {', '.join(undocumented)}"
+    top = ast.get_docstring(ast.parse((ROOT / "t2a_lib" / "__init__.py").read_text())) or ""
+    unmapped = [p.name for p in subs if f"``{p.name}``" not in top]
+    assert not unmapped, f"t2a_lib/__init__.py (the map of the data flow) does not name: {', '.join(unmapped)}"
+
+
+def test_each_notebook_belongs_to_one_stage_subpackage():
+    """A stage's __init__ docstring names its notebooks on its first line; each notebook is named by one."""
+    heads = {p.name: (ast.get_docstring(ast.parse((p / "__init__.py").read_text())) or "").splitlines()[0]
+             for p in _subpackages()}
+    problems = []
+    for nb in _notebooks():
+        owners = [name for name, head in heads.items() if nb.stem in head]
+        if len(owners) != 1:
+            problems.append(f"{nb.stem}: named by {owners or 'no'} subpackage docstring(s)")
+    assert not problems, "\n".join(problems)
+
+
+def _long_modules(paths, limit: int) -> list[str]:
+    return [f"{p.relative_to(ROOT)}: {n} lines" for p in paths if (n := len(p.read_text().splitlines())) > limit]
+
+
+def test_no_library_module_is_over_the_line_limit():
+    long = _long_modules(_library_sources(), MAX_MODULE_LINES)
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern):\n" + "\n".join(long)
+
+
+def _long_functions(path: Path, limit: int) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            if (n := node.end_lineno - start + 1) > limit:
+                out.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {n} lines")
+    return out
+
+
+def test_no_library_function_is_over_the_line_limit():
+    """The whole def counts: decorators, signature, docstring, body (nested functions too)."""
+    long = [f for p in _library_sources() for f in _long_functions(p, MAX_FUNCTION_LINES)]
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split into named helpers):\n" + "\n".join(long)
+
+
+def test_the_limits_find_offenders():
+    """The two limit checks report what they should: a 61-line function and a 401-line module."""
+    import tempfile
+
+    body = "".join(f"    x{i} = {i}\n" for i in range(59))
+    with tempfile.TemporaryDirectory(dir=ROOT / "tests") as d:
+        path = Path(d) / "long.py"
+        path.write_text(f"def f():\n{body}    return 0\n" + "\n" * (MAX_MODULE_LINES - 60))
+        assert [s.split(" ", 1)[1] for s in _long_functions(path, MAX_FUNCTION_LINES)] == ["f: 61 lines"]
+        assert [s.split(": ")[1] for s in _long_modules([path], MAX_MODULE_LINES)] == [f"{MAX_MODULE_LINES + 1} lines"]
+        path.write_text(f"@staticmethod\ndef f():\n{body}")
+        assert [s.split(" ", 1)[1] for s in _long_functions(path, MAX_FUNCTION_LINES)] == ["f: 61 lines"]

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from t2a_lib import claims, ranker_gap
-from t2a_lib.scorers import RoleError
+from t2a_lib.evaluate import claims, ranker_gap
+from t2a_lib.scoring.scorers import RoleError
 
 
 def _tango(rng, n=40, shift=0.0):

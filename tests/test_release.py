@@ -9,8 +9,10 @@ import pytest
 import torch
 import yaml
 
-from t2a_lib import datasets, release, scorers
-from t2a_lib.release import RELEASES
+from t2a_lib.model import release
+from t2a_lib.model.release import RELEASES
+from t2a_lib.scoring import scorers
+from t2a_lib.world import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "papermill_runs" / "profiles"
@@ -94,7 +96,7 @@ def test_another_world_is_refused_with_the_reason(tmp_path):
 def test_default_uses_the_dpo_settings_the_scratch_sweep_chose():
     import pandas as pd
 
-    from t2a_lib.dpo import sweep_choice
+    from t2a_lib.align.dpo import sweep_choice
 
     recorded = json.loads((ROOT / "docs" / "dpo_sweep.json").read_text())
     chosen = sweep_choice(pd.DataFrame(recorded["table"]))
@@ -117,8 +119,8 @@ def _default_families(run_dir):
 def test_installed_release_is_loaded_by_fit_scorers_for_its_data_only(tmp_path, monkeypatch):
     """install_scorers records each released model under the key fit_scorers looks up: the
     default profile's configs on this world's data load it and train nothing; other data retrains."""
-    from t2a_lib.files import load_fit
-    from t2a_lib.manifest import ManifestRecord
+    from t2a_lib.audio.manifest import ManifestRecord
+    from t2a_lib.run.files import load_fit
 
     recs = [ManifestRecord("w", "a.wav", "a dog barks")]
     train, test = (torch.zeros(1, 64, 8), recs), (torch.ones(1, 64, 8), recs)

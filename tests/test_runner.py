@@ -12,9 +12,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from t2a_lib import pipeline
-from t2a_lib.pipeline import PipelineError, StageFailed, load_profile, run_pipeline
-from t2a_lib.report import flatten, fmt, markdown_tables
+from t2a_lib.evaluate.report import flatten, fmt, markdown_tables
+from t2a_lib.run import profiles, runner
+from t2a_lib.run.profiles import RunnerError, load_profile
+from t2a_lib.run.runner import StageFailed, run_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,7 @@ def make_project(tmp: Path, bad: bool = False, profile: str = GOOD_PROFILE):
 
 
 def records(run_dir: Path) -> dict:
-    return {r["stage"]: r for r in json.loads((run_dir / "pipeline.json").read_text())["stages"]}
+    return {r["stage"]: r for r in json.loads((run_dir / "runner.json").read_text())["stages"]}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def good_run(tmp_path_factory):
     (run_dir / "tables" / "paper.md").write_text("# Table 1\n\n| model | KL |\n|---|---:|\n| base | 1.5 |\n")
     (run_dir / "figures" / "curve.png").write_bytes(tiny_png())
     (run_dir / "keep.txt").write_text("mine")
-    result = run_pipeline(prof, run_dir=run_dir, report_dir=report_dir, notebooks_dir=nbs)
+    result = run_profile(prof, run_dir=run_dir, report_dir=report_dir, notebooks_dir=nbs)
     return result, run_dir, report_dir
 
 
@@ -165,8 +166,8 @@ def test_report_index_and_summary(good_run):
 def test_unknown_parameters_refused_before_running(tmp_path, profile_text, key, where):
     nbs, prof = make_project(tmp_path, profile=profile_text)
     run_dir = tmp_path / "run"
-    with pytest.raises(PipelineError) as err:
-        run_pipeline(prof, run_dir=run_dir, report_dir=tmp_path / "rep", notebooks_dir=nbs)
+    with pytest.raises(RunnerError) as err:
+        run_profile(prof, run_dir=run_dir, report_dir=tmp_path / "rep", notebooks_dir=nbs)
     msg = str(err.value)
     assert err.value.exit_code == 2
     assert repr(key) in msg and where in msg and "fixture.yaml" in msg
@@ -177,14 +178,14 @@ def test_unknown_parameters_refused_before_running(tmp_path, profile_text, key, 
 def test_unknown_set_key_refused_and_cli_exit_2(tmp_path, capsys):
     nbs, prof = make_project(tmp_path)
     run_dir = tmp_path / "run"
-    code = pipeline.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(run_dir),
+    code = runner.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(run_dir),
                           "--set", "n_stepz=3"])
     err = capsys.readouterr().err
     assert code == 2 and "n_stepz" in err and "00_a" in err and "01_b" in err
     assert not run_dir.exists()
-    with pytest.raises(PipelineError, match="01_b does not declare 'x'"):
-        pipeline.plan(prof, {"01_b.x": 1}, nbs)
-    _, seed, _, params = pipeline.plan(prof, {"x": 9, "01_b.y": 1, "seed": 3}, nbs)
+    with pytest.raises(RunnerError, match="01_b does not declare 'x'"):
+        profiles.plan(prof, {"01_b.x": 1}, nbs)
+    _, seed, _, params = profiles.plan(prof, {"x": 9, "01_b.y": 1, "seed": 3}, nbs)
     assert seed == 3 and params == {"00_a": {"x": 9}, "01_b": {"y": 1}}
 
 
@@ -194,7 +195,7 @@ def test_failing_stage_stops_and_keeps_outputs(tmp_path, capsys):
     run_dir, report_dir = tmp_path / "run", tmp_path / "rep"
     run_dir.mkdir()
     (run_dir / "keep.txt").write_text("mine")
-    code = pipeline.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(run_dir),
+    code = runner.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(run_dir),
                           "--report-dir", str(report_dir)])
     out = capsys.readouterr()
     assert code == 1
@@ -207,21 +208,21 @@ def test_failing_stage_stops_and_keeps_outputs(tmp_path, capsys):
     recs = records(run_dir)
     assert recs["00_a"]["status"] == "ok" and recs["01_bad"]["status"] == "failed"
     assert "cell 3" in recs["01_bad"]["error"]
-    assert json.loads((run_dir / "pipeline.json").read_text())["status"] == "failed"
+    assert json.loads((run_dir / "runner.json").read_text())["status"] == "failed"
     assert "failed" in (report_dir / "index.html").read_text()  # report still built
     with pytest.raises(StageFailed):  # the API raises, after the same records
-        run_pipeline(prof, run_dir=run_dir, report_dir=report_dir, notebooks_dir=nbs, start="01", report=False)
+        run_profile(prof, run_dir=run_dir, report_dir=report_dir, notebooks_dir=nbs, start="01", report=False)
 
 
 @pytest.mark.slow  # executes notebooks (a few seconds)
 def test_only_then_from_keeps_earlier_records(tmp_path):
     nbs, prof = make_project(tmp_path)
     run_dir = tmp_path / "run"
-    first = run_pipeline(prof, run_dir=run_dir, notebooks_dir=nbs, only=["00_a"], report=False)
+    first = run_profile(prof, run_dir=run_dir, notebooks_dir=nbs, only=["00_a"], report=False)
     assert [r["stage"] for r in first["stages"]] == ["00_a"] and not (run_dir / "01_b.ipynb").exists()
     before = records(run_dir)["00_a"]
     mtime = (run_dir / "00_a.ipynb").stat().st_mtime_ns
-    second = run_pipeline(prof, run_dir=run_dir, report_dir=tmp_path / "rep", notebooks_dir=nbs, start="01")
+    second = run_profile(prof, run_dir=run_dir, report_dir=tmp_path / "rep", notebooks_dir=nbs, start="01")
     recs = records(run_dir)
     assert recs["00_a"] == before and (run_dir / "00_a.ipynb").stat().st_mtime_ns == mtime
     assert recs["01_b"]["status"] == "ok" and second["status"] == "ok"
@@ -230,19 +231,19 @@ def test_only_then_from_keeps_earlier_records(tmp_path):
 
 
 def test_profile_errors(tmp_path, capsys):
-    with pytest.raises(PipelineError, match="profile file not found: .*nope.yaml"):
+    with pytest.raises(RunnerError, match="profile file not found: .*nope.yaml"):
         load_profile(tmp_path / "nope.yaml")
-    assert pipeline.main(["--profile", "no_such_profile_xyz", "--list"]) == 2
+    assert runner.main(["--profile", "no_such_profile_xyz", "--list"]) == 2
     assert "no_such_profile_xyz.yaml" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("seed: [1,\n")
-    with pytest.raises(PipelineError, match="bad.yaml: bad YAML"):
+    with pytest.raises(RunnerError, match="bad.yaml: bad YAML"):
         load_profile(bad)
     bad.write_text("seed: 1\nparamaters: {}\n")
-    with pytest.raises(PipelineError, match="unknown top-level key.*paramaters"):
+    with pytest.raises(RunnerError, match="unknown top-level key.*paramaters"):
         load_profile(bad)
     bad.write_text("parameters:\n  seed: 3\n")
-    with pytest.raises(PipelineError, match="parameters.seed"):
+    with pytest.raises(RunnerError, match="parameters.seed"):
         load_profile(bad)
     prof = load_profile(tmp_path.joinpath("ok.yaml").write_text(GOOD_PROFILE) and tmp_path / "ok.yaml")
     assert prof.name == "ok" and prof.seed == 7 and prof.notebooks == {"01_b": {"y": 10}} and prof.stages is None
@@ -251,27 +252,27 @@ def test_profile_errors(tmp_path, capsys):
 def test_notebook_without_required_parameters_refused(tmp_path):
     nbs, prof = make_project(tmp_path)
     write_notebook(nbs / "02_c.ipynb", "seed = 0\n", "print(1)")
-    with pytest.raises(PipelineError, match="02_c.ipynb.*does not declare run_dir, profile"):
-        pipeline.plan(prof, None, nbs)
+    with pytest.raises(RunnerError, match="02_c.ipynb.*does not declare run_dir, profile"):
+        profiles.plan(prof, None, nbs)
     prof.write_text(GOOD_PROFILE + "stages: [00_a, 01_b]\n")
-    assert list(pipeline.plan(prof, None, nbs)[2]) == ["00_a", "01_b"]  # 02_c not selected
+    assert list(profiles.plan(prof, None, nbs)[2]) == ["00_a", "01_b"]  # 02_c not selected
     prof.write_text(GOOD_PROFILE + "stages: [00_a, 05_zz]\n")
-    with pytest.raises(PipelineError, match="05_zz"):
-        pipeline.plan(prof, None, nbs)
+    with pytest.raises(RunnerError, match="05_zz"):
+        profiles.plan(prof, None, nbs)
 
 
 def test_resolve_stage():
     stages = ["00_world", "01_judges", "02_base"]
-    assert pipeline.resolve_stage("01", stages) == "01_judges"
-    assert pipeline.resolve_stage("1", stages) == "01_judges"
-    assert pipeline.resolve_stage("02_base", stages) == "02_base"
-    with pytest.raises(PipelineError, match="matches no stage"):
-        pipeline.resolve_stage("07", stages)
+    assert profiles.resolve_stage("01", stages) == "01_judges"
+    assert profiles.resolve_stage("1", stages) == "01_judges"
+    assert profiles.resolve_stage("02_base", stages) == "02_base"
+    with pytest.raises(RunnerError, match="matches no stage"):
+        profiles.resolve_stage("07", stages)
 
 
 def test_cli_list_runs_nothing(tmp_path):
     nbs, prof = make_project(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "t2a_lib.pipeline", "--profile", str(prof), "--notebooks-dir",
+    proc = subprocess.run([sys.executable, "-m", "t2a_lib.run", "--profile", str(prof), "--notebooks-dir",
                            str(nbs), "--run-dir", str(tmp_path / "run"), "--list"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,4 @@
-"""The scale benchmark (t2a_lib.scale): FLOP accounting against torch's own counter, Tango's size,
+"""The scale benchmark (t2a_lib.run.scale): FLOP accounting against torch's own counter, Tango's size,
 and well-formed figures from a run on the tiny config; the model sizes of the profiles."""
 
 import math
@@ -10,8 +10,8 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-from t2a_lib import scale
-from t2a_lib.components import MODEL_SIZES, MiniTangoConfig, make_unet, make_vae, model_config, n_params
+from t2a_lib.model.components import MODEL_SIZES, MiniTangoConfig, make_unet, make_vae, model_config, n_params
+from t2a_lib.run import scale
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,16 +5,16 @@ import pandas as pd
 import pytest
 import torch
 
-from t2a_lib import corrupt
-from t2a_lib.audiotext import (AudioTextConfig, AudioTextModel, contrastive_loss, evaluate_audiotext,
+from t2a_lib.scoring import corrupt
+from t2a_lib.scoring.audiotext import (AudioTextConfig, AudioTextModel, contrastive_loss, evaluate_audiotext,
                                hard_negative, semantic_key, train_audiotext)
-from t2a_lib.captions import parse_caption, phrase_choices, reorder_twin
-from t2a_lib.datasets import build_world, load_split
-from t2a_lib.detector import DetectorConfig, EventDetector, evaluate_detector, train_detector
-from t2a_lib.features import frame_targets, split_mels
-from t2a_lib.metrics import events_from_frames
-from t2a_lib.scorers import RoleError, Scorers, judge_clips, require_role
-from t2a_lib.world import CLASSES
+from t2a_lib.audio.features import frame_targets, split_mels
+from t2a_lib.scoring.detector import DetectorConfig, EventDetector, evaluate_detector, train_detector
+from t2a_lib.scoring.event_metrics import events_from_frames
+from t2a_lib.scoring.scorers import RoleError, Scorers, judge_clips, require_role
+from t2a_lib.world.captions import parse_caption, phrase_choices, reorder_twin
+from t2a_lib.world.datasets import build_world, load_split
+from t2a_lib.world.scenes import CLASSES
 
 torch.set_num_threads(2)
 
@@ -268,7 +268,7 @@ def test_corruptions_change_exactly_what_they_name(world):
 def test_rank_clips_is_judge_clips_for_rankers_and_roles_hold():
     """The rankers' table has the judges' columns and is computed the same way; each entry
     point refuses the other family."""
-    from t2a_lib.scorers import RoleError, rank_clips
+    from t2a_lib.scoring.scorers import RoleError, rank_clips
 
     torch.manual_seed(0)
     caps = ["A dog barks, then a police siren wails", "Rain falls while a bird chirps"]

@@ -1,6 +1,6 @@
 """The smoke profile runs every real notebook end to end through papermill: once straight through,
 and once with 01, 02 and 04 killed mid-stage (SIGKILL) and resumed, with caches present or
-deleted; the two runs must give bit-identical weights and identical figures."""
+deleted; the two runs must give bit-identical weights and identical results."""
 
 import hashlib
 import json
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from t2a_lib.pipeline import ROOT, run_pipeline
-from t2a_lib.report import result_figures
+from t2a_lib.evaluate.report import comparable_results
+from t2a_lib.run.runner import ROOT, run_profile
 
 
 def _a_scorer_is_saved(run_dir: Path) -> bool:
@@ -64,7 +64,7 @@ def _kill_tree(pid: int) -> None:
 
 def _kill_mid_stage(stem: str, run_dir: Path, report_dir: Path, when) -> None:
     """Run stage ``stem`` as the command line does and SIGKILL it once ``when(run_dir)`` holds."""
-    cmd = [sys.executable, "-m", "t2a_lib.pipeline", "--profile", "smoke", "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-m", "t2a_lib.run", "--profile", "smoke", "--run-dir", str(run_dir),
            "--report-dir", str(report_dir), "--only", stem]
     with open(run_dir / f"{stem}.killed.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -76,7 +76,7 @@ def _kill_mid_stage(stem: str, run_dir: Path, report_dir: Path, when) -> None:
 
 
 def _straight_run(run_dir: Path, report_dir: Path) -> dict:
-    return run_pipeline("smoke", run_dir=run_dir, report_dir=report_dir)
+    return run_profile("smoke", run_dir=run_dir, report_dir=report_dir)
 
 
 def _interrupted_run(run_dir: Path, report_dir: Path) -> dict:
@@ -88,8 +88,8 @@ def _interrupted_run(run_dir: Path, report_dir: Path) -> dict:
             _kill_mid_stage(stem, run_dir, report_dir, when)
             for cache in caches:
                 shutil.rmtree(run_dir / cache)
-        run_pipeline("smoke", run_dir=run_dir, report_dir=report_dir, only=[stem], report=False)
-    return run_pipeline("smoke", run_dir=run_dir, report_dir=report_dir, start="05_feedback")
+        run_profile("smoke", run_dir=run_dir, report_dir=report_dir, only=[stem], report=False)
+    return run_profile("smoke", run_dir=run_dir, report_dir=report_dir, start="05_feedback")
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +109,11 @@ def smoke_runs(tmp_path_factory):
 def test_smoke_profile_runs_every_notebook(smoke_runs):
     run_dir, report_dir, result = smoke_runs[0]
     assert result["status"] == "ok", result
-    stages = {s["stage"]: s for s in json.loads((run_dir / "pipeline.json").read_text())["stages"]}
+    stages = {s["stage"]: s for s in json.loads((run_dir / "runner.json").read_text())["stages"]}
     assert stages and all(s["status"] == "ok" for s in stages.values()), stages
     for stem in stages:
         assert (run_dir / f"{stem}.ipynb").exists()
-        assert json.loads((run_dir / f"{stem}.json").read_text()), f"{stem} wrote no figures"
+        assert json.loads((run_dir / f"{stem}.json").read_text()), f"{stem} wrote no results"
     world = json.loads((run_dir / "00_world.json").read_text())
     assert world["sizes"] == {"train": 96, "val": 24, "test": 24}
     assert not any(world["caption_leaks"].values())
@@ -146,15 +146,15 @@ def test_smoke_profile_runs_what_goes_beyond_the_papers(smoke_runs):
 
 
 @pytest.mark.slow
-def test_two_smoke_runs_with_the_same_seed_give_identical_figures(smoke_runs):
+def test_two_smoke_runs_with_the_same_seed_give_identical_results(smoke_runs):
     """Determinism, and resuming: every figure in summary.json (timings and provenance aside) of
     the run killed and resumed in 01, 02 and 04 equals the uninterrupted run's."""
-    figures = []
+    results = []
     for run_dir, report_dir, result in smoke_runs:
         assert result["status"] == "ok", result
-        figures.append(result_figures(json.loads((report_dir / "summary.json").read_text())))
-    a, b = figures
-    assert len(a) > 100  # the comparison covers the run's figures, not an empty dict
+        results.append(comparable_results(json.loads((report_dir / "summary.json").read_text())))
+    a, b = results
+    assert len(a) > 100  # the comparison covers the run's results, not an empty dict
     assert any(k.startswith("07_reproduce") for k in a)
     differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     assert not differing, {k: (a.get(k), b.get(k)) for k in differing[:10]}
@@ -182,11 +182,11 @@ def test_a_run_killed_and_resumed_has_the_weights_of_one_never_interrupted(smoke
     assert not differing, differing
 
 
-def test_result_figures_drop_timings_and_provenance_but_keep_results():
+def test_comparable_results_drop_timings_and_provenance_but_keep_results():
     summary = {"wall_time_s": {"00_world": 3.2}, "provenance": {"git_commit": "abc"},
                "02_base_model": {"unet": {"seconds": 12.0, "final_loss": 0.1}, "clips_per_s": 5.0,
                                  "by_kind": {"single": {"presence": 0.9}}},
                "07_reproduce": {"claims": [{"claim": "x", "ours": "+0.1", "train_seconds": 4}]}}
-    figures = result_figures(summary)
-    assert figures == {"02_base_model.unet.final_loss": 0.1, "02_base_model.by_kind.single.presence": 0.9,
+    results = comparable_results(summary)
+    assert results == {"02_base_model.unet.final_loss": 0.1, "02_base_model.by_kind.single.presence": 0.9,
                        "07_reproduce.claims": [{"claim": "x", "ours": "+0.1"}]}

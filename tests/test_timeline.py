@@ -3,11 +3,11 @@
 import numpy as np
 import torch
 
-from t2a_lib.audiotext import AudioTextConfig, AudioTextModel, timeline_loss, timeline_targets
-from t2a_lib.captions import CaptionSpec, render_caption
-from t2a_lib.manifest import ManifestRecord
-from t2a_lib.captions import word_labels
-from t2a_lib.world import CLASSES, TEXTURES
+from t2a_lib.audio.manifest import ManifestRecord
+from t2a_lib.scoring.audiotext import AudioTextConfig, AudioTextModel, timeline_loss, timeline_targets
+from t2a_lib.world.captions import CaptionSpec, render_caption
+from t2a_lib.world.captions import word_labels
+from t2a_lib.world.scenes import CLASSES, TEXTURES
 
 CONNECTIVES = {"then", "followed", "by", "before", "after", "while", "with", "in", "background", ","}
 
@@ -77,7 +77,7 @@ def test_timeline_loss_equals_masked_bce_computed_by_hand():
 
 def test_training_with_the_timeline_term_learns_when_and_checks_its_inputs():
     import pytest
-    from t2a_lib.audiotext import train_audiotext
+    from t2a_lib.scoring.audiotext import train_audiotext
 
     rng = np.random.default_rng(1)
     recs = []
@@ -131,8 +131,8 @@ class _PositionStates(torch.nn.Module):
 
 
 def test_order_probe_reads_position_and_not_a_bag_of_words():
-    from t2a_lib.base_model import order_probe
-    from t2a_lib.text import build_world_tokenizer
+    from t2a_lib.model.base_model import order_probe
+    from t2a_lib.world.text import build_world_tokenizer
 
     rng = np.random.default_rng(0)
     captions = []
@@ -150,8 +150,8 @@ def test_order_probe_reads_position_and_not_a_bag_of_words():
 
 
 def test_order_probe_skips_captions_outside_the_grammar():
-    from t2a_lib.base_model import order_probe
-    from t2a_lib.text import build_world_tokenizer
+    from t2a_lib.model.base_model import order_probe
+    from t2a_lib.world.text import build_world_tokenizer
 
     free = ["people talk in a crowded hall", "a man speaks, then a crowd cheers loudly"]
     out = order_probe(_PositionStates(), build_world_tokenizer(), free, free)

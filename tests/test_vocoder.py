@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from t2a_lib.mel import MelFrontEnd, hz_to_mel, mel_filterbank, mel_to_hz
-from t2a_lib.vocoder import (
+from t2a_lib.audio.mel import MelFrontEnd, hz_to_mel, mel_filterbank, mel_to_hz
+from t2a_lib.model.vocoder import (
     VocoderConfig, griffin_lim, load_vocoder, make_hifigan, mel_to_linear, multi_resolution_stft_loss,
     save_vocoder, stft_loss, train_vocoder, vocode,
 )

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from t2a_lib.audio import read_wav
-from t2a_lib.manifest import ManifestRecord, read_manifest, write_manifest
-from t2a_lib.widgets import (
-    FeedbackLabeller, PairListener, cohen_kappa, events_path, fleiss_kappa, load_labels,
-    merge_labellers, wav_bytes, write_merged,
-)
+from t2a_lib.audio.manifest import ManifestRecord, read_manifest, write_manifest
+from t2a_lib.audio.media import wav_bytes
+from t2a_lib.audio.wav import read_wav
+from t2a_lib.feedback.agreement import cohen_kappa, fleiss_kappa
+from t2a_lib.feedback.labels import events_path, load_labels, merge_labellers, write_merged
+from t2a_lib.feedback.widgets import FeedbackLabeller, PairListener
 
 STRATEGIES = ["S1.1", "S1.1", "S2", "S2", "S3", "S3"]
 

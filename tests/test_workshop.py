@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from run_fixture import make_run
 
-from t2a_lib import label_items, labels
-from t2a_lib.manifest import resolve_location
-from t2a_lib.workshop import AnswerError, Workshop, WorkshopConfig, jsonable
+from t2a_lib.audio.manifest import resolve_location
+from t2a_lib.feedback import label_items, labels
+from t2a_lib.feedback.workshop import AnswerError, Workshop, WorkshopConfig
+from t2a_lib.feedback.workshop_server import jsonable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,5 +117,5 @@ def test_make_workshop_serves_the_run_folder():
     make = (ROOT / "Makefile").read_text()
     recipe = re.search(r"^workshop:.*\n((?:\t.*\n)+)", make, re.M)
     assert recipe, "Makefile has no workshop target"
-    assert "-m t2a_lib.workshop --run-dir" in recipe.group(1)
+    assert "-m t2a_lib.feedback.workshop_server --run-dir" in recipe.group(1)
     assert "workshop" in re.search(r"^\.PHONY:(.*)$", make, re.M).group(1)

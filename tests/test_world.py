@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from t2a_lib import world
-from t2a_lib.world import CLASSES, SYNTHS, Event, Scene, WorldConfig, clip_rng, render_scene, sample_scene, synth_event
+from t2a_lib.world import scenes
+from t2a_lib.world.scenes import CLASSES, SYNTHS, Event, Scene, WorldConfig, clip_rng, render_scene, sample_scene, synth_event
 
 SR = 16000
 CFG = WorldConfig()
@@ -58,7 +58,7 @@ def test_at_least_twelve_classes_with_synthesisers():
     assert len(CLASSES) >= 12
     assert len(set(CLASSES)) == len(CLASSES)
     assert set(CLASSES) == set(SYNTHS)
-    assert set(world.TEXTURES) <= set(CLASSES)
+    assert set(scenes.TEXTURES) <= set(CLASSES)
 
 
 @pytest.mark.parametrize("label", CLASSES)
@@ -261,7 +261,7 @@ def test_layouts_place_events_as_named():
             assert overlap > 0.2, f"overlap layout barely overlaps: {fg}"
         elif scene.layout == "background":
             bg = scene.background
-            assert bg is not None and bg.label in world.TEXTURES
+            assert bg is not None and bg.label in scenes.TEXTURES
             assert bg.label not in [e.label for e in fg]
             assert (bg.offset - bg.onset) >= 0.85 * CFG.clip_seconds
             for a, b in zip(fg, fg[1:]):
