@@ -210,7 +210,7 @@ def run(size: str = "auto", peak_tflops: float | None = None, batches=None) -> d
     limit_clip, limit_full, limit_lora = 2 * 200 * flops / peak, 8 * flops / peak, 6 * flops / peak
     out = {"size": size, "device": torch.cuda.get_device_name() if cuda else "cpu", "precision": precision,
            "unet_params": n_params(unet), "latent": list(cfg.latent), "clip_seconds": cfg.clip_seconds,
-           "unet_forward_tflop_per_clip": flops / 1e12, "peak_tflops": round(peak_tflops, 4),
+           "unet_forward_tflop_per_clip": flops / 1e12, "peak_tflops": peak_tflops,
            "peak_source": peak_source, "limit_sampling_s_per_clip_200_steps": limit_clip,
            "limit_dpo_s_per_pair": {"full": limit_full, "lora": limit_lora}, "sampling": [], "dpo": []}
     for b in batches or cfg.sample_batches:
