@@ -12,8 +12,12 @@ Locations are stored relative to the file's folder (``portable_location``) and r
 against it when read (``resolve_location``), so a file means the same from any working folder.
 
 Accepted quirks: a trailing comma after each line (``{...},``), blank lines, and a file holding
-one JSON array of objects. Anything else raises ``ManifestError`` naming the file, the 1-based
-line and the field. Fields we do not know are kept in ``ManifestRecord.extra`` and written back.
+one JSON array of objects. Required fields are ``location`` and ``captions``; ``dataset`` is
+optional (no loader uses it; BATON's released ``test_audiocaps_2label.json`` spells it
+``datasetresult`` on one line). A missing or malformed required field raises ``ManifestError``
+naming the file, the 1-based line and the field. Fields we do not know are kept in
+``ManifestRecord.extra`` and written back; ``read_manifest`` warns once per file and field,
+naming the first line that has it.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-REQUIRED = ("dataset", "location", "captions")
-KNOWN = REQUIRED + ("id", "events", "relation", "feedback", "SED")
+REQUIRED = ("location", "captions")
+KNOWN = ("dataset",) + REQUIRED + ("id", "events", "relation", "feedback", "SED")
+# fields kept in ``extra`` without a warning: Tango's AudioSet label ids (its
+# ``*_with_labels.json``) and what our own writers add (merged votes, a labeller's question)
+QUIET_EXTRA = ("labels", "votes", "labeller", "question")
 
 
 class ManifestError(ValueError):
@@ -38,9 +45,10 @@ class ManifestError(ValueError):
 @dataclass
 class ManifestRecord:
     """One manifest line. ``location`` is resolved against the manifest's folder when read with
-    ``resolve_audio=True``; ``source`` and ``line`` say where the record came from."""
+    ``resolve_audio=True``; ``source`` and ``line`` say where the record came from. ``dataset``
+    is None when the line has none (it is then not written back)."""
 
-    dataset: str
+    dataset: str | None
     location: str
     captions: str
     id: str | None = None
@@ -56,7 +64,9 @@ class ManifestRecord:
         out: dict[str, Any] = {}
         if self.id is not None:
             out["id"] = self.id
-        out.update(dataset=self.dataset, location=self.location, captions=self.captions)
+        if self.dataset is not None:
+            out["dataset"] = self.dataset
+        out.update(location=self.location, captions=self.captions)
         for key in ("events", "relation", "feedback"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -126,7 +136,8 @@ def parse_record(obj: Any, where: str, require_feedback: bool = False) -> Manife
     for key in REQUIRED + (("feedback",) if require_feedback else ()):
         if key not in obj:
             raise ManifestError(f"{where}: missing field '{key}'")
-    rec = ManifestRecord(*(_string(obj, k, where) for k in REQUIRED))
+    dataset = _string(obj, "dataset", where) if obj.get("dataset") is not None else None
+    rec = ManifestRecord(dataset, *(_string(obj, k, where) for k in REQUIRED))
     if obj.get("id") is not None:
         if isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int)):
             raise ManifestError(f"{where}: field 'id' must be a string or integer")
@@ -239,7 +250,22 @@ def read_manifest(
             rec.location = resolve_location(rec.location, path.resolve().parent)
         rec.source, rec.line = str(path), n
         records.append(rec)
+    warn_unknown_fields(records, path)
     return records
+
+
+def warn_unknown_fields(records: list[ManifestRecord], path) -> None:
+    """One warning per field we do not know (``extra``, less ``QUIET_EXTRA``), naming the file,
+    the first line that has it and how many lines do; the records keep it in ``extra``."""
+    lines: dict[str, list[int]] = {}
+    for rec in records:
+        for key in rec.extra:
+            if key not in QUIET_EXTRA:
+                lines.setdefault(key, []).append(rec.line)
+    for key, at in lines.items():
+        more = f" (and {len(at) - 1} more line(s))" if len(at) > 1 else ""
+        warnings.warn(f"{path} line {at[0]}: unknown field {key!r}{more} ignored (no loader "
+                      f"reads it; kept in the record's extra fields)", UserWarning, stacklevel=3)
 
 
 # how far above a file's folder a location may lie and still be written relative to it: a run
