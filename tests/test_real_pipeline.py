@@ -34,3 +34,18 @@ def test_missing_real_weights_say_what_to_fetch(tmp_path):
     assert "empty" in str(err.value)
     with pytest.raises(WeightsNotFoundError):
         pipeline_from_checkpoint(tmp_path / "does-not-exist")
+
+
+def test_tango_layout_samples_tangos_10_24_s_by_default(tmp_path):
+    """Tango's AudioDiffusion.inference draws (B, 8, 256, 16) latents: 1024 mel frames x hop 160 at
+    16 kHz = 10.24 s. The UNet config's leftover sample_size ([8, 4] here, [32, 2] in the real
+    file: 1.28 s) must not set the default."""
+    folder = make_tiny_tango(tmp_path / "ckpt", seed=0)
+    pipe = pipeline_from_checkpoint(folder)
+    assert pipe.latent_shape() == (8, 256, 16)
+    out = pipe(["A man speaks"], num_inference_steps=2, guidance_scale=3.0,
+               generator=torch.Generator().manual_seed(0), progress=False, return_latents=True)
+    assert out.latents.shape == (1, 8, 256, 16)
+    assert out.audios.shape == (1, round(10.24 * 16000)) == (1, 163840)
+    assert np.isfinite(out.audios).all()
+    assert pipe.unet.config.sample_size == [256, 16]

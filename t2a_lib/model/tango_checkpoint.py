@@ -37,6 +37,10 @@ TANGO_UNET_CONFIG = {
                                                "CrossAttnUpBlock2D"],
     "use_linear_projection": True, "upcast_attention": True,
 }
+# Tango's clip: AudioDiffusion.inference draws latents (B, 8, 256, 16), the VAE's 4x-downsampled
+# 1024 mel frames x 64 bins, hop 160 at 16 kHz: 10.24 s. The UNet config's sample_size [32, 2]
+# is a leftover of the Stable Diffusion config it was written from; Tango never reads it.
+TANGO_CLIP_FRAMES = 1024
 
 
 # stabilityai/stable-diffusion-2-1's scheduler, which Tango loads as a DDPMScheduler.
@@ -210,6 +214,7 @@ def load_tango(folder, text_encoder_path=None, unet_config=None) -> dict:
     text_encoder, tokenizer = _t5_encoder(te_dir, te_sd, main_w)
 
     vae, vcfg, vocoder, voc_cfg, voc_form = _vae_and_vocoder(folder, vae_w, vae_config)
+    size_in_config = tango_default_size(unet, vcfg)  # 10.24 s, never the config's leftover
     scheduler, sched_source = _tango_scheduler(folder, main_config.get("scheduler_name"))
 
     if unet.config.in_channels != vae.config.latent_channels:
@@ -224,7 +229,17 @@ def load_tango(folder, text_encoder_path=None, unet_config=None) -> dict:
             "vocoder_config": voc_cfg, "stft": _stft_info(folder),
             "latent_downsampling": 2 ** (len(vcfg["block_out_channels"]) - 1),
             "hop_length": int(np.prod(voc_cfg["upsample_rates"])), "sample_rate": voc_cfg["sampling_rate"],
-            "vocoder_extra_samples": extra_samples(voc_cfg)}
+            "vocoder_extra_samples": extra_samples(voc_cfg), "unet_sample_size_in_config": size_in_config}
     return {"vae": vae.eval(), "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet.eval(),
             "scheduler": scheduler, "vocoder": vocoder.eval(), "scale_factor": float(vcfg["scaling_factor"]),
             "conditioning": "cross_attention", "info": info}
+
+
+def tango_default_size(unet, vae_config: dict):
+    """Set the UNet's ``sample_size`` to Tango's inference latent, ``TANGO_CLIP_FRAMES`` mel frames
+    and 64 mel bins each divided by the VAE's downsampling (256 x 16 for the real VAE), so a
+    pipeline samples Tango's 10.24 s by default; returns the config's own value, for the record."""
+    f = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    in_config = unet.config.sample_size
+    unet.register_to_config(sample_size=[TANGO_CLIP_FRAMES // f, 64 // f])
+    return list(in_config) if isinstance(in_config, (list, tuple)) else in_config
