@@ -12,12 +12,12 @@ pre-training term keeps it from drifting off the data distribution.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from ..model.diffusion import (FineTuneConfig, Shard, TextBank, batch_indices, diffusion_loss, sample_timesteps,
-                               train_loop)
+from ..model.diffusion import (FineTuneConfig, Shard, TextBank, batch_indices, config_key, diffusion_loss,
+                               sample_timesteps, train_loop)
 from ..model.fits import fingerprint, fit_finetuned
 
 
@@ -26,6 +26,9 @@ class BatonConfig(FineTuneConfig):
     pretrain_batch_size: int = 8
     beta: float = 0.25
     min_snr_gamma: float | None = 5.0
+    # "paper": min(SNR, γ)/(SNR+1) for v-prediction; "tango": min(SNR, γ)/SNR, as Tango's training
+    # script computes it and BATON's fine-tuning inherited (t2a_lib.model.diffusion.min_snr_weight)
+    min_snr_weighting: str = "paper"
     p_uncond: float = 0.1
 
 
@@ -37,7 +40,8 @@ def _term(model, scheduler, latents, text: TextBank, idx, g, config, device, sha
     idx = shard(idx)
     x0 = latents[idx].to(device)
     states, mask = (v.to(device) for v in text.batch(idx, drop))
-    return diffusion_loss(model, scheduler, x0, states, mask, noise, t, config.min_snr_gamma)
+    return diffusion_loss(model, scheduler, x0, states, mask, noise, t, config.min_snr_gamma,
+                          config.min_snr_weighting)
 
 
 def train_reward_weighted(unet, scheduler, pre_latents, pre_text: TextBank, fb_latents, fb_text: TextBank,
@@ -59,7 +63,7 @@ def train_reward_weighted(unet, scheduler, pre_latents, pre_text: TextBank, fb_l
 def fit_baton_model(folder, base_unet, scheduler, pre_latents, pre_text, fb_latents, fb_text, rewards,
                     config: BatonConfig, progress: bool = True):
     """Train-or-load (see :func:`t2a_lib.model.fits.fit_finetuned`)."""
-    key = {"config": asdict(config), "feedback": len(fb_latents), "pretrain": len(pre_latents),
+    key = {"config": config_key(config), "feedback": len(fb_latents), "pretrain": len(pre_latents),
            "data": fingerprint(pre_latents, pre_text.states, fb_latents, fb_text.states, torch.as_tensor(rewards))}
     return fit_finetuned(folder, base_unet, key,
                          lambda unet: train_reward_weighted(unet, scheduler, pre_latents, pre_text, fb_latents,

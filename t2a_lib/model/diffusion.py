@@ -6,8 +6,11 @@ For a clean latent x₀, noise ε and timestep t, with ᾱ_t the cumulative sign
     ℓ(x₀) = w(t) · mean_{C,H,W} (f_θ(x_t, t, c) - target)²         (per sample: shape (B,))
 
 with min-SNR weighting w(t) = min(SNR_t, γ)/SNR_t for ε and min(SNR_t, γ)/(SNR_t + 1) for v
-(Hang et al. 2023; BATON uses γ = 5). Every random draw of step s comes from a generator seeded
-by (seed, s), so a resumed run continues exactly where it stopped.
+(Hang et al. 2023; BATON uses γ = 5): ``min_snr_weighting="paper"``, the default. Tango's training
+script (``AudioDiffusion.forward``) divides by SNR_t for v-prediction too, min(SNR_t, γ)/SNR_t,
+and BATON's fine-tuning inherited it: ``min_snr_weighting="tango"`` reproduces that. Every
+random draw of step s comes from a generator seeded by (seed, s), so a resumed run continues
+exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -35,12 +38,21 @@ def snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
     return ac / (1 - ac)
 
 
-def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float | None) -> torch.Tensor:
+MIN_SNR_WEIGHTINGS = ("paper", "tango")
+
+
+def min_snr_weight(scheduler, timesteps: torch.Tensor, gamma: float | None,
+                   weighting: str = "paper") -> torch.Tensor:
+    """w(t) per timestep: 1 without ``gamma``; else min(SNR, γ) over SNR + 1 for v-prediction
+    under ``"paper"``, over SNR otherwise (ε-prediction, or ``"tango"``: Tango's script)."""
+    if weighting not in MIN_SNR_WEIGHTINGS:
+        raise ValueError(f"min_snr_weighting must be one of {MIN_SNR_WEIGHTINGS}, got {weighting!r}")
     s = snr(scheduler, timesteps)
     if gamma is None:
         return torch.ones_like(s)
     clipped = torch.clamp(s, max=gamma)
-    return clipped / (s + 1) if scheduler.config.prediction_type == "v_prediction" else clipped / s
+    v_paper = scheduler.config.prediction_type == "v_prediction" and weighting == "paper"
+    return clipped / (s + 1) if v_paper else clipped / s
 
 
 def noisy_and_target(scheduler, latents, noise, timesteps):
@@ -72,9 +84,10 @@ def mean_square(error: torch.Tensor) -> torch.Tensor:
         return error.float().pow(2).mean(dim=(1, 2, 3))
 
 
-def diffusion_loss(unet, scheduler, latents, states, mask, noise, timesteps, min_snr_gamma=None) -> torch.Tensor:
+def diffusion_loss(unet, scheduler, latents, states, mask, noise, timesteps, min_snr_gamma=None,
+                   min_snr_weighting: str = "paper") -> torch.Tensor:
     """Per-sample (min-SNR weighted) diffusion loss ℓ, shape (B,)."""
-    return min_snr_weight(scheduler, timesteps, min_snr_gamma) * per_sample_mse(
+    return min_snr_weight(scheduler, timesteps, min_snr_gamma, min_snr_weighting) * per_sample_mse(
         unet, scheduler, latents, states, mask, noise, timesteps)
 
 
@@ -102,6 +115,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     p_uncond: float = 0.1  # classifier-free dropout; every row eligible
     min_snr_gamma: float | None = 5.0
+    min_snr_weighting: str = "paper"  # or "tango": min(SNR, γ)/SNR for v too (module docstring)
     high_noise_share: float = 0.3
     grad_clip: float = 1.0
     ema_decay: float | None = None
@@ -119,14 +133,24 @@ class TrainConfig:
     grounding_heads: int = 0
 
     def key(self) -> dict:
-        """The fields that identify a trained model: all of them."""
-        return asdict(self)
+        """The fields that identify a trained model: all of them (``config_key``)."""
+        return config_key(self)
 
     def lr_at(self, step: int) -> float:
         if step < self.warmup:
             return self.lr * (step + 1) / self.warmup
         progress = (step - self.warmup) / max(1, self.steps - self.warmup)
         return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+# fields added after models were trained and cached: left out of a config's key while at their
+# default, so every key (and cached model) from before they existed stays valid
+_LATER_FIELDS = {"min_snr_weighting": "paper"}
+
+
+def config_key(config) -> dict:
+    """``asdict(config)`` less the ``_LATER_FIELDS`` that hold their defaults."""
+    return {k: v for k, v in asdict(config).items() if _LATER_FIELDS.get(k, object()) != v}
 
 
 @dataclass
@@ -175,7 +199,7 @@ def _save_checkpoint(folder: Path, unet, ema, opt, step: int, history: list, con
     if ema is not None:
         save_file({k: v.contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
     torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history, "config": asdict(config)}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history, "config": config_key(config)}))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
@@ -233,7 +257,7 @@ def _resume(ckpt: Path | None, config, unet, opt) -> tuple[int, list, dict | Non
     if ckpt is None or not (ckpt / "state.json").exists():
         return 0, [], None
     state = read_json(ckpt / "state.json", "checkpoint state")
-    if state["config"] != asdict(config):
+    if state["config"] != config_key(config):
         return 0, [], None
     unet.load_state_dict(load_safetensors(ckpt / "unet.safetensors"))
     try:
@@ -326,7 +350,8 @@ def train_unet(unet, scheduler, latents: torch.Tensor, text: TextBank, config: T
         states, mask = (v.to(device) for v in text.batch(idx, drop))
         if shard.world > 1:
             x0, noise, t, states, mask = (shard(v) for v in (x0, noise, t, states, mask))
-        loss = diffusion_loss(model, scheduler, x0, states, mask, noise, t, config.min_snr_gamma).mean()
+        loss = diffusion_loss(model, scheduler, x0, states, mask, noise, t, config.min_snr_gamma,
+                              config.min_snr_weighting).mean()
         if timeline is None:
             return loss, {}
         # a second pass on pure noise: with no content in the latent to follow, attention can only

@@ -172,7 +172,15 @@ def event_f1(reference_events: Sequence[Event | dict], estimated_events: Sequenc
     """Event-based F1 for one clip: onset-only collar (sed_eval EventBasedMetrics with
     ``evaluate_offset=False``, t_collar=0.2), one-to-one matching within each label by maximum
     bipartite matching (``linear_sum_assignment``; disallowed pairs outside the collar, ties broken
-    by least total onset distance). Undefined ratios (no events) are 0.0, as in sed_eval."""
+    by least total onset distance).
+
+    Undefined ratios: here precision is 0.0 when nothing was detected (tp + fp = 0), recall 0.0
+    when nothing was to be found (tp + fn = 0), and F1 0.0 whenever tp = 0, so every clip has a
+    number and corpus means stay defined (an empty detection on a clip with events counts as a
+    miss, and spurious detections on an empty clip count against it). sed_eval (0.2.x,
+    ``sed_eval.metric.precision`` / ``recall``) returns NaN for those ratios instead, its F-measure
+    is then NaN too (0.0 only when precision and recall are both 0), and its class-wise averages
+    skip them with ``nanmean``. The counts tp / fp / fn are the same in both."""
     return _f1_from_counts(*_event_counts(reference_events, estimated_events, collar))
 
 

@@ -184,7 +184,8 @@ def _to_probs(x: np.ndarray, form: str, name: str) -> np.ndarray:
 
 def kl_divergence(p_ref: Any, p_gen: Any, ids_ref: Sequence | None = None,
                   ids_gen: Sequence | None = None, direction: str = "ref||gen",
-                  form: str = "softmax", per_clip: bool = False) -> float | np.ndarray:
+                  form: str = "softmax", per_clip: bool = False,
+                  eps: float | None = None) -> float | np.ndarray:
     """KL divergence between classifier outputs of paired clips (rows = clips, columns = classes).
 
     direction: "ref||gen" (default; AudioLDM's toolkit / AudioCraft: ``Σ_c p_ref log(p_ref/p_gen)``)
@@ -196,6 +197,12 @@ def kl_divergence(p_ref: Any, p_gen: Any, ids_ref: Sequence | None = None,
     divergence (≥ 0). The anchors' "sigmoid KL" feeds unnormalised sigmoid outputs to a
     categorical KL, which is not a divergence and can go negative; it is deliberately not offered.
     Probabilities are clamped at EPS = 1e-12 before taking logs.
+    eps: None (default: the clamping above), or audioldm_eval's smoothing, so numbers line up with
+    the tables made with it (AudioLDM, Tango, Tango 2, BATON): ``Σ_c p log(p / (q + eps))`` with
+    p unclamped (0 log 0 = 0), q the second distribution of ``direction``, summed over classes and
+    averaged over clips. audioldm_eval (``metrics/kl.py``, EPS = 1e-6) computes
+    ``kl_div(log(softmax(gen) + EPS), softmax(ref), reduction="sum") / n_clips``: our
+    ``direction="ref||gen", form="softmax", eps=1e-6``. Its "sigmoid" KL is not offered (above).
     With ids, rows are paired by id (the same set of unique ids on both sides), else by position.
     Returns the mean over clips, or the per-clip array (ordered like ``p_ref``) if ``per_clip``.
     """
@@ -212,13 +219,26 @@ def kl_divergence(p_ref: Any, p_gen: Any, ids_ref: Sequence | None = None,
     p, q = _to_probs(a, form, "p_ref"), _to_probs(b, form, "p_gen")
     if direction == "gen||ref":
         p, q = q, p
-    if form == "sigmoid":
+    if eps is not None:
+        kl = _kl_smoothed(p, q, eps, form)
+    elif form == "sigmoid":
         p, q = np.clip(p, EPS, 1 - EPS), np.clip(q, EPS, 1 - EPS)
         kl = (p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))).sum(axis=1)
     else:
         p, q = np.clip(p, EPS, 1.0), np.clip(q, EPS, 1.0)
         kl = (p * np.log(p / q)).sum(axis=1)
     return kl if per_clip else float(kl.mean())
+
+
+def _kl_smoothed(p: np.ndarray, q: np.ndarray, eps: float, form: str) -> np.ndarray:
+    """Per-row ``Σ_c p log(p / (q + eps))`` (audioldm_eval's smoothing); 0 log 0 counts 0."""
+    if form == "sigmoid":
+        raise ValueError("eps (audioldm_eval's smoothing) applies to categorical KL (form 'softmax' or "
+                         "'probs'); its sigmoid variant is not a divergence and is not offered")
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0) / (q + eps)), 0.0)
+    return terms.sum(axis=1)
 
 
 # ----------------------------------------------------------------------------- IS and CLAP score
