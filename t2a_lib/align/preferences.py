@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..audio.wav import write_wav
-from ..world.captions import CaptionError, GrammarPerturber, Perturber, parse_caption
+from ..world.captions import FREE_KIND, CaptionError, GrammarPerturber, Perturber, caption_kind, parse_caption
 from ..evaluate.evaluation import KIND_ORDER
 from ..audio.features import waves_to_mel
 from ..scoring.scorers import judge_clips, require_role
@@ -57,13 +57,14 @@ class PreferenceConfig:
 
 def seed_prompts(records, n: int, seed: int = 0) -> list[str]:
     """Distinct training captions, stratified by relation kind (Tango 2 clustered AudioCaps
-    captions with K-means; the world's relation kinds are its clusters)."""
+    captions with K-means; the world's relation kinds are its clusters). Free-form captions of
+    real data (``captions.caption_kind``: "free") form one more stratum, drawn after the world's."""
     rng = np.random.default_rng(seed)
     by_kind: dict[str, list[str]] = {}
     for r in records:
-        by_kind.setdefault(parse_caption(r.captions).kind, []).append(r.captions)
+        by_kind.setdefault(caption_kind(r.captions), []).append(r.captions)
     pools = {k: list(dict.fromkeys(v[i] for i in rng.permutation(len(v)))) for k, v in by_kind.items()}
-    out, kinds = [], [k for k in KIND_ORDER if k in pools]
+    out, kinds = [], [k for k in KIND_ORDER + [FREE_KIND] if k in pools]
     while len(out) < n and any(pools[k] for k in kinds):
         for k in kinds:
             if pools[k] and len(out) < n:
@@ -90,9 +91,13 @@ def plan_clips(prompts: list[str], config: PreferenceConfig, perturber: Perturbe
         clips += [Clip(f"p{p}_s11_{k}", prompt, prompt, "S1.1", base + k, s) for k, s in enumerate(config.s11_steps)]
         clips += [Clip(f"p{p}_s12_{k}", prompt, prompt, "S1.2", base + 10 + k, config.steps)
                   for k in range(config.s12_seeds)]
-        spec = parse_caption(prompt)
-        variants = [("S2", c) for c in perturber(prompt, "swap", config.s2_perturbations, rng)]
-        if spec.is_temporal:
+        try:
+            spec = parse_caption(prompt)
+        except CaptionError:  # free text of real data: no S3; S2 only from a perturber that reads it
+            spec = None
+        variants = [] if spec is None and isinstance(perturber, GrammarPerturber) else \
+            [("S2", c) for c in perturber(prompt, "swap", config.s2_perturbations, rng)]
+        if spec is not None and spec.is_temporal:
             kinds = [k for k in ("reorder", "add", "drop") if k != "add" or len(spec.labels) < 3]
             for j in range(config.s3_perturbations):
                 try:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..world.captions import parse_caption
+from ..world.captions import FREE_KIND, caption_kind
 from ..audio.features import waves_to_mel
 from ..scoring.metrics import bootstrap_ci
 from ..scoring.cache import content_key
@@ -154,12 +154,13 @@ def build_eval_sets(run_dir, n_temporal: int, n_other_per_kind: int, n_integrity
     rng = np.random.default_rng([seed, EVAL_STREAM])
     by_kind: dict[str, dict[str, str]] = {}
     for r in test:
-        by_kind.setdefault(parse_caption(r.captions).kind, {}).setdefault(r.captions, r.id)
+        by_kind.setdefault(caption_kind(r.captions), {}).setdefault(r.captions, r.id)
     temporal_kinds = [k for k in KIND_ORDER if k in ("then", "followed", "before", "after")]
+    kinds = KIND_ORDER + [FREE_KIND]  # free-form captions of real data: n_other_per_kind of them
     pools = {k: [list(by_kind.get(k, {}).items())[i] for i in rng.permutation(len(by_kind.get(k, {})))]
-             for k in KIND_ORDER}
+             for k in kinds}
     rows = []
-    for k in KIND_ORDER:
+    for k in kinds:
         if k in temporal_kinds:  # as even as the kinds allow, n_temporal in all
             share = [len(pools[t]) for t in temporal_kinds]
             take = _even_split(n_temporal, share)[temporal_kinds.index(k)]

@@ -198,6 +198,19 @@ def parse_caption(caption: str) -> CaptionSpec:
     return CaptionSpec((_phrase(text, _GERUND, caption),), "single", bg)
 
 
+FREE_KIND = "free"  # the kind of a caption outside the grammar (real data: "a man speaks")
+
+
+def caption_kind(caption: str) -> str:
+    """The relation kind of a grammar caption (``CaptionSpec.kind``), or ``FREE_KIND`` for a
+    free-form caption the grammar cannot read, as external manifests (AudioCaps) hold. For
+    grouping prompts by kind; :func:`parse_caption` itself stays strict."""
+    try:
+        return parse_caption(caption).kind
+    except CaptionError:
+        return FREE_KIND
+
+
 def word_labels(caption: str) -> list[str | None]:
     """For each word of a caption (words and commas, as the world tokenizer splits them), the
     class whose phrase it belongs to, or None ("then", "with", ...). Longest phrases match first."""
