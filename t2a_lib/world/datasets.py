@@ -125,6 +125,14 @@ def build_world(out_dir, n_train: int, n_val: int, n_test: int, seed: int = 0,
     return info
 
 
+EXTERNAL_HOW_TO = ("For AudioCaps as Tango reads it, fetch declare-lab/tango's data/valid_audiocaps.json and "
+                   "test_audiocaps_subset.json, a train file in that layout (e.g. Hannieliao/Baton's "
+                   "data/Audiocaps/train_audiocaps.json; JSON lines: location, captions, dataset optional) "
+                   "and the AudioCaps clips as 16 kHz wavs; put each clip at its line's "
+                   "'location' (absolute, or relative to the manifest's folder) and pass "
+                   "external_manifests={train: ..., val: ..., test: ...}")
+
+
 def use_external(out_dir, manifests: dict[str, str]) -> dict:
     """Make ``out_dir`` the world of real data: every row of each split's manifest validated (its
     audio read; an error names the manifest and line), then the manifests copied to
@@ -137,6 +145,9 @@ def use_external(out_dir, manifests: dict[str, str]) -> dict:
     missing = [s for s in SPLITS if s not in (manifests or {})]
     if missing:
         raise ManifestError(f"external_manifests lacks {', '.join(missing)} (give train, val and test)")
+    absent = [f"{s}: {manifests[s]}" for s in SPLITS if not Path(manifests[s]).is_file()]
+    if absent:
+        raise FileNotFoundError(f"external_manifests: no manifest at {'; '.join(absent)}. {EXTERNAL_HOW_TO}")
     (out_dir / "world.json").unlink(missing_ok=True)  # an old world stops being the world now
     splits, problems, h = {}, [], hashlib.sha256()
     for split in SPLITS:
@@ -152,7 +163,8 @@ def use_external(out_dir, manifests: dict[str, str]) -> dict:
                 problems.append(f"{r.source} line {r.line}: {e}")
     if problems:
         shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
-        raise ManifestError(f"{len(problems)} bad row(s) in the external manifests:\n  " + "\n  ".join(shown))
+        raise ManifestError(f"{len(problems)} bad row(s) in the external manifests:\n  " + "\n  ".join(shown)
+                            + f"\n{EXTERNAL_HOW_TO}")
     for split, records in splits.items():
         write_manifest(out_dir / f"{split}.jsonl", records)
     info = {"source": "external", "key": h.hexdigest()[:16], "manifests": {s: str(Path(p).resolve())
