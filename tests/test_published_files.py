@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 
-from t2a_lib.audio.manifest import ManifestError, read_manifest, write_manifest
+from t2a_lib.audio.manifest import ManifestError, ManifestRecord, read_manifest, write_manifest
 
 CAPTIONS = ["a man speaks", "Water trickling with man speaking", "A woman talks as a baby cries",
             "A helicopter flying as a man talks in the background"]
@@ -91,6 +91,8 @@ def test_dataset_is_optional_and_stays_absent_when_written_back(tmp_path):
     assert recs[0].dataset is None
     write_manifest(tmp_path / "out.json", recs)
     assert json.loads((tmp_path / "out.json").read_text()) == {"location": "a.wav", "captions": "a man speaks"}
+    through_pandas = ManifestRecord(float("nan"), "a.wav", "a man speaks")  # a None cell read back as NaN
+    assert through_pandas.to_dict() == {"location": "a.wav", "captions": "a man speaks"}
 
 
 @pytest.mark.parametrize("obj, field", [

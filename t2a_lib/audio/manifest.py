@@ -64,7 +64,7 @@ class ManifestRecord:
         out: dict[str, Any] = {}
         if self.id is not None:
             out["id"] = self.id
-        if self.dataset is not None:
+        if isinstance(self.dataset, str):  # absent: None (or NaN, through a pandas table)
             out["dataset"] = self.dataset
         out.update(location=self.location, captions=self.captions)
         for key in ("events", "relation", "feedback"):
