@@ -49,3 +49,23 @@ def test_tango_layout_samples_tangos_10_24_s_by_default(tmp_path):
     assert out.audios.shape == (1, round(10.24 * 16000)) == (1, 163840)
     assert np.isfinite(out.audios).all()
     assert pipe.unet.config.sample_size == [256, 16]
+
+
+def test_the_real_configs_leftover_sample_size_is_replaced():
+    """Tango's published UNet config says sample_size [32, 2]: read as the clip, 32 latent frames
+    x 4 (the VAE) x hop 160 / 16 kHz = 1.28 s. Tango's inference uses 256 x 16: 10.24 s."""
+    from types import SimpleNamespace
+
+    from t2a_lib.model.tango_checkpoint import TANGO_UNET_CONFIG, tango_default_size
+
+    class Stub:
+        config = SimpleNamespace(sample_size=TANGO_UNET_CONFIG["sample_size"])
+
+        def register_to_config(self, **kw):
+            self.config = SimpleNamespace(**{**vars(self.config), **kw})
+
+    unet = Stub()
+    assert unet.config.sample_size[0] * 4 * 160 / 16000 == 1.28  # the bug this guards against
+    assert tango_default_size(unet, {"block_out_channels": [128, 256, 512]}) == [32, 2]  # AudioLDM's VAE
+    assert unet.config.sample_size == [256, 16]
+    assert unet.config.sample_size[0] * 4 * 160 / 16000 == 10.24
