@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..audio.wav import write_wav
-from ..world.captions import FREE_KIND, CaptionError, GrammarPerturber, Perturber, caption_kind, parse_caption
+from ..world.captions import FREE_KIND, CaptionError, GrammarPerturber, Perturber, caption_kind, parse_caption_or_none
 from ..evaluate.evaluation import KIND_ORDER
 from ..audio.features import waves_to_mel
 from ..scoring.scorers import judge_clips, require_role
@@ -91,10 +91,8 @@ def plan_clips(prompts: list[str], config: PreferenceConfig, perturber: Perturbe
         clips += [Clip(f"p{p}_s11_{k}", prompt, prompt, "S1.1", base + k, s) for k, s in enumerate(config.s11_steps)]
         clips += [Clip(f"p{p}_s12_{k}", prompt, prompt, "S1.2", base + 10 + k, config.steps)
                   for k in range(config.s12_seeds)]
-        try:
-            spec = parse_caption(prompt)
-        except CaptionError:  # free text of real data: no S3; S2 only from a perturber that reads it
-            spec = None
+        spec = parse_caption_or_none(prompt)  # None for free text of real data: no S3; S2 only from a
+        # perturber that reads it
         variants = [] if spec is None and isinstance(perturber, GrammarPerturber) else \
             [("S2", c) for c in perturber(prompt, "swap", config.s2_perturbations, rng)]
         if spec is not None and spec.is_temporal:

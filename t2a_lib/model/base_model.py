@@ -24,7 +24,7 @@ from transformers import T5EncoderModel
 
 from ..scoring.audiotext import AudioTextConfig, AudioTextModel, evaluate_audiotext, train_audiotext
 from .autoencoder import VAETrainConfig, calibrate_scaling, train_vae
-from ..world.captions import TEMPORAL, CaptionError, parse_caption, word_labels
+from ..world.captions import TEMPORAL, parse_caption_or_none, word_labels
 from .components import MiniTangoConfig, make_sample_scheduler, make_train_scheduler, make_unet, make_vae
 from .diffusion import TextBank, TrainConfig, train_unet
 from .fits import claim_folder, fingerprint
@@ -181,11 +181,8 @@ def text_bank(text_encoder, tokenizer, captions: list[str], batch_size: int = 25
 
 def _temporal_spec(caption: str):
     """The caption's spec when it is a temporal grammar caption, else None (AudioCaps: no known order)."""
-    try:
-        spec = parse_caption(caption)
-    except CaptionError:
-        return None
-    return spec if spec.is_temporal else None
+    spec = parse_caption_or_none(caption)
+    return spec if spec is not None and spec.is_temporal else None
 
 
 def event_word_states(text_encoder, tokenizer, captions: list[str]):

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from .audiotext import AudioTextConfig, AudioTextModel
-from ..world.captions import CaptionError, parse_caption
+from ..world.captions import parse_caption_or_none
 from .detector import DetectorConfig, DetectorOutput, EventDetector
 from .event_metrics import order_correct, order_margin, presence, presence_probability
 
@@ -158,10 +158,7 @@ def score_clips(family: Scorers, mels: torch.Tensor, captions: list[str], ids: l
     classes, hop = family.detector.config.classes, family.detector.config.hop_seconds
     rows = []
     for i, (cap, est) in enumerate(zip(captions, detected)):
-        try:
-            spec = parse_caption(cap)
-        except CaptionError:
-            spec = None  # a free-form caption: CLAP score only
+        spec = parse_caption_or_none(cap)  # None for a free-form caption: CLAP score only
         row = {"id": ids[i] if ids else i, "caption": cap, "clap": float(clap[i]),
                "detected": [e.label for e in sorted(est, key=lambda e: e.onset)]}
         if spec is not None:

@@ -201,14 +201,20 @@ def parse_caption(caption: str) -> CaptionSpec:
 FREE_KIND = "free"  # the kind of a caption outside the grammar (real data: "a man speaks")
 
 
+def parse_caption_or_none(caption: str) -> CaptionSpec | None:
+    """:func:`parse_caption`, or None for a free-form caption the grammar cannot read, as external
+    manifests (AudioCaps) hold; :func:`parse_caption` itself stays strict."""
+    try:
+        return parse_caption(caption)
+    except CaptionError:
+        return None
+
+
 def caption_kind(caption: str) -> str:
     """The relation kind of a grammar caption (``CaptionSpec.kind``), or ``FREE_KIND`` for a
-    free-form caption the grammar cannot read, as external manifests (AudioCaps) hold. For
-    grouping prompts by kind; :func:`parse_caption` itself stays strict."""
-    try:
-        return parse_caption(caption).kind
-    except CaptionError:
-        return FREE_KIND
+    free-form caption: for grouping prompts by kind."""
+    spec = parse_caption_or_none(caption)
+    return FREE_KIND if spec is None else spec.kind
 
 
 def word_labels(caption: str) -> list[str | None]:
@@ -320,11 +326,8 @@ def perturbation_demo(caption_list, rng: np.random.Generator, limit: int = 12,
     a kind that does not apply to a caption (``add`` to three events) shows as "—"."""
     perturber, rows = perturber or GrammarPerturber(), []
     for caption in caption_list:
-        try:
-            spec = parse_caption(caption)
-        except CaptionError:  # a real caption, not the grammar's
-            continue
-        if not spec.is_temporal:
+        spec = parse_caption_or_none(caption)
+        if spec is None or not spec.is_temporal:  # a real caption, or not temporal
             continue
         for kind in PERTURBATIONS:
             try:
