@@ -10,14 +10,12 @@ Usage: python scripts/safeguard_check.py RUN_DIR   (a `beyond` run: models/dpo a
 """
 import sys
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
 
 from t2a_lib.align import dpo, preferences
-from t2a_lib.audio.features import waves_to_mel
-from t2a_lib.evaluate import evaluation, reproduce
+from t2a_lib.evaluate import claims, evaluation, reproduce
 from t2a_lib.model import base_model, tango
 from t2a_lib.scoring import scorers
 from t2a_lib.world.datasets import load_split
@@ -37,25 +35,16 @@ def judged_tables(run: str, prompts: list[str]) -> dict[str, list[pd.DataFrame]]
         for f in fs:
             pipe = base if f is None else dpo.with_unet(base, tango.load_unet(f))
             t0 = time.time()
-            waves = evaluation.generate(pipe, prompts, SAMPLE_SEED, STEPS, GUIDANCE, progress=False, output="audio")
-            tables.setdefault(model_id, []).append(scorers.judge_clips(judges, waves_to_mel(waves), prompts).table)
+            judged, _ = evaluation.judge_model(pipe, judges, prompts, SAMPLE_SEED, STEPS, GUIDANCE, progress=False)
+            tables.setdefault(model_id, []).append(judged.table)
             print(f"{model_id} {f or ''}: {time.time() - t0:.0f} s", flush=True)
     return tables
 
 
-def per_prompt(tables: list[pd.DataFrame], measure: str) -> np.ndarray:
-    """The seeds' mean per prompt (order: NaN on non-temporal prompts, skipped)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN prompts stay NaN
-        return np.nanmean(np.stack([t[measure].to_numpy(float) for t in tables]), axis=0)
-
-
-def paired(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> str:
-    keep = ~(np.isnan(a) | np.isnan(b))
-    d = a[keep] - b[keep]
-    rng = np.random.default_rng(seed)
-    boot = [d[rng.integers(0, len(d), len(d))].mean() for _ in range(n_boot)]
-    return f"{d.mean():+.4f} [{np.percentile(boot, 2.5):+.4f}, {np.percentile(boot, 97.5):+.4f}] n={len(d)}"
+def effect(a: list[pd.DataFrame], b: list[pd.DataFrame], measure: str) -> str:
+    """``a`` − ``b`` paired by prompt, seeds pooled, as the claims table computes it."""
+    e = claims.paired_effect(claims.pooled_values(a, measure), claims.pooled_values(b, measure), n_boot=2000)
+    return f"{e['difference']:+.4f} [{e['low']:+.4f}, {e['high']:+.4f}] n={e['n']}"
 
 
 if __name__ == "__main__":
@@ -63,7 +52,7 @@ if __name__ == "__main__":
     prompts = preferences.seed_prompts(load_split(f"{run}/world", "val"), N_PROMPTS, PROMPT_SEED)
     tables = judged_tables(run, prompts)
     for m in MEASURES:
-        means = {k: np.nanmean(per_prompt(v, m)) for k, v in tables.items()}
+        means = {k: np.nanmean(claims.pooled_values(v, m)) for k, v in tables.items()}
         print(f"{m}: " + "  ".join(f"{k} {v:.4f}" for k, v in means.items()))
         for a, b in (("dpo", "base"), ("dpo_safe", "base"), ("dpo_safe", "dpo")):
-            print(f"  {a} − {b}: {paired(per_prompt(tables[a], m), per_prompt(tables[b], m))}")
+            print(f"  {a} − {b}: {effect(tables[a], tables[b], m)}")
