@@ -95,7 +95,7 @@ eval_other_per_kind = 24  # held-out prompts of each other kind (single, backgro
 eval_integrity = 200  # BATON Integrity evaluation prompts
 eval_temporal_baton = 200  # BATON Temporal evaluation prompts
 eval_output = "audio"  # judge vocoded audio ("audio"), what people hear, or the VAE's log-mels ("mel")
-n_agreement = 96  # clips judged both ways, to check that judging the mel gives the vocoded audio's verdicts
+n_agreement = 96  # clips judged both ways, to check that judging the mel gives the vocoded audio's verdicts (0: no check)
 
 # %%
 import json
@@ -328,25 +328,20 @@ for (_, row), w in zip(jd.table.iterrows(), demo_audio):
 #
 # The judges read a log-mel. Evaluation judges the vocoded audio, what a listener hears
 # (`eval_output = "audio"`). Judging the VAE's decoded log-mel directly would skip the vocoder
-# and save about a fifth of the sampling time; the table below judges `n_agreement` clips both
-# ways, and shows how often the verdicts agree and how the rates differ: the vocoder loses
-# events the mel still holds, so the mel is the more lenient judge.
+# and save about a fifth of the sampling time; with `n_agreement` > 0 (the `full`, `scratch` and
+# `smoke` profiles) the table below judges that many clips both ways, and shows how often the
+# verdicts agree and how the rates differ: the vocoder loses events the mel still holds, so the
+# mel is the more lenient judge.
 
 # %%
 t0 = time.time()
 sets = evaluation.build_eval_sets(run_dir, eval_temporal, eval_other_per_kind, eval_integrity, eval_temporal_baton,
                                   seed=seed)
 print({name: len(t) for name, t in sets.items()}, "evaluation prompts; kinds:", sets["tango"].kind.value_counts().to_dict())
-check_prompts = sets["tango"].prompt.tolist()[:: max(1, len(sets["tango"]) // n_agreement)][:n_agreement]
-check = pipe(check_prompts, num_inference_steps=sample_steps, guidance_scale=guidance, progress=False,
-             generator=torch.Generator().manual_seed(evaluation.sample_seed(run_dir)))  # the same clips, both ways
-via = {"audio": scorers.judge_clips(judges, waves_to_mel(check.audios), check_prompts).table,
-       "mel": scorers.judge_clips(judges, torch.from_numpy(check.mels), check_prompts).table}
-agreement = {m: float((via["audio"][m] == via["mel"][m]).mean()) for m in ("all_present",)}
-agreement["order (temporal prompts)"] = float((via["audio"].order == via["mel"].order)[via["audio"].order.notna()].mean())
-agreement.update({f"{m} rate ({out})": float(via[out][m].mean()) for m in ("presence", "all_present", "order")
-                  for out in via})
-display(pd.DataFrame([agreement]).T.rename(columns={0: "judged mel vs vocoded audio"}).style.format("{:.3f}"))
+agreement = evaluation.mel_vs_audio_agreement(pipe, judges, sets["tango"].prompt.tolist(), n_agreement,
+                                              sample_steps, guidance, evaluation.sample_seed(run_dir))
+if agreement:
+    display(pd.DataFrame([agreement]).T.rename(columns={0: "judged mel vs vocoded audio"}).style.format("{:.3f}"))
 # sampled as notebooks 04-07 sample the base where the cache lacks it (in `workers` processes), so
 # the cached clips are the same whichever notebook computed them (thread counts change the last bits)
 evaluation.sample_models(run_dir, [None], "tango", sample_steps, guidance, eval_output, workers)

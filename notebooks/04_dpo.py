@@ -35,7 +35,9 @@
 # with `n_seeds` seeds, so the claims table can show whether a verdict holds across seeds.
 # Baselines: **SFT on winners** (the plain diffusion loss on chosen samples), and TangoFlux's
 # **CRPO**: each round samples $N$ clips per prompt from the *current* model, the ranker's best
-# against its worst, trained with $\mathcal{L}_\text{DPO} + \ell(x^w)$.
+# against its worst, trained with $\mathcal{L}_\text{DPO} + \ell(x^w)$. The baselines answer the
+# DPO − SFT and CRPO − DPO rows (`with_sft`, `with_crpo`: on in the `full`, `scratch` and `beyond`
+# profiles, off in `default`, which keeps to its 30-minute budget).
 #
 # **Choosing β, the learning rate and the steps.** With `sweep_*` lists set (the `scratch` and
 # `gpu` profiles), each value is tried with the others fixed, and the candidates are scored on
@@ -70,6 +72,8 @@ sweep_lr = []  # learning rates to try (empty: no sweep)
 sweep_beta = []
 sweep_steps = []
 sweep_prompts = 64  # validation prompts the rankers score each candidate on
+with_sft = True  # also train SFT on the ranked winners ("sft": the DPO − SFT row)
+with_crpo = True  # also train CRPO, online rounds ("crpo": the CRPO − DPO row)
 crpo_rounds = 1
 crpo_prompts = 32
 crpo_samples = 4
@@ -150,11 +154,13 @@ for k in range(n_seeds):
     cfg = dpo.DPOConfig(steps=dpo_steps, beta=beta, lr=lr, sft_first_steps=sft_first_steps, seed=seed + k, **common)
     for model_id, pair_set in (("dpo", "preferences"), ("gold", "gold")):
         jobs[model_id, k] = (dpo.fit_from_run, run_dir, reproduce.model_dir(run_dir, model_id, k), cfg, pair_set)
-jobs["crpo", 0] = (dpo.fit_crpo_from_run, run_dir, reproduce.model_dir(run_dir, "crpo"), crpo_pool, crpo_rounds,
-                   crpo_samples, dpo.DPOConfig(steps=crpo_steps, beta=beta, lr=lr, seed=seed, **common), sample_steps,
-                   guidance)
-jobs["sft", 0] = (dpo.fit_from_run, run_dir, reproduce.model_dir(run_dir, "sft"),
-                  dpo.DPOConfig(steps=dpo_steps, lr=lr, loss="sft", seed=seed, **common), "preferences")
+if with_crpo:
+    jobs["crpo", 0] = (dpo.fit_crpo_from_run, run_dir, reproduce.model_dir(run_dir, "crpo"), crpo_pool, crpo_rounds,
+                       crpo_samples, dpo.DPOConfig(steps=crpo_steps, beta=beta, lr=lr, seed=seed, **common),
+                       sample_steps, guidance)
+if with_sft:
+    jobs["sft", 0] = (dpo.fit_from_run, run_dir, reproduce.model_dir(run_dir, "sft"),
+                      dpo.DPOConfig(steps=dpo_steps, lr=lr, loss="sft", seed=seed, **common), "preferences")
 guarded = dict(safeguard=True, safeguard_mu=safeguard_mu)
 for k in range(n_seeds if safeguard else 0):
     cfg = dpo.DPOConfig(steps=dpo_steps, beta=beta, lr=lr, sft_first_steps=sft_first_steps, seed=seed + k, **common,
@@ -164,10 +170,11 @@ for name, extra in (("plain", {}), ("safeguarded", guarded)) if drift else ():
     cfg = dpo.DPOConfig(steps=dpo_steps, beta=beta, lr=drift_lr, seed=seed, **common, **extra)
     jobs[f"drift_{name}", 0] = (dpo.fit_from_run, run_dir, run_dir / "models" / "drift" / name, cfg, "preferences")
 histories = parallel.run_fine_tunes(jobs, workers)
-crpo_log = histories.pop(("crpo", 0))
+crpo_log = histories.pop(("crpo", 0), [])
 drift_runs = {m.removeprefix("drift_"): histories.pop((m, k)) for m, k in list(histories) if m.startswith("drift_")}
 timings["train"] = time.time() - t0
-display(pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in crpo_log]).assign(model="CRPO"))
+if crpo_log:
+    display(pd.DataFrame([{k: v for k, v in r.items() if k != "history"} for r in crpo_log]).assign(model="CRPO"))
 
 # %%
 smooth = lambda s: s.rolling(20, min_periods=1).mean()  # noqa: E731
@@ -236,7 +243,7 @@ if drift_runs:
 
 # %%
 t0 = time.time()
-fine_tuned = ["dpo", "gold", "sft", "crpo"] + (["dpo_safe"] if safeguard else [])
+fine_tuned = ["dpo", "gold"] + ["sft"] * with_sft + ["crpo"] * with_crpo + ["dpo_safe"] * safeguard
 judged, samples = evaluation.evaluate_models(run_dir, base, judges, fine_tuned, "tango", sample_steps, guidance,
                                             eval_output, workers)
 tables = {m: [j.table for j in js] for m, js in judged.items()}

@@ -23,7 +23,8 @@
 # The feedback term is maximum likelihood on the clips that were accepted (weighted by how
 # much); the pre-training term keeps the model near the data. Rewards are the labels of
 # notebook 05 (**HD**, 0/1), the reward model's scores on more audio (**RD**, in $[0, 1]$), or
-# both (**HD+RD**, BATON's best). Each trains with `n_seeds` seeds. Judged on the run's
+# both (**HD+RD**, BATON's best). Each trains with `n_seeds` seeds; RD alone with `with_rd` (on in
+# the `full`, `scratch` and `beyond` profiles, off in `default`). Judged on the run's
 # BATON evaluation prompts (notebook 02): all present on Integrity, order on Temporal.
 #
 # **Diffusion-KTO on the same labels** (`with_kto`; off by default, on in the `beyond` profile). BATON's
@@ -54,6 +55,7 @@ guidance = 3.0
 eval_output = "audio"
 n_boot = 1000
 workers = 1  # > 1: fine-tune and sample in that many processes (one thread each on 2 cores)
+with_rd = True  # also train BATON on the reward model's labels alone ("baton_rd"; HD and HD+RD always train)
 with_kto = False  # also train Diffusion-KTO on the HD and HD+RD labels ("kto_hd", "kto_hd_rd")
 kto_beta = 1000.0
 kto_lr = 2e-5  # our DPO's learning rate: the same loss scale (module t2a_lib.feedback.kto)
@@ -106,7 +108,8 @@ print({claims.MODEL_NAMES[m]: {"clips": len(data[m][0]), "mean reward": round(fl
 t0 = time.time()
 precision = "bf16" if torch.cuda.is_available() else "no"
 jobs = {}
-for model_id in baton.FEEDBACK:
+trained = [m for m in baton.FEEDBACK if with_rd or m != "baton_rd"]
+for model_id in trained:
     for k in range(n_seeds):
         cfg = baton.BatonConfig(steps=steps, batch_size=batch_size, pretrain_batch_size=pretrain_batch_size, lr=lr,
                                 beta=beta, seed=seed + k, mixed_precision=precision)
@@ -163,7 +166,7 @@ if kto_histories:
 
 # %%
 t0 = time.time()
-fine_tuned = list(baton.FEEDBACK) + (list(kto.KTO_MODELS) if with_kto else [])
+fine_tuned = trained + (list(kto.KTO_MODELS) if with_kto else [])
 judged, samples = evaluation.evaluate_models(run_dir, base, judges, fine_tuned, "baton", sample_steps, guidance,
                                             eval_output, workers)
 tables = {m: [j.table for j in js] for m, js in judged.items()}

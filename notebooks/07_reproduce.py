@@ -58,7 +58,7 @@ sample_steps = 10
 guidance = 3.0
 eval_output = "audio"
 n_boot = 1000
-ablations = True  # train Tango 2's ablations (DPO without S1; without S2 and S3) here
+ablations = True  # train Tango 2's ablations (DPO without S1; without S2 and S3) here (off in `default`, on in `full`)
 workers = 1  # > 1: train the ablations and sample the models in that many processes (one thread each)
 n_listen = 3  # held-out prompts in the report's listening section
 

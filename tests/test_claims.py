@@ -125,3 +125,30 @@ def test_a_claim_without_its_per_clip_column_is_not_measured():
     gapped = t.assign(**{claims.GAP_PREFIX + "clap": [0.2, -0.3]})
     row = answer(claim, {"dpo": [gapped], "base": [t]}, n_boot=200)
     assert row["difference"] == pytest.approx(-0.35)  # mean of (0.2 − 0.5, −0.3 − 0.1)
+
+
+def test_models_default_leaves_out_are_named_with_the_switch_and_profile_that_train_them():
+    """Each switch is off in `default` and on in the profile named, and a row missing such a model
+    says where it is measured."""
+    import papermill
+    import yaml
+
+    from t2a_lib.run.profiles import PROFILES_DIR, ROOT
+
+    def switch_in(profile: str, stem: str, key: str) -> bool:
+        declared = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"))[key]["default"]
+        entry = yaml.safe_load((PROFILES_DIR / f"{profile}.yaml").read_text())["notebooks"][stem]
+        return entry.get(key, declared == "True")
+
+    for model_id, (switch, profile) in claims.SWITCHED_OFF_IN_DEFAULT.items():
+        stem, key = switch.split(".")
+        assert switch_in("default", stem, key) is False, (model_id, switch)
+        assert switch_in(profile, stem, key) is True, (model_id, switch, profile)
+    in_claims = {c.model for c in CLAIMS} | {c.baseline for c in CLAIMS}
+    assert in_claims - {"base", "dpo", "gold", "baton_hd", "baton_hd_rd"} <= set(claims.SWITCHED_OFF_IN_DEFAULT)
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"caption": list("abcd"), "kind": ["temporal"] * 4, "relation": ["then"] * 4,
+                          "order": rng.integers(0, 2, 4).astype(float)})
+    row = answer(next(c for c in CLAIMS if c.key == "dpo_vs_sft"), {"dpo": [table], "base": [table]})
+    assert row["verdict"] == "not measured"
+    assert row["why"] == "not evaluated: sft (trained with 04_dpo.with_sft, on in the `full` profile)"

@@ -317,17 +317,45 @@ def test_importing_the_library_puts_numpy_and_scipy_blas_on_one_thread():
     assert out.strip() == "[1]"
 
 
-def test_beyond_is_default_plus_the_switches_that_go_beyond_the_papers():
-    """KTO, the safeguarded DPO and the drift runs are off in the notebooks and in `default`, on in
-    `beyond` (which changes nothing else) and in `smoke` (so `make test` runs them)."""
+def _profile_yaml(name: str) -> dict:
+    return yaml.safe_load((PROFILES / f"{name}.yaml").read_text())
+
+
+def _with_switches(profile: dict, switches: dict) -> dict:
+    """``profile`` without its description, with ``switches[stem]`` laid over each notebook's entry."""
+    return {**{k: v for k, v in profile.items() if k != "description"},
+            "notebooks": {stem: {**params, **switches.get(stem, {})} for stem, params in profile["notebooks"].items()}}
+
+
+def test_default_is_full_less_the_models_its_budget_leaves_out():
+    """`default` trains and judges fewer models than `full` and changes nothing else, so every row
+    both answer is computed the same way: the models it leaves out are switched on in the notebooks
+    (their defaults), in `full` and in `smoke`."""
     import papermill
 
-    load = lambda name: yaml.safe_load((PROFILES / f"{name}.yaml").read_text())  # noqa: E731
-    default, beyond, smoke = load("default"), load("beyond"), load("smoke")
+    default, full, smoke = _profile_yaml("default"), _profile_yaml("full"), _profile_yaml("smoke")
+    off = {"02_base_model": {"n_agreement": 0}, "04_dpo": {"with_sft": False, "with_crpo": False},
+           "06_baton": {"with_rd": False}, "07_reproduce": {"ablations": False}}
+    crpo = ("crpo_rounds", "crpo_prompts", "crpo_samples", "crpo_steps")  # CRPO's settings: unused without CRPO
+    trimmed = {**full, "notebooks": {stem: {k: v for k, v in params.items() if not (stem == "04_dpo" and k in crpo)}
+                                     for stem, params in full["notebooks"].items()}}
+    assert _with_switches(default, {}) == _with_switches(trimmed, off)
+    for stem, switches in off.items():
+        declared = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"))
+        for key in switches:
+            if isinstance(switches[key], bool):
+                assert declared[key]["default"] == "True", f"{stem}.{key} must default to on"
+                assert smoke["notebooks"][stem].get(key, True) is True
+
+
+def test_beyond_is_full_plus_the_switches_that_go_beyond_the_papers():
+    """KTO, the safeguarded DPO and the drift runs are off in the notebooks and in `default`, on in
+    `beyond` (`full` with them, which changes nothing else) and in `smoke` (so `make test` runs them)."""
+    import papermill
+
+    default, full, beyond, smoke = (_profile_yaml(n) for n in ("default", "full", "beyond", "smoke"))
     switches = {"04_dpo": {"safeguard": True, "drift": True, "drift_lr": 1e-4}, "06_baton": {"with_kto": True}}
-    assert {k: v for k, v in beyond.items() if k != "description"} == {
-        **{k: v for k, v in default.items() if k != "description"},
-        "notebooks": {stem: {**params, **switches.get(stem, {})} for stem, params in default["notebooks"].items()}}
+    assert _with_switches(beyond, {}) == _with_switches(full, switches)
     for stem, on in switches.items():
         declared = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"))
         for key in on:

@@ -58,6 +58,13 @@ MODEL_NAMES = {
     "kto_hd": "Diffusion-KTO HD",
     "kto_hd_rd": "Diffusion-KTO HD+RD",
 }
+# models the `default` profile leaves out: the notebook switch that trains each, and the profile that has it on
+SWITCHED_OFF_IN_DEFAULT = {
+    "sft": ("04_dpo.with_sft", "full"), "crpo": ("04_dpo.with_crpo", "full"),
+    "dpo_wo_s1": ("07_reproduce.ablations", "full"), "dpo_wo_s2s3": ("07_reproduce.ablations", "full"),
+    "baton_rd": ("06_baton.with_rd", "full"), "dpo_safe": ("04_dpo.safeguard", "beyond"),
+    "kto_hd": ("06_baton.with_kto", "beyond"), "kto_hd_rd": ("06_baton.with_kto", "beyond"),
+}
 BATON_FAMILY = ("baton_hd", "baton_rd", "baton_hd_rd", "kto_hd", "kto_hd_rd")  # trained on BATON's feedback
 
 
@@ -228,13 +235,21 @@ def _fmt(e: dict) -> str:
     return f"{e['difference']:+.3f} [{e['low']:+.3f}, {e['high']:+.3f}]"
 
 
+def _where(model_id: str) -> str:
+    """A model this run did not evaluate, with the switch and profile that train it."""
+    if model_id not in SWITCHED_OFF_IN_DEFAULT:
+        return model_id
+    switch, profile = SWITCHED_OFF_IN_DEFAULT[model_id]
+    return f"{model_id} (trained with {switch}, on in the `{profile}` profile)"
+
+
 def answer(claim: Claim, tables: dict[str, list[pd.DataFrame]], n_boot: int = 1000, seed: int = 0) -> dict:
     """One row of the claims table. ``tables`` maps a model identifier to its per-seed judge
     tables on the claim's prompt set (every model on the same prompts, in the same order)."""
     row = {"key": claim.key, "claim": claim.claim, "paper": claim.paper, "measure": claim.measure}
     if claim.model not in tables or claim.baseline not in tables:
         missing = [m for m in (claim.model, claim.baseline) if m not in tables]
-        return {**row, "ours": "—", "verdict": "not measured", "why": f"not evaluated: {', '.join(missing)}"}
+        return {**row, "ours": "—", "verdict": "not measured", "why": "not evaluated: " + ", ".join(map(_where, missing))}
     base_tables = tables[claim.baseline]
     if claim.metric not in base_tables[0]:
         return {**row, "ours": "—", "verdict": "not measured", "why": f"no per-clip {claim.metric} in the tables"}

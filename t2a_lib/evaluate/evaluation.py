@@ -79,6 +79,26 @@ def judge_model(pipe, judges, prompts: list[str], seed: int, steps: int, guidanc
     return judge_clips(judges, mels, prompts), samples
 
 
+def mel_vs_audio_agreement(pipe, judges, prompts: list[str], n: int, steps: int, guidance: float,
+                           seed: int) -> dict:
+    """Judge ``n`` clips (every k-th prompt) both ways, as vocoded audio and as the VAE's decoded
+    log-mel: the share of equal verdicts (all present; order on temporal prompts) and each way's
+    rates. Empty with ``n = 0``."""
+    if n == 0:
+        return {}
+    prompts = prompts[:: max(1, len(prompts) // n)][:n]
+    clips = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, progress=False,
+                 generator=torch.Generator().manual_seed(seed))  # the same clips, both ways
+    via = {"audio": judge_clips(judges, waves_to_mel(clips.audios), prompts).table,
+           "mel": judge_clips(judges, torch.from_numpy(clips.mels), prompts).table}
+    agreement = {"all_present": float((via["audio"].all_present == via["mel"].all_present).mean())}
+    timed = via["audio"].order.notna()
+    agreement["order (temporal prompts)"] = float((via["audio"].order == via["mel"].order)[timed].mean())
+    agreement.update({f"{m} rate ({out})": float(via[out][m].mean()) for m in ("presence", "all_present", "order")
+                      for out in via})
+    return agreement
+
+
 def mean_ci(values, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float, int]:
     """(mean, low, high, n) of the defined values: a 95% bootstrap interval (NaN bounds below 2 values)."""
     v = np.asarray(values, dtype=float)

@@ -253,7 +253,7 @@ def main(argv=None) -> int:
 
 def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m t2a_lib.run", description=__doc__.split("\n")[0])
-    ap.add_argument("--profile", required=True, help="smoke|default|gpu|real, or a path to a profile .yaml")
+    ap.add_argument("--profile", required=True, help="a profile in papermill_runs/profiles (smoke, default, full, scratch, beyond, gpu, real), or a path to a .yaml")
     ap.add_argument("--from", dest="start", metavar="STAGE", help="resume from this stage (NN or stem)")
     ap.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages (NN or stem)")
     ap.add_argument("--run-dir", help="default papermill_runs/<profile>/")
