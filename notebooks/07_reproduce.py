@@ -16,10 +16,11 @@
 # %% [markdown]
 # # 07 · Reproducing the papers' tables
 #
-# Every model of the earlier notebooks — the base model (in Tango-full-FT's role), SFT on
-# winners, DPO (Tango 2) and its ablations, CRPO, and BATON with human (HD), reward-model (RD)
-# and both (HD+RD) feedback — sampled on the **same held-out prompts with the same seeds** and
-# scored **by the judges only** (never the rankers the methods were trained against):
+# Every model the earlier notebooks trained — the base model (in Tango-full-FT's role), DPO
+# (Tango 2) on ranked and on gold pairs, BATON with human (HD) and both (HD+RD) feedback, and, in
+# the `full` profile, SFT on winners, Tango 2's ablations, CRPO and BATON on reward-model (RD)
+# labels alone — sampled on the **same held-out prompts with the same seeds** and scored **by the
+# judges only** (never the rankers the methods were trained against):
 #
 # - FAD: Fréchet distance of the judge detector's embeddings, generated vs all test clips;
 #   $\mathrm{FD} = \lVert\mu_1-\mu_2\rVert^2 + \operatorname{tr}\Sigma_1 + \operatorname{tr}\Sigma_2 - 2\operatorname{tr}(\Sigma_1\Sigma_2)^{1/2}$.
@@ -38,9 +39,10 @@
 # difference beside the pooled one, a continuous judge score beside the binary rate, and the
 # minimum detectable effect at 80% power, $\mathrm{MDE} = (z_{0.975} + z_{0.8})\,\mathrm{sd}(d)/\sqrt n$.
 # The verdict is *reproduced* when the interval excludes zero in the claimed direction,
-# *contradicted* when it excludes zero the other way, *not shown* when it contains zero; a row
-# is *powered* when its half-width meets the target (±0.05 for a rate against the base, ±0.07
-# between two methods).
+# *contradicted* when it excludes zero the other way, *not shown* when it contains zero, and
+# *not measured* when the run did not train one of its models (the row names the switch and
+# profile that do); a row is *powered* when its half-width meets the target (±0.05 for a rate
+# against the base, ±0.07 between two methods).
 #
 # **The ranker–judge gap.** Every method was trained against rankers (Tango 2's family: the rankers'
 # CLAP ranking; BATON's and KTO: labels from the rankers' detector and a reward model on their

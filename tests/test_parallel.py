@@ -14,17 +14,8 @@ from t2a_lib.run import parallel
 from t2a_lib.scoring import scorers
 from t2a_lib.world.datasets import build_world
 
+from light_jobs import fail_on_three, threads_and_square
 from test_vocoder import TINY, tiny_clips
-
-
-def threads_and_square(x):
-    return torch.get_num_threads(), x * x
-
-
-def fail_on_three(x):
-    if x == 3:
-        raise ValueError("three is not allowed")
-    return x
 
 
 @pytest.fixture
