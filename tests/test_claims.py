@@ -152,3 +152,13 @@ def test_models_default_leaves_out_are_named_with_the_switch_and_profile_that_tr
     row = answer(next(c for c in CLAIMS if c.key == "dpo_vs_sft"), {"dpo": [table], "base": [table]})
     assert row["verdict"] == "not measured"
     assert row["why"] == "not evaluated: sft (trained with 04_dpo.with_sft, on in the `full` profile)"
+
+
+def test_counts_stay_integers_beside_rows_that_are_not_measured():
+    table = pd.DataFrame({"caption": [f"p{i}" for i in range(6)], "kind": ["temporal"] * 6,
+                          "relation": ["then"] * 6, "order": [0.0, 1.0, 1.0, 0.0, 1.0, 1.0]})
+    keys = ("dpo_temporal_order", "dpo_vs_sft")
+    answered = claims.answer_all({"tango": {"dpo": [table, table], "base": [table]}},
+                                 [c for c in CLAIMS if c.key in keys], n_boot=50)
+    assert answered.n.tolist()[0] == 6 and answered.seeds.tolist()[0] == 2 and pd.isna(answered.n[1])
+    assert answered.to_csv(index=False).splitlines()[1].count(",6,2,") == 1  # "6,2", not "6.0,2.0"

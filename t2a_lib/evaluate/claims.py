@@ -281,7 +281,11 @@ def answer(claim: Claim, tables: dict[str, list[pd.DataFrame]], n_boot: int = 10
 def answer_all(tables: dict[str, dict[str, list[pd.DataFrame]]], claims=CLAIMS, n_boot: int = 1000,
                seed: int = 0) -> pd.DataFrame:
     """Every claim answered: ``tables[prompt_set][model id]`` holds the per-seed judge tables."""
-    return pd.DataFrame([answer(c, tables.get(c.prompts, {}), n_boot, seed) for c in claims])
+    answered = pd.DataFrame([answer(c, tables.get(c.prompts, {}), n_boot, seed) for c in claims])
+    for count in ("n", "seeds"):  # counts stay integers beside the rows that have none
+        if count in answered:
+            answered[count] = answered[count].astype("Int64")
+    return answered
 
 
 def plot_effects(answered: pd.DataFrame, title: str, path=None):
