@@ -7,4 +7,5 @@ SFT on winners and CRPO fine-tune the base model on them.
 - ``gold_pairs``   preference pairs whose label the world knows (a positive control)
 - ``dpo``          Diffusion-DPO, SFT on winners, CRPO online rounds
 - ``audio_alpaca`` Tango 2's released audio-alpaca (a local copy) read into the preference set's layout
+- ``dpo_bench``    LoRA-DPO against full DPO on a real checkpoint: step time, peak memory, trainable parameters
 """
