@@ -215,10 +215,15 @@ def _marginal(rows: list[dict]) -> dict:
     return out
 
 
-def run(config: DPOBenchConfig) -> dict:
-    """Every row (full and LoRA at each batch) and the per-pair memory slopes."""
-    one = _measure_isolated if config.isolate else measure
-    rows = [one(config, lora, b) for b in config.batches for lora in (False, True)]
+def run(config: DPOBenchConfig, progress: bool = False) -> dict:
+    """Every row (full and LoRA at each batch) and the per-pair memory slopes; with ``progress``
+    each row is printed as it is measured (a real checkpoint on a CPU takes a while)."""
+    one, rows = (_measure_isolated if config.isolate else measure), []
+    for b in config.batches:
+        for lora in (False, True):
+            rows.append(one(config, lora, b))
+            if progress:
+                print(json.dumps({"row": rows[-1]}, default=float), flush=True)
     cuda = torch.cuda.is_available()
     return {"checkpoint": str(config.checkpoint), "device": torch.cuda.get_device_name() if cuda else "cpu",
             "threads": torch.get_num_threads(), "config": asdict(config), "rows": rows, "memory": _marginal(rows)}
@@ -254,7 +259,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     config = DPOBenchConfig(args.checkpoint, tuple(args.batches), args.steps, args.warmup, args.lora_rank,
                             args.frames, args.checkpointing, args.precision, not args.in_process)
-    result = run(config)
+    result = run(config, progress=True)
     print(format_table(result))
     print(json.dumps(result, indent=2, default=float))
     if args.json:
