@@ -67,7 +67,8 @@
 #
 # **A real model.** With `base_checkpoint` (a Tango / Tango 2 snapshot, or a diffusers AudioLDM
 # folder; nothing is downloaded) that model is the base: it is loaded, saved as this run's
-# pipeline for every later notebook, and sampled at its own length (Tango: 10.24 s). Nothing
+# pipeline for every later notebook, and sampled at its own length (Tango: 10.24 s; another with
+# `base_sample_seconds`, e.g. shorter clips for a quick check). Nothing
 # trains, so sections 1-4 (the miniature's components) and 8-9 (probes of the miniature's order
 # reading, which need the world's captions) are skipped, and on data without timelines the
 # held-out prompts are scored by the run's real CLAP (notebook 01), the measure it has.
@@ -104,6 +105,7 @@ eval_temporal_baton = 200  # BATON Temporal evaluation prompts
 eval_output = "audio"  # judge vocoded audio ("audio"), what people hear, or the VAE's log-mels ("mel")
 n_agreement = 96  # clips judged both ways, to check that judging the mel gives the vocoded audio's verdicts
 base_checkpoint = None  # a Tango / Tango 2 snapshot or a diffusers AudioLDM folder: loaded as the base, not trained
+base_sample_seconds = None  # with base_checkpoint: the clip length it samples (None: its own, Tango's 10.24 s)
 
 # %%
 import json
@@ -142,10 +144,11 @@ judges = scorers.load_judges(run_dir)
 print(f"{len(train_recs)} training clips, {len(test_recs)} held-out; judges loaded")
 model_cfg = model_config(model_size)
 if base_checkpoint:  # a real model: loaded as it is (sections 1-4, 8 and 9 train or probe the miniature)
-    pipe, checkpoint = base_model.install_checkpoint(run_dir, base_checkpoint)
+    pipe, checkpoint = base_model.install_checkpoint(run_dir, base_checkpoint, base_sample_seconds)
     released, why = None, f"base_checkpoint {base_checkpoint} is the base"
     print(f"base model: loaded from {checkpoint['checkpoint']} ({checkpoint['conditioning']} conditioning); "
-          f"samples {checkpoint['sample_seconds']:.2f} s, latent {tuple(checkpoint['latent_shape'])}; nothing trained")
+          f"samples {checkpoint['sample_seconds']:.2f} s (its own: {checkpoint['checkpoint_sample_seconds']:.2f} s), "
+          f"latent {tuple(checkpoint['latent_shape'])}; nothing trained")
 elif not use_release:
     released, why = None, "use_release is off (the scratch profile trains everything)"
 elif model_size != "default":

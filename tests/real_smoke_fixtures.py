@@ -10,8 +10,9 @@ writes, with nothing downloaded:
   ``laion/clap-htsat-unfused`` (other seeds: the judges are not the rankers);
 - ``audiocaps/``: an AudioCaps-format data set as Tango reads it (``train_audiocaps.json``,
   ``valid_audiocaps.json``, ``test_audiocaps_subset.json``: JSON lines ``{"dataset", "location",
-  "captions"}``, locations relative to the file) over world clips rendered at Tango's 10.24 s, with
-  free-form captions the world grammar cannot read and no timelines;
+  "captions"}``, locations relative to the file) over world clips of 2.56 s (the length the profile
+  has the base sample, ``base_sample_seconds``, to keep CI quick), with free-form captions the world
+  grammar cannot read and no timelines;
 - ``baton/data/HA/2label_HA.json`` (0/1 ``feedback``) and ``baton/data/RM/2label_RA.json`` (scores under
   ``SED``): BATON's released label files' shape, over clips in ``baton/audio/``.
 
@@ -37,7 +38,7 @@ from t2a_lib.world.captions import parse_caption_or_none  # noqa: E402
 from t2a_lib.world.datasets import build_world, load_split  # noqa: E402
 from t2a_lib.world.scenes import WorldConfig  # noqa: E402
 
-CLIP_SECONDS = 10.24  # Tango's clip
+CLIP_SECONDS = 2.56  # the clips, and what the base samples (base_sample_seconds): Tango samples 10.24 s by default
 SIZES = {"train": 16, "val": 6, "test": 8}
 AUDIOCAPS_FILES = {"train": "train_audiocaps.json", "val": "valid_audiocaps.json", "test": "test_audiocaps_subset.json"}
 SETTINGS = ["indoors", "outdoors", "in a room", "on a street", "far away", "close to the microphone"]

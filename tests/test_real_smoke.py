@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from real_smoke_fixtures import overrides, write_fixtures
+from t2a_lib.audio.wav import read_wav
 from t2a_lib.run.runner import run_profile
 from t2a_lib.scoring.clap_family import WHY_NOT
 
@@ -51,12 +52,13 @@ def test_the_scorers_are_the_two_real_claps(real_smoke):
 
 
 @pytest.mark.slow
-def test_the_base_was_loaded_from_the_checkpoint_at_tangos_length(real_smoke):
+def test_the_base_was_loaded_from_the_checkpoint_at_the_length_asked_for(real_smoke):
     run_dir, _, paths = real_smoke
     base = _json(run_dir, "02_base_model")
     ckpt = base["base_checkpoint"]
     assert ckpt["checkpoint"] == str(Path(paths["tango"]).resolve())
-    assert ckpt["sample_seconds"] == pytest.approx(10.24) and ckpt["latent_shape"] == [8, 256, 16]
+    assert ckpt["checkpoint_sample_seconds"] == pytest.approx(10.24)  # Tango's own length, by default
+    assert ckpt["sample_seconds"] == pytest.approx(2.56) and ckpt["latent_shape"] == [8, 64, 16]  # the profile's
     assert base["bit_exact_reload"] and "unet" not in base and "text_encoder" not in base  # nothing trained
     assert not (run_dir / "base" / "unet").exists() and (run_dir / "base" / "pipeline" / "model_index.json").is_file()
     assert base["measures"] == ["clap"] and base["by_kind"]["all"]["clips"] == 4
@@ -70,6 +72,7 @@ def test_the_preference_set_is_ranked_by_the_real_clap_with_s1_pairs_only(real_s
     assert {"prompt", "chosen", "rejected", "strategy", "chosen_score", "rejected_score"} <= set(pairs.columns)
     assert (pairs.chosen_score >= pairs.rejected_score).all() and "truth" not in pairs
     assert all((run_dir / "preferences" / p).is_file() for p in pairs.chosen)
+    assert len(read_wav(run_dir / "preferences" / pairs.chosen[0])) == 40960  # the base samples 2.56 s
     assert _json(run_dir, "03_preferences")["gold_pairs"]["pairs"] == 0
 
 
