@@ -34,6 +34,8 @@ TABLES = {  # tables/<stem>.csv: title, note
     "table4": ("Tango 2, Table 4: multi-event and single-event prompts", "First seed of each model."),
     "table5": ("Tango 2, Table 5: temporal and non-temporal prompts", "First seed of each model."),
     "baton": ("BATON: Integrity and Temporal prompts", "Every seed of each model."),
+    "clap": ("Real data: every model's CLAP score", "The run's real CLAP judge on each evaluation set; every "
+             "seed of each model. Tables 3-5 and BATON's need the world's judges (event timelines)."),
 }
 TABLES_NOTE = """Every figure of ours is an estimate with its 95% bootstrap interval. The papers' columns
 (shaded) are AudioCaps figures from real 866M-parameter models, beside ours for orientation only: they
