@@ -74,8 +74,8 @@ def write_audiocaps(world: Path, out: Path) -> dict[str, str]:
 
 
 def write_baton(world: Path, out: Path, seed: int = 0) -> dict[str, str]:
-    """BATON's HA (0/1 feedback: both events present, here: a clip with two or more events) and RA
-    (reward-model scores under ``SED``) files over the world's validation and test clips."""
+    """BATON's HA (0/1 feedback, alternating: random weights hear nothing to label) and RA (reward-model
+    scores in [0, 1] under ``SED``) files over the world's validation and test clips."""
     rng = np.random.default_rng(seed)
     rows = {"hd": [], "rd": []}
     for k, (split, name) in enumerate((("val", "hd"), ("test", "rd"))):
@@ -86,7 +86,7 @@ def write_baton(world: Path, out: Path, seed: int = 0) -> dict[str, str]:
             caption = free_caption(r, i + 3 * k)
             if name == "hd":
                 rows[name].append({"dataset": "2label_HA", "location": rel, "captions": caption,
-                                   "feedback": int(len(r.events) >= 2 or i % 2 == 0)})
+                                   "feedback": int(i % 2 == 0)})
             else:
                 rows[name].append({"dataset": "2label_RA", "location": rel, "captions": caption,
                                    "SED": round(float(rng.uniform()), 4)})
