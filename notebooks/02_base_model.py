@@ -64,6 +64,14 @@
 # whose fingerprint matches the release's, every component is loaded from it and each section
 # shows the curves recorded when it was trained; otherwise (another world, or the `scratch`
 # profile) the components train here. Either way the sections below score the model.
+#
+# **A real model.** With `base_checkpoint` (a Tango / Tango 2 snapshot, or a diffusers AudioLDM
+# folder; nothing is downloaded) that model is the base: it is loaded, saved as this run's
+# pipeline for every later notebook, and sampled at its own length (Tango: 10.24 s; another with
+# `base_sample_seconds`, e.g. shorter clips for a quick check). Nothing
+# trains, so sections 1-4 (the miniature's components) and 8-9 (probes of the miniature's order
+# reading, which need the world's captions) are skipped, and on data without timelines the
+# held-out prompts are scored by the run's real CLAP (notebook 01), the measure it has.
 
 # %% tags=["parameters"]
 run_dir = "papermill_runs/dev"
@@ -96,6 +104,8 @@ eval_integrity = 200  # BATON Integrity evaluation prompts
 eval_temporal_baton = 200  # BATON Temporal evaluation prompts
 eval_output = "audio"  # judge vocoded audio ("audio"), what people hear, or the VAE's log-mels ("mel")
 n_agreement = 96  # clips judged both ways, to check that judging the mel gives the vocoded audio's verdicts (0: no check)
+base_checkpoint = None  # a Tango / Tango 2 snapshot or a diffusers AudioLDM folder: loaded as the base, not trained
+base_sample_seconds = None  # with base_checkpoint: the clip length it samples (None: its own, Tango's 10.24 s)
 
 # %%
 import json
@@ -133,7 +143,13 @@ captions = [r.captions for r in train_recs]
 judges = scorers.load_judges(run_dir)
 print(f"{len(train_recs)} training clips, {len(test_recs)} held-out; judges loaded")
 model_cfg = model_config(model_size)
-if not use_release:
+if base_checkpoint:  # a real model: loaded as it is (sections 1-4, 8 and 9 train or probe the miniature)
+    pipe, checkpoint = base_model.install_checkpoint(run_dir, base_checkpoint, base_sample_seconds)
+    released, why = None, f"base_checkpoint {base_checkpoint} is the base"
+    print(f"base model: loaded from {checkpoint['checkpoint']} ({checkpoint['conditioning']} conditioning); "
+          f"samples {checkpoint['sample_seconds']:.2f} s (its own: {checkpoint['checkpoint_sample_seconds']:.2f} s), "
+          f"latent {tuple(checkpoint['latent_shape'])}; nothing trained")
+elif not use_release:
     released, why = None, "use_release is off (the scratch profile trains everything)"
 elif model_size != "default":
     released, why = None, f"model_size is {model_size!r} (the release is the default size)"
@@ -143,7 +159,7 @@ if released:
     release_pipe, _ = release.load_base()
     fits = released["components"]
     print(f"base model: the release (releases/base), trained on this world ({released['world_fingerprint']})")
-else:
+elif not base_checkpoint:
     print(f"base model: training here: {why}")
 
 # The vocoder needs nothing from sections 1-2. With workers > 1 it trains in a second process
@@ -151,7 +167,7 @@ else:
 # cores; the UNet then gets every core (`base_model.begin_vocoder`).
 vocoder_cfg = VocoderConfig(steps=vocoder_steps, seed=seed + 13) if use_hifigan else None
 vocoder_run = None
-if not released:
+if not released and not base_checkpoint:
     vocoder_waves = load_waves(train_recs[: min(len(train_recs), 3000)], train_mels.shape[-1] * 160)
     vocoder_run = base_model.begin_vocoder(base_dir / "vocoder", vocoder_waves, vocoder_cfg, workers)
 if vocoder_run is not None and vocoder_run.in_background:
@@ -162,22 +178,23 @@ if vocoder_run is not None and vocoder_run.in_background:
 # ## 1 · The text encoder: a small T5, pre-trained to read order, then frozen
 
 # %%
-t0 = time.time()
-has_timelines = all(r.events is not None for r in train_recs)  # the world's clips: yes; AudioCaps: no
-if not has_timelines and (timeline_bins or grounding_weight):
-    # both terms are supervised by the event timelines: without them there is nothing to learn
-    print("timeline term and UNet grounding off: the training manifest has no event timelines (\"events\")")
-    timeline_bins, grounding_weight = 0, 0.0
-if released:
-    text_encoder, tokenizer, text_fit = release_pipe.text_encoder, release_pipe.tokenizer, fits["text"]
-else:
-    timeline = timeline_targets(train_recs, timeline_bins, train_mels.shape[-1]) if timeline_bins else None
-    text_encoder, tokenizer, text_fit = base_model.fit_text_encoder(base_dir / "text", train_mels, captions,
-                                                                    test=(test_mels, test_recs), epochs=text_epochs,
-                                                                    seed=seed + 7, timeline=timeline)
-timings["text_encoder"] = time.time() - t0
-text_encoder.requires_grad_(False)
-print({k: v for k, v in text_fit.items() if k not in ("losses", "config")})
+if not base_checkpoint:
+    t0 = time.time()
+    has_timelines = all(r.events is not None for r in train_recs)  # the world's clips: yes; AudioCaps: no
+    if not has_timelines and (timeline_bins or grounding_weight):
+        # both terms are supervised by the event timelines: without them there is nothing to learn
+        print("timeline term and UNet grounding off: the training manifest has no event timelines (\"events\")")
+        timeline_bins, grounding_weight = 0, 0.0
+    if released:
+        text_encoder, tokenizer, text_fit = release_pipe.text_encoder, release_pipe.tokenizer, fits["text"]
+    else:
+        timeline = timeline_targets(train_recs, timeline_bins, train_mels.shape[-1]) if timeline_bins else None
+        text_encoder, tokenizer, text_fit = base_model.fit_text_encoder(base_dir / "text", train_mels, captions,
+                                                                        test=(test_mels, test_recs), epochs=text_epochs,
+                                                                        seed=seed + 7, timeline=timeline)
+    timings["text_encoder"] = time.time() - t0
+    text_encoder.requires_grad_(False)
+    print({k: v for k, v in text_fit.items() if k not in ("losses", "config")})
 
 # %% [markdown]
 # Do the frozen states say which event comes first? A logistic regression reads, from the mean
@@ -187,8 +204,9 @@ print({k: v for k, v in text_fit.items() if k not in ("losses", "config")})
 # is the hard one: its first-named event sounds second.)
 
 # %%
-text_order = base_model.order_probe(text_encoder, tokenizer, captions, [r.captions for r in test_recs])
-display(pd.DataFrame([text_order]).style.format(precision=3))
+if not base_checkpoint:
+    text_order = base_model.order_probe(text_encoder, tokenizer, captions, [r.captions for r in test_recs])
+    display(pd.DataFrame([text_order]).style.format(precision=3))
 
 # %% [markdown]
 # ## 2 · The VAE: log-mel ↔ latent
@@ -197,22 +215,23 @@ display(pd.DataFrame([text_order]).style.format(precision=3))
 # trained on random crops of 64 frames. Below: held-out mels and their reconstructions.
 
 # %%
-t0 = time.time()
-vae, vae_fit = ((release_pipe.vae, fits["vae"]) if released else
-                base_model.fit_vae(base_dir / "vae", train_mels, VAETrainConfig(steps=vae_steps, seed=seed + 11),
-                                   model_config=model_cfg))
-timings["vae"] = time.time() - t0
-z = encode_mels(vae, test_mels[:n_vocoder_check])
-recon_mels = decode_latents(vae, z)
-vae_l1 = float((recon_mels - test_mels[:n_vocoder_check]).abs().mean())
-print(f"scaling factor {vae_fit['scaling_factor']:.4f}; held-out mel L1 {vae_l1:.3f}; latent {tuple(z.shape[1:])}")
-fig, axes = plt.subplots(2, 2, figsize=(12, 4))
-for j in range(2):
-    for i, (m, title) in enumerate(((test_mels[j], "original"), (recon_mels[j], "VAE reconstruction"))):
-        axes[j, i].imshow(m.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=-11.5, vmax=2)
-        axes[j, i].set_title(f"{title}: {test_recs[j].captions}", fontsize=8)
-fig.tight_layout()
-plt.show()
+if not base_checkpoint:
+    t0 = time.time()
+    vae, vae_fit = ((release_pipe.vae, fits["vae"]) if released else
+                    base_model.fit_vae(base_dir / "vae", train_mels, VAETrainConfig(steps=vae_steps, seed=seed + 11),
+                                       model_config=model_cfg))
+    timings["vae"] = time.time() - t0
+    z = encode_mels(vae, test_mels[:n_vocoder_check])
+    recon_mels = decode_latents(vae, z)
+    vae_l1 = float((recon_mels - test_mels[:n_vocoder_check]).abs().mean())
+    print(f"scaling factor {vae_fit['scaling_factor']:.4f}; held-out mel L1 {vae_l1:.3f}; latent {tuple(z.shape[1:])}")
+    fig, axes = plt.subplots(2, 2, figsize=(12, 4))
+    for j in range(2):
+        for i, (m, title) in enumerate(((test_mels[j], "original"), (recon_mels[j], "VAE reconstruction"))):
+            axes[j, i].imshow(m.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=-11.5, vmax=2)
+            axes[j, i].set_title(f"{title}: {test_recs[j].captions}", fontsize=8)
+    fig.tight_layout()
+    plt.show()
 
 # %% [markdown]
 # ## 3 · The vocoder: log-mel → waveform
@@ -223,30 +242,31 @@ plt.show()
 # events after vocoding? (event F1 on held-out clips, original vs vocoded)
 
 # %%
-t0 = time.time()
-if released:
-    vocoder, voc_fit = release_pipe.vocoder, fits["vocoder"]
-else:  # waits for the second process (and gives this one every core back), or trains here
-    vocoder, voc_fit = base_model.end_vocoder(vocoder_run)
-    timings["vocoder_wait" if vocoder_run.in_background else "vocoder"] = time.time() - t0
-print(f"vocoder: {voc_fit.get('vocoder')}, trained in {voc_fit.get('seconds')} s")
+if not base_checkpoint:
+    t0 = time.time()
+    if released:
+        vocoder, voc_fit = release_pipe.vocoder, fits["vocoder"]
+    else:  # waits for the second process (and gives this one every core back), or trains here
+        vocoder, voc_fit = base_model.end_vocoder(vocoder_run)
+        timings["vocoder_wait" if vocoder_run.in_background else "vocoder"] = time.time() - t0
+    print(f"vocoder: {voc_fit.get('vocoder')}, trained in {voc_fit.get('seconds')} s")
 
-check = test_recs[:n_vocoder_check]
-check_mels = test_mels[:n_vocoder_check]
-variants = {"original audio": load_waves(check, check_mels.shape[-1] * 160),
-            "vocoded (HiFi-GAN)" if vocoder is not None else "vocoded (Griffin-Lim)": vocode(check_mels, vocoder),
-            "VAE + vocoder": vocode(recon_mels, vocoder)}
-if vocoder is not None:
-    variants["vocoded (Griffin-Lim)"] = vocode(check_mels, None)
-f1 = {}
-for name, w in variants.items():
-    out = judges.detector.analyse(waves_to_mel(w))
-    f1[name] = event_metrics.event_f1_corpus([r.events for r in check], judges.detector.events(out.frame_probs))["f1"]
-vocoder_table = pd.DataFrame({"judge event F1": f1, "Δ vs original": {k: v - f1["original audio"] for k, v in f1.items()}})
-display(vocoder_table.style.format("{:.3f}"))
-for name, w in list(variants.items())[:3]:
-    display(Markdown(f"*{name}* — {check[0].captions}"))
-    display(Audio(w[0], rate=16000))
+    check = test_recs[:n_vocoder_check]
+    check_mels = test_mels[:n_vocoder_check]
+    variants = {"original audio": load_waves(check, check_mels.shape[-1] * 160),
+                "vocoded (HiFi-GAN)" if vocoder is not None else "vocoded (Griffin-Lim)": vocode(check_mels, vocoder),
+                "VAE + vocoder": vocode(recon_mels, vocoder)}
+    if vocoder is not None:
+        variants["vocoded (Griffin-Lim)"] = vocode(check_mels, None)
+    f1 = {}
+    for name, w in variants.items():
+        out = judges.detector.analyse(waves_to_mel(w))
+        f1[name] = event_metrics.event_f1_corpus([r.events for r in check], judges.detector.events(out.frame_probs))["f1"]
+    vocoder_table = pd.DataFrame({"judge event F1": f1, "Δ vs original": {k: v - f1["original audio"] for k, v in f1.items()}})
+    display(vocoder_table.style.format("{:.3f}"))
+    for name, w in list(variants.items())[:3]:
+        display(Markdown(f"*{name}* — {check[0].captions}"))
+        display(Audio(w[0], rate=16000))
 
 # %% [markdown]
 # ## 4 · The UNet
@@ -257,38 +277,40 @@ for name, w in list(variants.items())[:3]:
 # resumes exactly.
 
 # %%
-t0 = time.time()
-if released:
-    unet, unet_fit = release_pipe.unet, fits["unet"]
-else:
-    latents = encode_mels(vae, train_mels)
-    bank = base_model.text_bank(text_encoder, tokenizer, captions)
-    train_cfg = TrainConfig(steps=unet_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed + 17,
-                            min_snr_gamma=min_snr_gamma, grounding_weight=grounding_weight,
-                            checkpoint_every=checkpoint_every,
-                            mixed_precision="bf16" if torch.cuda.is_available() else "no")
-    # the grounding term's targets: per word, the share of each latent frame its event fills
-    unet_timeline = timeline_targets(train_recs, latents.shape[2], train_mels.shape[-1]) if grounding_weight else None
-    unet, unet_fit = base_model.fit_unet(base_dir / "unet", latents, bank, train_cfg, model_config=model_cfg,
-                                         timeline=unet_timeline)
-timings["unet"] = time.time() - t0
-print(f"UNet ({model_size}): {n_params(unet):,} parameters; VAE {n_params(vae):,}")
-curves = {k: np.array(unet_fit[k]) for k in ("diffusion", "grounding") if k in unet_fit} or {"loss": np.array(unet_fit["losses"])}
-fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 3), squeeze=False)
-for ax, (name, c) in zip(axes[0], curves.items()):
-    ax.plot(c, alpha=0.3, label="step")
-    ax.plot(np.convolve(c, np.ones(50) / 50, mode="valid"), label="50-step mean")
-    ax.set(yscale="log", title=f"UNet training: {name} loss")
-    ax.legend()
-fig.tight_layout()
-plt.show()
+if not base_checkpoint:
+    t0 = time.time()
+    if released:
+        unet, unet_fit = release_pipe.unet, fits["unet"]
+    else:
+        latents = encode_mels(vae, train_mels)
+        bank = base_model.text_bank(text_encoder, tokenizer, captions)
+        train_cfg = TrainConfig(steps=unet_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed + 17,
+                                min_snr_gamma=min_snr_gamma, grounding_weight=grounding_weight,
+                                checkpoint_every=checkpoint_every,
+                                mixed_precision="bf16" if torch.cuda.is_available() else "no")
+        # the grounding term's targets: per word, the share of each latent frame its event fills
+        unet_timeline = timeline_targets(train_recs, latents.shape[2], train_mels.shape[-1]) if grounding_weight else None
+        unet, unet_fit = base_model.fit_unet(base_dir / "unet", latents, bank, train_cfg, model_config=model_cfg,
+                                             timeline=unet_timeline)
+    timings["unet"] = time.time() - t0
+    print(f"UNet ({model_size}): {n_params(unet):,} parameters; VAE {n_params(vae):,}")
+    curves = {k: np.array(unet_fit[k]) for k in ("diffusion", "grounding") if k in unet_fit} or {"loss": np.array(unet_fit["losses"])}
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 3), squeeze=False)
+    for ax, (name, c) in zip(axes[0], curves.items()):
+        ax.plot(c, alpha=0.3, label="step")
+        ax.plot(np.convolve(c, np.ones(50) / 50, mode="valid"), label="50-step mean")
+        ax.set(yscale="log", title=f"UNet training: {name} loss")
+        ax.legend()
+    fig.tight_layout()
+    plt.show()
 
 # %% [markdown]
 # ## 5 · The pipeline, saved and reloaded
 
 # %%
-pipe = base_model.assemble(vae, text_encoder, tokenizer, unet, vocoder, model_cfg)
-pipe.save_pretrained(base_dir / "pipeline")
+if not base_checkpoint:  # (a loaded checkpoint was saved there when it was installed)
+    pipe = base_model.assemble(vae, text_encoder, tokenizer, unet, vocoder, model_cfg)
+    pipe.save_pretrained(base_dir / "pipeline")
 reloaded = base_model.load_run_pipeline(run_dir)
 probe = ["A dog barks, then a siren wails"]
 a = pipe(probe, num_inference_steps=sample_steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(0)).audios
@@ -307,13 +329,17 @@ demo_prompts = list(kinds.values())[:max(n_listen, 1) + 1]
 jd, demo_audio = evaluation.judge_model(pipe, judges, demo_prompts, seed, sample_steps, guidance, progress=False)
 fig, axes = plt.subplots(len(demo_prompts), 1, figsize=(9, 2.1 * len(demo_prompts)), squeeze=False)
 for ax, (_, row), w in zip(axes[:, 0], jd.table.iterrows(), demo_audio):
-    ax.imshow(waves_to_mel(w)[0].numpy(), origin="lower", aspect="auto", cmap="magma", extent=[0, 2.56, 0, 64])
-    ax.set_title(f"{row.caption} → judge hears: {', '.join(row.detected) or 'nothing'}", fontsize=8)
+    ax.imshow(waves_to_mel(w)[0].numpy(), origin="lower", aspect="auto", cmap="magma",
+              extent=[0, len(w) / 16000, 0, 64])
+    heard = f"CLAP {row.clap:.3f}" if base_checkpoint else f"judge hears: {', '.join(row.detected) or 'nothing'}"
+    ax.set_title(f"{row.caption} → {heard}", fontsize=8)
 fig.tight_layout()
 fig.savefig(run_dir / "figures" / "02_base_samples.png", dpi=90)
 plt.show()
 for (_, row), w in zip(jd.table.iterrows(), demo_audio):
-    display(Markdown(f"**{row.caption}** — present {row.presence:.2f}, order {'—' if np.isnan(row.order) else int(row.order)}"))
+    verdict = f"CLAP {row.clap:.3f}" if "presence" not in row else \
+        f"present {row.presence:.2f}, order {'—' if np.isnan(row.order) else int(row.order)}"
+    display(Markdown(f"**{row.caption}** — {verdict}"))
     display(Audio(w, rate=16000))
 
 # %% [markdown]
@@ -338,8 +364,9 @@ t0 = time.time()
 sets = evaluation.build_eval_sets(run_dir, eval_temporal, eval_other_per_kind, eval_integrity, eval_temporal_baton,
                                   seed=seed)
 print({name: len(t) for name, t in sets.items()}, "evaluation prompts; kinds:", sets["tango"].kind.value_counts().to_dict())
-agreement = evaluation.mel_vs_audio_agreement(pipe, judges, sets["tango"].prompt.tolist(), n_agreement,
-                                              sample_steps, guidance, evaluation.sample_seed(run_dir))
+# the world's judges only: a real CLAP hears waveforms, never the mel
+agreement = {} if base_checkpoint else evaluation.mel_vs_audio_agreement(
+    pipe, judges, sets["tango"].prompt.tolist(), n_agreement, sample_steps, guidance, evaluation.sample_seed(run_dir))
 if agreement:
     display(pd.DataFrame([agreement]).T.rename(columns={0: "judged mel vs vocoded audio"}).style.format("{:.3f}"))
 # sampled as notebooks 04-07 sample the base where the cache lacks it (in `workers` processes), so
@@ -349,12 +376,14 @@ judged, _ = evaluation.evaluate_on(pipe, judges, run_dir, "tango", sample_steps,
                                    progress=True)
 timings["evaluation"] = time.time() - t0
 summary = evaluation.summarize(judged.table, n_boot=n_boot, seed=seed)
+measures = [m for m in ("presence", "all_present", "order|present", "clap") if m in summary]  # CLAP only on real data
+print("measured on the held-out prompts:", ", ".join(measures))
 display(evaluation.format_ci(summary))
 
 fig, ax = plt.subplots(figsize=(10, 3.5))
 kinds_present = [k for k in summary.index if k != "all"]
 x = np.arange(len(kinds_present))
-for j, col in enumerate(["presence", "all_present", "order|present"]):
+for j, col in enumerate(["presence", "all_present", "order|present"] if "presence" in summary else ["clap"]):
     est = summary.loc[kinds_present, col].to_numpy(dtype=float)
     err = np.vstack([est - summary.loc[kinds_present, f"{col}_lo"], summary.loc[kinds_present, f"{col}_hi"] - est])
     ax.bar(x + (j - 1) * 0.27, est, 0.27, yerr=np.nan_to_num(err), label=col, capsize=2)
@@ -372,21 +401,22 @@ plt.show()
 # carried no order, the two losses would be identical.
 
 # %%
-temporal = [i for i, c in enumerate(captions) if parse_caption(c).is_temporal][:256]
-twin_bank = base_model.text_bank(text_encoder, tokenizer, [reorder_twin(captions[i]) for i in temporal])
-true_bank = base_model.text_bank(text_encoder, tokenizer, [captions[i] for i in temporal])
-sched = make_train_scheduler(MiniTangoConfig())
-g = step_generator(seed, 0)
-x0 = encode_mels(vae, train_mels[temporal]) if released else latents[temporal]
-noise = torch.randn(x0.shape, generator=g)
-t = torch.randint(0, 1000, (len(temporal),), generator=g)
-with torch.no_grad():
-    mse_true = per_sample_mse(unet, sched, x0, true_bank.states, true_bank.mask, noise, t).numpy()
-    mse_twin = per_sample_mse(unet, sched, x0, twin_bank.states, twin_bank.mask, noise, t).numpy()
-diff = metrics.bootstrap_ci_paired(mse_twin, mse_true, n_boot=n_boot, seed=seed)
-order_sensitivity = {"mse_true": float(mse_true.mean()), "mse_twin": float(mse_twin.mean()),
-                     "twin_minus_true": diff, "share_true_lower": float((mse_true < mse_twin).mean())}
-print(order_sensitivity)
+if not base_checkpoint:
+    temporal = [i for i, c in enumerate(captions) if parse_caption(c).is_temporal][:256]
+    twin_bank = base_model.text_bank(text_encoder, tokenizer, [reorder_twin(captions[i]) for i in temporal])
+    true_bank = base_model.text_bank(text_encoder, tokenizer, [captions[i] for i in temporal])
+    sched = make_train_scheduler(MiniTangoConfig())
+    g = step_generator(seed, 0)
+    x0 = encode_mels(vae, train_mels[temporal]) if released else latents[temporal]
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(0, 1000, (len(temporal),), generator=g)
+    with torch.no_grad():
+        mse_true = per_sample_mse(unet, sched, x0, true_bank.states, true_bank.mask, noise, t).numpy()
+        mse_twin = per_sample_mse(unet, sched, x0, twin_bank.states, twin_bank.mask, noise, t).numpy()
+    diff = metrics.bootstrap_ci_paired(mse_twin, mse_true, n_boot=n_boot, seed=seed)
+    order_sensitivity = {"mse_true": float(mse_true.mean()), "mse_twin": float(mse_twin.mean()),
+                         "twin_minus_true": diff, "share_true_lower": float((mse_true < mse_twin).mean())}
+    print(order_sensitivity)
 
 # %% [markdown]
 # ## 9 · Where does each word listen?
@@ -411,58 +441,66 @@ print(order_sensitivity)
 # position can. (`docs/lab-notes.md` records the experiments that led to this recipe.)
 
 # %%
-attention_probe = "A bell rings, then a dog barks"
-states, mask = pipe.encode_prompt([attention_probe])
-att = word_time_attention(unet, states, mask, pipe.latent_shape(), timestep=800, seed=seed)[0]  # (T, L)
-words = tokenizer.convert_ids_to_tokens(tokenizer(attention_probe).input_ids)
-fig, ax = plt.subplots(figsize=(9, 3))
-ax.imshow(att[:, : len(words)].T.numpy(), aspect="auto", cmap="viridis", extent=[0, 2.56, len(words) - 0.5, -0.5])
-ax.set_yticks(range(len(words)), words)
-ax.set(xlabel="seconds", title=f"cross-attention over time per word at t = 800: {attention_probe!r}")
-fig.tight_layout()
-fig.savefig(run_dir / "figures" / "02_word_attention.png", dpi=90)
-plt.show()
+if not base_checkpoint:
+    attention_probe = "A bell rings, then a dog barks"
+    states, mask = pipe.encode_prompt([attention_probe])
+    att = word_time_attention(unet, states, mask, pipe.latent_shape(), timestep=800, seed=seed)[0]  # (T, L)
+    words = tokenizer.convert_ids_to_tokens(tokenizer(attention_probe).input_ids)
+    fig, ax = plt.subplots(figsize=(9, 3))
+    ax.imshow(att[:, : len(words)].T.numpy(), aspect="auto", cmap="viridis", extent=[0, 2.56, len(words) - 0.5, -0.5])
+    ax.set_yticks(range(len(words)), words)
+    ax.set(xlabel="seconds", title=f"cross-attention over time per word at t = 800: {attention_probe!r}")
+    fig.tight_layout()
+    fig.savefig(run_dir / "figures" / "02_word_attention.png", dpi=90)
+    plt.show()
 
-specs = {p: parse_caption(p) for p in sets["tango"].prompt}
-two_event = [p for p, spec in specs.items() if spec.is_temporal and len(spec.labels) == 2]
-probe_bank = base_model.text_bank(text_encoder, tokenizer, two_event)
-att = word_time_attention(unet, probe_bank.states, probe_bank.mask, pipe.latent_shape(), timestep=800, seed=seed)
-early = att[:, : att.shape[1] // 2].sum(1)  # (B, L): each word's attention share in the first half
-shares = {"first event's words": [], "last event's words": []}
-for i, p in enumerate(two_event):
-    first, last = specs[p].time_order
-    for j, lab in enumerate(word_labels(p)[: early.shape[1]]):
-        if lab in (first, last):
-            shares["first event's words" if lab == first else "last event's words"].append(float(early[i, j]))
-attention_order = {k: float(np.mean(v)) for k, v in shares.items()}
-print(f"{len(two_event)} two-event prompts; attention share in the first half of the clip:", attention_order)
+    specs = {p: parse_caption(p) for p in sets["tango"].prompt}
+    two_event = [p for p, spec in specs.items() if spec.is_temporal and len(spec.labels) == 2]
+    probe_bank = base_model.text_bank(text_encoder, tokenizer, two_event)
+    att = word_time_attention(unet, probe_bank.states, probe_bank.mask, pipe.latent_shape(), timestep=800, seed=seed)
+    early = att[:, : att.shape[1] // 2].sum(1)  # (B, L): each word's attention share in the first half
+    shares = {"first event's words": [], "last event's words": []}
+    for i, p in enumerate(two_event):
+        first, last = specs[p].time_order
+        for j, lab in enumerate(word_labels(p)[: early.shape[1]]):
+            if lab in (first, last):
+                shares["first event's words" if lab == first else "last event's words"].append(float(early[i, j]))
+    attention_order = {k: float(np.mean(v)) for k, v in shares.items()}
+    print(f"{len(two_event)} two-event prompts; attention share in the first half of the clip:", attention_order)
 
 # %% [markdown]
 # ## Figures for the report
 
 # %%
-results = {
-    "profile": profile,
-    "text_encoder": {k: v for k, v in text_fit.items() if k not in ("losses", "config")},
-    "text_order_probe": text_order,
-    "vae": {"scaling_factor": vae_fit["scaling_factor"], "held_out_mel_l1": vae_l1, "seconds": vae_fit.get("seconds")},
-    "vocoder": {"kind": "hifigan" if vocoder is not None else "griffin-lim", "seconds": voc_fit.get("seconds"),
-                "judge_event_f1": f1},
-    "unet": {"steps": len(unet_fit["losses"]), "batch_size": batch_size, "seconds": unet_fit.get("seconds"),
-             "final_loss": unet_fit.get("final_loss"), "grounding_weight": grounding_weight,
-             "final_grounding_loss": float(np.mean(unet_fit["grounding"][-50:])) if "grounding" in unet_fit else None,
-             "params": sum(p.numel() for p in unet.parameters()), "model_size": model_size,
-             "vae_params": n_params(vae)},
-    "bit_exact_reload": bool(np.array_equal(a, b)),
-    "release": {"used": bool(released), "why_not": why, "world_fingerprint": released and released["world_fingerprint"]},
-    "evaluation_sets": {name: len(t) for name, t in sets.items()},
-    "eval_output": eval_output,
-    "mel_vs_audio_agreement": agreement,
-    "by_kind": json.loads(summary.to_json(orient="index")),
-    "order_sensitivity": order_sensitivity,
-    "attention_first_half_share_t800": attention_order,
-    "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
-    "wall_seconds": round(time.time() - t_start, 1),
-}
+if base_checkpoint:  # a loaded real model: what was loaded and what could be measured, nothing trained
+    results = {"profile": profile, "base_checkpoint": checkpoint, "bit_exact_reload": bool(np.array_equal(a, b)),
+               "release": {"used": False, "why_not": why}, "evaluation_sets": {name: len(t) for name, t in sets.items()},
+               "eval_output": eval_output, "measures": measures, "by_kind": json.loads(summary.to_json(orient="index")),
+               "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
+               "wall_seconds": round(time.time() - t_start, 1)}
+else:
+    results = {
+        "profile": profile,
+        "text_encoder": {k: v for k, v in text_fit.items() if k not in ("losses", "config")},
+        "text_order_probe": text_order,
+        "vae": {"scaling_factor": vae_fit["scaling_factor"], "held_out_mel_l1": vae_l1, "seconds": vae_fit.get("seconds")},
+        "vocoder": {"kind": "hifigan" if vocoder is not None else "griffin-lim", "seconds": voc_fit.get("seconds"),
+                    "judge_event_f1": f1},
+        "unet": {"steps": len(unet_fit["losses"]), "batch_size": batch_size, "seconds": unet_fit.get("seconds"),
+                 "final_loss": unet_fit.get("final_loss"), "grounding_weight": grounding_weight,
+                 "final_grounding_loss": float(np.mean(unet_fit["grounding"][-50:])) if "grounding" in unet_fit else None,
+                 "params": sum(p.numel() for p in unet.parameters()), "model_size": model_size,
+                 "vae_params": n_params(vae)},
+        "bit_exact_reload": bool(np.array_equal(a, b)),
+        "release": {"used": bool(released), "why_not": why, "world_fingerprint": released and released["world_fingerprint"]},
+        "evaluation_sets": {name: len(t) for name, t in sets.items()},
+        "eval_output": eval_output,
+        "mel_vs_audio_agreement": agreement,
+        "by_kind": json.loads(summary.to_json(orient="index")),
+        "order_sensitivity": order_sensitivity,
+        "attention_first_half_share_t800": attention_order,
+        "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "wall_seconds": round(time.time() - t_start, 1),
+    }
 (run_dir / "02_base_model.json").write_text(json.dumps(results, indent=2, default=float))
 evaluation.format_ci(summary)

@@ -66,7 +66,8 @@ from IPython.display import Audio, Markdown, display
 from t2a_lib.align import gold_pairs, preferences
 from t2a_lib.feedback.widgets import PairListener
 from t2a_lib.model import base_model
-from t2a_lib.scoring import scorers
+from t2a_lib.scoring import clap_family, scorers
+from t2a_lib.world.captions import parse_caption_or_none
 from t2a_lib.world.datasets import load_split
 
 run_dir = Path(run_dir)
@@ -76,6 +77,7 @@ pref_dir.mkdir(parents=True, exist_ok=True)
 t_start = time.time()
 pipe = base_model.load_run_pipeline(run_dir)
 rankers, judges = scorers.load_rankers(run_dir), scorers.load_judges(run_dir)
+world_judges = not clap_family.uses_real_clap(run_dir)  # real data without timelines: a real CLAP per role
 config = preferences.PreferenceConfig(n_prompts=n_prompts, s11_steps=tuple(s11_steps), s12_seeds=s12_seeds,
                                       steps=steps, s2_perturbations=s2_perturbations,
                                       s3_perturbations=s3_perturbations, guidance=guidance, seed=seed)
@@ -85,10 +87,16 @@ config = preferences.PreferenceConfig(n_prompts=n_prompts, s11_steps=tuple(s11_s
 #
 # Seed prompts are training captions stratified by relation kind (Tango 2 clustered AudioCaps
 # captions with K-means; the world's relation kinds are its clusters). The perturbations come
-# from the world grammar; an LLM can be plugged in through `captions.CallablePerturber`.
+# from the world grammar; an LLM can be plugged in through `captions.CallablePerturber`. The
+# grammar perturbs only captions it can read: free-form captions (AudioCaps) get S1 candidates
+# only, as the printed count says.
 
 # %%
 prompts = preferences.seed_prompts(load_split(run_dir / "world", "train"), n_prompts, seed)
+parsed = sum(parse_caption_or_none(p) is not None for p in prompts)
+if parsed < len(prompts):
+    print(f"S2 and S3 skipped for {len(prompts) - parsed} of {len(prompts)} prompts: free-form captions, which "
+          "the world grammar cannot perturb (plug in an LLM through captions.CallablePerturber)")
 clips = preferences.plan_clips(prompts, config)
 display(pd.DataFrame([c.__dict__ for c in clips[:12]]))
 print(f"{len(prompts)} prompts → {len(clips)} clips:", pd.Series([c.group for c in clips]).value_counts().to_dict())
@@ -107,7 +115,9 @@ print(f"generated and ranked {len(clips)} clips in {time.time() - t0:.0f} s ({le
 # %%
 cands = preferences.candidate_pairs(clips, scores)
 thresholds = preferences.calibrate_filters(cands, config)
-pairs = preferences.judge_pairs(judges, preferences.apply_filters(cands, thresholds), audio)
+pairs = preferences.apply_filters(cands, thresholds)
+if world_judges:  # is the ranker's winner really better? (the world's judges; a real CLAP cannot say)
+    pairs = preferences.judge_pairs(judges, pairs, audio)
 pairs = preferences.write_preference_set(pref_dir, pairs, thresholds, config)
 print("thresholds on our score scale:", {k: round(v, 4) for k, v in thresholds.items()})
 print(f"{len(cands)} candidate pairs → {len(pairs)} kept")
@@ -125,10 +135,11 @@ for k, c in (("delta_min", "k"), ("delta_max", "k")):
     axes[0].axvline(thresholds[k], color=c, linestyle="--")
 axes[0].set(title="ranker margin of candidate pairs (dashed: Δ filter)", xlabel="winner − loser score")
 axes[0].legend()
-truth = pairs.groupby("strategy").truth.apply(lambda t: pd.Series({"better": (t > 0).mean(), "tie": (t == 0).mean(),
-                                                                   "worse": (t < 0).mean()})).unstack()
-truth.plot.bar(stacked=True, ax=axes[1], rot=0, color=["tab:green", "tab:gray", "tab:red"])
-axes[1].set(title="is the ranker's winner really better? (judges: present & in order)", ylim=(0, 1))
+if "truth" in pairs:
+    truth = pairs.groupby("strategy").truth.apply(lambda t: pd.Series({"better": (t > 0).mean(), "tie": (t == 0).mean(),
+                                                                       "worse": (t < 0).mean()})).unstack()
+    truth.plot.bar(stacked=True, ax=axes[1], rot=0, color=["tab:green", "tab:gray", "tab:red"])
+    axes[1].set(title="is the ranker's winner really better? (judges: present & in order)", ylim=(0, 1))
 fig.tight_layout()
 fig.savefig(run_dir / "figures" / "03_preference_set.png", dpi=90)
 plt.show()
@@ -143,21 +154,28 @@ plt.show()
 # DPO on them unchanged. Their labels are right by construction, so DPO on gold pairs is the
 # ceiling that ranking noise is measured against. The table below measures that noise directly:
 # how often the rankers, which rank the preference set above, prefer the true winner.
+#
+# Gold pairs need the world: its scenes to render. On real data (no timelines, no scenes) there are
+# none, and the later notebooks skip the gold-pair model.
 
 # %%
 t0 = time.time()
-gold = gold_pairs.build_gold_set(run_dir / "gold", run_dir / "world", pipe.vae,
-                                 gold_pairs.GoldConfig(n_order=gold_order, n_presence=gold_presence, seed=seed),
-                                 rankers=rankers)
+gold, gold_accuracy = None, pd.DataFrame()
+if world_judges:
+    gold = gold_pairs.build_gold_set(run_dir / "gold", run_dir / "world", pipe.vae,
+                                     gold_pairs.GoldConfig(n_order=gold_order, n_presence=gold_presence, seed=seed),
+                                     rankers=rankers)
+    gold_accuracy = gold_pairs.ranker_accuracy(gold)
+    print(f"{len(gold)} gold pairs rendered and encoded in {time.time() - t0:.0f} s:", gold.kind.value_counts().to_dict())
+    display(gold_accuracy.style.format({"ranker_accuracy": "{:.3f}", "mean_margin": "{:.4f}"}))
+    for kind, g in gold[gold.chosen != ""].groupby("kind"):
+        row = g.iloc[0]
+        display(Markdown(f"**{row.prompt}** — gold {kind} pair"))
+        display(Markdown("winner (the captioned scene)"), Audio(str(run_dir / "gold" / row.chosen), rate=16000))
+        display(Markdown("loser (the perturbed scene)"), Audio(str(run_dir / "gold" / row.rejected), rate=16000))
+else:
+    print("gold pairs skipped: they render the world's scenes, and this run's data is not the world (no timelines)")
 gold_seconds = time.time() - t0
-gold_accuracy = gold_pairs.ranker_accuracy(gold)
-print(f"{len(gold)} gold pairs rendered and encoded in {gold_seconds:.0f} s:", gold.kind.value_counts().to_dict())
-display(gold_accuracy.style.format({"ranker_accuracy": "{:.3f}", "mean_margin": "{:.4f}"}))
-for kind, g in gold[gold.chosen != ""].groupby("kind"):
-    row = g.iloc[0]
-    display(Markdown(f"**{row.prompt}** — gold {kind} pair"))
-    display(Markdown("winner (the captioned scene)"), Audio(str(run_dir / "gold" / row.chosen), rate=16000))
-    display(Markdown("loser (the perturbed scene)"), Audio(str(run_dir / "gold" / row.rejected), rate=16000))
 
 # %% [markdown]
 # ## Listen to pairs
@@ -197,7 +215,8 @@ results = {
     "table2": json.loads(table2.drop(columns=["pairs (paper)"]).to_json(orient="index")),
     "generation_clips_per_second": len(clips) / gen_seconds,
     "gold_pairs": {"pairs": len(gold), "by_kind": gold.kind.value_counts().to_dict(), "seconds": round(gold_seconds, 1),
-                   "ranker_accuracy": json.loads(gold_accuracy.to_json(orient="index"))},
+                   "ranker_accuracy": json.loads(gold_accuracy.to_json(orient="index"))} if gold is not None else
+                  {"pairs": 0, "skipped": "no world scenes to render (real data)"},
     "wall_seconds": round(time.time() - t_start, 1),
 }
 (run_dir / "03_preferences.json").write_text(json.dumps(results, indent=2, default=float))

@@ -55,6 +55,8 @@ rm_epochs = 60
 rm_lr = 1e-3
 held_out = 0.25
 n_boot = 1000
+baton_hd_file = None  # BATON's released human labels (data/HA/*_HA.json) instead of labelling generated clips
+baton_rd_file = None  # BATON's released reward-model labels (data/RM/*_RA.json) instead of the RD set made here
 
 # %%
 import json
@@ -69,7 +71,7 @@ from IPython.display import Audio, Markdown, display
 from t2a_lib.audio.features import waves_to_mel, load_waves
 from t2a_lib.audio.manifest import ManifestRecord, read_manifest
 from t2a_lib.evaluate import evaluation
-from t2a_lib.feedback import label_items, reward, widgets
+from t2a_lib.feedback import label_items, released, reward, widgets
 from t2a_lib.feedback.labels import merge_feedback
 from t2a_lib.model import base_model
 from t2a_lib.scoring import metrics, scorers
@@ -88,12 +90,22 @@ rankers = scorers.load_rankers(run_dir)
 # Prompts come from the world grammar, phrased freely ("…, then …", "… followed by …",
 # "… while …", "… with … in the background"). None of them is one of the run's BATON
 # evaluation prompts (written by notebook 02, `eval/baton.parquet`).
+#
+# **BATON's released labels.** With `baton_hd_file` (and `baton_rd_file`) the clips and answers
+# are BATON's own, read as published (`t2a_lib.feedback.released`): each clip is encoded by the base
+# model's VAE, so notebook 06 fine-tunes on them as on clips generated here, and nobody (no
+# simulated annotator either) labels anything.
 
 # %%
 t0 = time.time()
 eval_prompts = set(evaluation.load_eval_set(run_dir, "baton").prompt)
-hd_prompts = reward.baton_prompts(n_integrity, n_temporal, seed=seed, exclude=eval_prompts)
-hd = reward.sample_set(pipe, hd_prompts, samples_per_prompt, sample_steps, guidance, seed, baton_dir / "hd")
+if baton_hd_file:
+    hd = released.import_feedback(baton_hd_file, baton_dir / "hd", pipe.vae)
+    hd_prompts = hd[["task", "caption"]].drop_duplicates()
+    print(f"{len(hd)} clips with BATON's human labels from {baton_hd_file}")
+else:
+    hd_prompts = reward.baton_prompts(n_integrity, n_temporal, seed=seed, exclude=eval_prompts)
+    hd = reward.sample_set(pipe, hd_prompts, samples_per_prompt, sample_steps, guidance, seed, baton_dir / "hd")
 timings["generate_hd"] = time.time() - t0
 display(hd[["task", "caption"]].drop_duplicates().groupby("task").head(3))
 
@@ -107,6 +119,8 @@ records = [ManifestRecord(dataset="world-baton", location=r.location, captions=r
 if interactive:  # one widget per question, writing to <run_dir>/workshop/<labeller>/ (as `make workshop` does)
     for task, ui in widgets.feedback_labellers_from_run(run_dir, labeller).items():
         display(Markdown(f"### {task}: {ui.question}"), ui.widget)
+elif baton_hd_file:  # the released answers, in this run's label file (with the clips' ids)
+    reward.write_feedback(labels_path, hd.location.tolist(), hd.caption.tolist(), hd.feedback.tolist(), hd.id.tolist())
 else:
     annotator = reward.SimulatedAnnotator(rankers.detector, flip=annotator_flip, seed=seed)
     hd["feedback"] = annotator.label(waves_to_mel(load_waves(records)), hd)
@@ -142,9 +156,7 @@ print(f"{len(labels)} labelled clips; positive share by task:", hd.groupby("task
 
 # %%
 t0 = time.time()
-model_at = rankers.audiotext[0]
-mels = waves_to_mel(load_waves(records))
-a_emb, t_emb = reward.embed_pairs(model_at, mels, hd.caption.tolist())
+a_emb, t_emb = released.embed_clips(rankers, records, hd.caption.tolist())  # a real CLAP's on real data
 test_mask = reward.split_by_prompt(hd.caption.tolist(), held_out, seed)
 y = hd.feedback.to_numpy()
 rm, rm_losses = reward.train_reward_model(a_emb[~test_mask], t_emb[~test_mask], y[~test_mask], epochs=rm_epochs,
@@ -196,11 +208,14 @@ plt.show()
 
 # %%
 t0 = time.time()
-rd_prompts = reward.baton_prompts(n_rd_prompts // 2, n_rd_prompts - n_rd_prompts // 2, seed=seed + 1,
-                                  exclude=set(hd_prompts.caption) | eval_prompts)
-rd = reward.sample_set(pipe, rd_prompts, samples_per_prompt, sample_steps, guidance, seed + 1, baton_dir / "rd")
-rd_mels = waves_to_mel(load_waves([ManifestRecord("world-baton", loc, cap) for loc, cap in zip(rd.location, rd.caption)]))
-rd["feedback"] = reward.reward(rm, *reward.embed_pairs(model_at, rd_mels, rd.caption.tolist()))
+if baton_rd_file:  # BATON's reward model's scores, as released
+    rd = released.import_feedback(baton_rd_file, baton_dir / "rd", pipe.vae)
+else:
+    rd_prompts = reward.baton_prompts(n_rd_prompts // 2, n_rd_prompts - n_rd_prompts // 2, seed=seed + 1,
+                                      exclude=set(hd_prompts.caption) | eval_prompts)
+    rd = reward.sample_set(pipe, rd_prompts, samples_per_prompt, sample_steps, guidance, seed + 1, baton_dir / "rd")
+    rd_records = [ManifestRecord("world-baton", loc, cap) for loc, cap in zip(rd.location, rd.caption)]
+    rd["feedback"] = reward.reward(rm, *released.embed_clips(rankers, rd_records, rd.caption.tolist()))
 reward.write_feedback(baton_dir / "rd_labels.jsonl", rd.location.tolist(), rd.caption.tolist(), rd.feedback.tolist(),
                       rd.id.tolist(), field="SED")
 timings["generate_and_label_rd"] = time.time() - t0
@@ -220,5 +235,7 @@ results = {
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
     "wall_seconds": round(time.time() - t_start, 1),
 }
+if baton_hd_file or baton_rd_file:
+    results["released_labels"] = {"hd": baton_hd_file, "rd": baton_rd_file}
 (run_dir / "05_feedback.json").write_text(json.dumps(results, indent=2, default=float))
 rm_table

@@ -162,7 +162,8 @@ if kto_histories:
 # ## Evaluate on the run's Integrity and Temporal prompts (judges only)
 #
 # Every model samples the same BATON evaluation prompts with the same seed (paired). Seeds are
-# pooled; each seed's effect stands beside the pooled one.
+# pooled; each seed's effect stands beside the pooled one. On real data without timelines the
+# judge is the run's real CLAP: BATON's rows need the world's presence and order judges, and say so.
 
 # %%
 t0 = time.time()
@@ -174,7 +175,9 @@ timings["evaluation"] = time.time() - t0
 here = [c for c in claims.CLAIMS if c.prompts == "baton" and c.model in tables and c.baseline in tables
         and not c.metric.startswith(claims.GAP_PREFIX)]  # the ranker-judge gap rows: notebook 07
 answered = claims.answer_all({"baton": tables}, here, n_boot=n_boot, seed=seed)
-display(answered[["claim", "measure", "n", "ours", "per seed", "half-width", "MDE", "continuous", "verdict"]])
+print("measured:", ", ".join(c for c in ("presence", "all_present", "order", "clap") if c in tables["base"][0]))
+display(answered.reindex(columns=["claim", "measure", "n", "ours", "per seed", "half-width", "MDE", "continuous",
+                                  "verdict", "why"]).dropna(axis=1, how="all"))
 
 # %%
 claims.plot_effects(answered, "BATON: paired effects (judges; 95% bootstrap intervals; seeds pooled)",
@@ -187,7 +190,8 @@ i = int(np.argmax(base_t.task.to_numpy() == "temporal"))
 display(Markdown(f"**{base_t.caption[i]}**"))
 for model_id in tables:
     row = tables[model_id][0].iloc[i]
-    display(Markdown(f"*{claims.MODEL_NAMES[model_id]}* — judge hears {', '.join(row.detected) or 'nothing'}"),
+    heard = f"CLAP {row.clap:.3f}" if "presence" not in row else f"judge hears {', '.join(row.detected) or 'nothing'}"
+    display(Markdown(f"*{claims.MODEL_NAMES[model_id]}* — {heard}"),
             Audio(evaluation.to_audio(samples[model_id][0][i], base.vocoder), rate=16000))
 
 # %%

@@ -77,7 +77,7 @@ from IPython.display import Audio, Markdown, display
 from t2a_lib.audio.features import split_mels
 from t2a_lib.evaluate import claims, evaluation, ranker_gap, reproduce
 from t2a_lib.model import base_model
-from t2a_lib.scoring import scorers
+from t2a_lib.scoring import clap_family, scorers
 
 run_dir = Path(run_dir)
 tables_dir, fig_dir = run_dir / "tables", run_dir / "figures"
@@ -87,6 +87,7 @@ t_start, timings = time.time(), {}
 base = base_model.load_run_pipeline(run_dir)
 judges, rankers = scorers.load_judges(run_dir), scorers.load_rankers(run_dir)
 dpo_settings = json.loads((run_dir / "04_dpo.json").read_text())["settings"]  # the ablations use 04's DPO exactly
+world_judges = not clap_family.uses_real_clap(run_dir)  # real data without timelines: the run's real CLAP judges
 
 # %% [markdown]
 # ## Tango 2's ablations: DPO on a subset of the strategies
@@ -96,7 +97,10 @@ dpo_settings = json.loads((run_dir / "04_dpo.json").read_text())["settings"]  # 
 # independent: with `workers = 2` they train side by side, one thread each (`reproduce.train_ablations`).
 
 # %%
-if ablations:
+if ablations and not world_judges:  # free-form captions: notebook 03 made S1 pairs only
+    print("ablations skipped: without the world grammar the preference set holds S1 pairs only, so "
+          "'w/o S1' has no pairs and 'w/o S2&S3' is DPO itself")
+elif ablations:
     t0 = time.time()
     reproduce.train_ablations(run_dir, dpo_settings, seed, workers)
     timings["ablations"] = time.time() - t0
@@ -129,15 +133,19 @@ timings["sampling_and_judging"] = time.time() - t0
 
 # %%
 t0 = time.time()
-ranked = {name: ranker_gap.rank_samples(rankers, samples[name], evaluation.load_eval_set(run_dir, name).prompt.tolist())
-          for name in samples}
-gap = pd.concat([ranker_gap.gap_table(tables[name], ranked[name], name, n_boot, seed) for name in tables],
-                ignore_index=True)
-display(gap.drop(columns=["model id"]).style.format(precision=3, na_rep="—"))
-ranker_gap.plot_gap(gap, fig_dir / "07_ranker_judge_gap.png")
-plt.show()
-gap_metrics = {name: [m for _, m in ranker_gap.MEASURES[name]] for name in tables}
-tables = {name: ranker_gap.with_gap_columns(tables[name], ranked[name], gap_metrics[name]) for name in tables}
+gap = pd.DataFrame()
+if world_judges:
+    ranked = {name: ranker_gap.rank_samples(rankers, samples[name], evaluation.load_eval_set(run_dir, name).prompt.tolist())
+              for name in samples}
+    gap = pd.concat([ranker_gap.gap_table(tables[name], ranked[name], name, n_boot, seed) for name in tables],
+                    ignore_index=True)
+    display(gap.drop(columns=["model id"]).style.format(precision=3, na_rep="—"))
+    ranker_gap.plot_gap(gap, fig_dir / "07_ranker_judge_gap.png")
+    plt.show()
+    gap_metrics = {name: [m for _, m in ranker_gap.MEASURES[name]] for name in tables}
+    tables = {name: ranker_gap.with_gap_columns(tables[name], ranked[name], gap_metrics[name]) for name in tables}
+else:
+    print("ranker-judge gap skipped: it compares the world's two scorer families; this run has a real CLAP per role")
 timings["ranker_judge_gap"] = time.time() - t0
 
 # %% [markdown]
@@ -145,13 +153,16 @@ timings["ranker_judge_gap"] = time.time() - t0
 
 # %%
 claims_table = claims.answer_all(tables, n_boot=n_boot, seed=seed)
+measures = [m for m in ("presence", "all_present", "order", "clap") if m in tables["tango"]["base"][0]]
+print("measured:", ", ".join(measures), "" if world_judges else f"(real CLAP; the other rows: {clap_family.WHY_NOT})")
 shown = ["claim", "paper", "measure", "n", "ours", "per seed", "MDE", "continuous", "powered", "verdict"]
-display(claims_table[shown].style.format({"MDE": "{:.3f}"}, na_rep="—").apply(
+display(claims_table.reindex(columns=shown + ([] if world_judges else ["why"])).style.format({"MDE": "{:.3f}"}, na_rep="—").apply(
     lambda r: ["background-color: #dfd" if r.verdict == "reproduced" else
                "background-color: #fdd" if r.verdict == "contradicted" else "" for _ in r], axis=1))
 
 # %%
-show = claims_table[claims_table.difference.notna()].reset_index(drop=True)
+show = claims_table.reindex(columns=list(claims_table.columns) + ["difference"] * ("difference" not in claims_table))
+show = show[show.difference.notna()].reset_index(drop=True)
 fig, ax = plt.subplots(figsize=(10, 0.6 + 0.42 * len(show)))
 colour = {"reproduced": "tab:green", "contradicted": "tab:red", "not shown": "tab:gray"}
 for i, r in show.iterrows():
@@ -168,80 +179,104 @@ plt.show()
 
 # %% [markdown]
 # ## Tango 2, Table 3: Tango 2's held-out prompts (first seed of each model)
+#
+# Tables 3-5 and BATON's table need the world's judges (FAD, KL and IS on the judge detector's
+# outputs, presence and order); on real data without timelines the CLAP table after them stands
+# in for them.
 
 # %%
-t0 = time.time()
-prompts = evaluation.load_eval_set(run_dir, "tango")
-test_mels, test_recs = split_mels(run_dir / "world" / "test.jsonl")
-index = {r.id: i for i, r in enumerate(test_recs)}
-sources = [test_recs[index[i]] for i in prompts.source_id]
-source_out = judges.detector.analyse(test_mels[[index[i] for i in prompts.source_id]])
-ref_embeddings = judges.detector.analyse(test_mels).embeddings
-table3_results = {m: reproduce.corpus_metrics(judges, js[0], source_out, ref_embeddings, sources, n_boot, seed)
-                  for m, js in judged["tango"].items()}
-table3 = reproduce.metric_table(table3_results)
-paper3 = reproduce.PAPER_TABLE3.set_index("paper model")
-for col in ("FAD", "KL", "IS", "CLAP"):
-    table3[f"paper {col}"] = [paper3.loc[reproduce.PAPER_ROW[m], col] if m in reproduce.PAPER_ROW else "" for m in table3.index]
-table3.index = [claims.MODEL_NAMES[m] for m in table3.index]
-display(table3)
+table3_results = {}
+if world_judges:
+    t0 = time.time()
+    prompts = evaluation.load_eval_set(run_dir, "tango")
+    test_mels, test_recs = split_mels(run_dir / "world" / "test.jsonl")
+    index = {r.id: i for i, r in enumerate(test_recs)}
+    sources = [test_recs[index[i]] for i in prompts.source_id]
+    source_out = judges.detector.analyse(test_mels[[index[i] for i in prompts.source_id]])
+    ref_embeddings = judges.detector.analyse(test_mels).embeddings
+    table3_results = {m: reproduce.corpus_metrics(judges, js[0], source_out, ref_embeddings, sources, n_boot, seed)
+                      for m, js in judged["tango"].items()}
+    table3 = reproduce.metric_table(table3_results)
+    paper3 = reproduce.PAPER_TABLE3.set_index("paper model")
+    for col in ("FAD", "KL", "IS", "CLAP"):
+        table3[f"paper {col}"] = [paper3.loc[reproduce.PAPER_ROW[m], col] if m in reproduce.PAPER_ROW else "" for m in table3.index]
+    table3.index = [claims.MODEL_NAMES[m] for m in table3.index]
+    display(table3)
 
 # %% [markdown]
 # ## Tables 4 and 5: multi- vs single-event, temporal vs non-temporal prompts
 
 # %%
-def subset_table(subsets: list[str], paper: dict) -> pd.DataFrame:
-    rows = []
-    base_table = tables["tango"][reproduce.BASE][0]
-    for m, js in judged["tango"].items():
-        for sub in subsets:
-            mask = claims.SUBSETS["tango"][sub](base_table).to_numpy()
-            r = reproduce.corpus_metrics(judges, js[0], source_out, ref_embeddings, sources, n_boot, seed, mask=mask)
-            row = {"model": claims.MODEL_NAMES[m], "subset": sub, "clips": int(mask.sum())}
-            row.update({c: "" if np.isnan(r[c][0]) else f"{r[c][0]:.3f} [{r[c][1]:.3f}, {r[c][2]:.3f}]"
-                        for c in ("FAD", "KL", "IS", "CLAP", "presence", "order")})
-            p = paper.get(reproduce.PAPER_ROW.get(m, ""), {}).get(sub)
-            row["paper FAD/KL/IS/CLAP"] = "/".join(str(x) for x in p) if p else ""
-            rows.append(row)
-    return pd.DataFrame(rows)
+if world_judges:
+    def subset_table(subsets: list[str], paper: dict) -> pd.DataFrame:
+        rows = []
+        base_table = tables["tango"][reproduce.BASE][0]
+        for m, js in judged["tango"].items():
+            for sub in subsets:
+                mask = claims.SUBSETS["tango"][sub](base_table).to_numpy()
+                r = reproduce.corpus_metrics(judges, js[0], source_out, ref_embeddings, sources, n_boot, seed, mask=mask)
+                row = {"model": claims.MODEL_NAMES[m], "subset": sub, "clips": int(mask.sum())}
+                row.update({c: "" if np.isnan(r[c][0]) else f"{r[c][0]:.3f} [{r[c][1]:.3f}, {r[c][2]:.3f}]"
+                            for c in ("FAD", "KL", "IS", "CLAP", "presence", "order")})
+                p = paper.get(reproduce.PAPER_ROW.get(m, ""), {}).get(sub)
+                row["paper FAD/KL/IS/CLAP"] = "/".join(str(x) for x in p) if p else ""
+                rows.append(row)
+        return pd.DataFrame(rows)
 
 
-table4 = subset_table(["multi-event", "single-event"], reproduce.PAPER_TABLE4)
-table5 = subset_table(["temporal", "non-temporal"], reproduce.PAPER_TABLE5)
-display(table4)
-display(table5)
-timings["tables"] = time.time() - t0
+    table4 = subset_table(["multi-event", "single-event"], reproduce.PAPER_TABLE4)
+    table5 = subset_table(["temporal", "non-temporal"], reproduce.PAPER_TABLE5)
+    display(table4)
+    display(table5)
+    timings["tables"] = time.time() - t0
 
 # %% [markdown]
 # ## BATON: Integrity and Temporal prompts
 
 # %%
-baton_rows = []
-for m, ts in tables["baton"].items():
-    for task, metric in (("integrity", "all_present"), ("temporal", "order")):
-        for k, t in enumerate(ts):
-            v = t[t.task == task][metric].to_numpy(float)
-            c = t[t.task == task].clap.to_numpy(float)
-            est, lo, hi = evaluation.mean_ci(v, n_boot, seed)[:3]
-            ce, cl, ch = evaluation.mean_ci(c, n_boot, seed)[:3]
-            baton_rows.append({"model": claims.MODEL_NAMES[m], "seed": k, "task": task.capitalize(), "judge metric": metric,
-                               "value": f"{est:.3f} [{lo:.3f}, {hi:.3f}]", "CLAP": f"{ce:.3f} [{cl:.3f}, {ch:.3f}]",
-                               "paper": reproduce.PAPER_BATON[task] if m == "baton_hd_rd" and k == 0 else ""})
-baton_table = pd.DataFrame(baton_rows)
-display(baton_table)
+if world_judges:
+    baton_rows = []
+    for m, ts in tables["baton"].items():
+        for task, metric in (("integrity", "all_present"), ("temporal", "order")):
+            for k, t in enumerate(ts):
+                v = t[t.task == task][metric].to_numpy(float)
+                c = t[t.task == task].clap.to_numpy(float)
+                est, lo, hi = evaluation.mean_ci(v, n_boot, seed)[:3]
+                ce, cl, ch = evaluation.mean_ci(c, n_boot, seed)[:3]
+                baton_rows.append({"model": claims.MODEL_NAMES[m], "seed": k, "task": task.capitalize(), "judge metric": metric,
+                                   "value": f"{est:.3f} [{lo:.3f}, {hi:.3f}]", "CLAP": f"{ce:.3f} [{cl:.3f}, {ch:.3f}]",
+                                   "paper": reproduce.PAPER_BATON[task] if m == "baton_hd_rd" and k == 0 else ""})
+    baton_table = pd.DataFrame(baton_rows)
+    display(baton_table)
+
+# %% [markdown]
+# ## Real data: every model's CLAP score
+#
+# Without timelines the judges are the run's real CLAP (notebook 01): each model's mean CLAP score
+# (first seed and every seed) on each evaluation set, with its 95% bootstrap interval.
+
+# %%
+if not world_judges:
+    clap_table = pd.DataFrame([
+        {"set": name, "model": claims.MODEL_NAMES[m], "seed": k, "prompts": len(t),
+         "CLAP": "{:.3f} [{:.3f}, {:.3f}]".format(*evaluation.mean_ci(t.clap.to_numpy(float), n_boot, seed)[:3])}
+        for name in tables for m, ts in tables[name].items() for k, t in enumerate(ts)])
+    display(clap_table)
 
 # %% [markdown]
 # ## One prompt across models: look and listen
 
 # %%
 base_table = tables["tango"][reproduce.BASE][0]
-k = int(np.argmax(base_table.relation.isin(["then", "after"]).to_numpy()))
+k = int(np.argmax(base_table.relation.isin(["then", "after"]).to_numpy())) if "relation" in base_table else 0
 names = list(judged["tango"])
 fig, axes = plt.subplots(len(names), 1, figsize=(8, 1.6 * len(names)), squeeze=False)
 for ax, m in zip(axes[:, 0], names):
-    ax.imshow(evaluation.to_mel(samples["tango"][m][0][k]), origin="lower", aspect="auto", cmap="magma", extent=[0, 2.56, 0, 64])
-    ax.set_title(f"{claims.MODEL_NAMES[m]}: judge hears {', '.join(tables['tango'][m][0].detected[k]) or 'nothing'}",
-                 fontsize=8)
+    mel = evaluation.to_mel(samples["tango"][m][0][k])
+    ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", extent=[0, mel.shape[1] / 100, 0, 64])
+    row = tables["tango"][m][0].iloc[k]
+    heard = f"judge hears {', '.join(row.detected) or 'nothing'}" if world_judges else f"CLAP {row.clap:.3f}"
+    ax.set_title(f"{claims.MODEL_NAMES[m]}: {heard}", fontsize=8)
     ax.set_yticks([])
 fig.suptitle(base_table.caption[k], fontsize=10)
 fig.tight_layout()
@@ -271,15 +306,18 @@ print(f"listening set: {len(listening['prompts'])} prompts, {len(listening['pair
 # ## Write the tables and figures
 
 # %%
-for name, t in (("claims", claims_table), ("table3", table3), ("table4", table4), ("table5", table5),
-                ("baton", baton_table), ("ranker_judge_gap", gap)):
+written = (("claims", claims_table), ("table3", table3), ("table4", table4), ("table5", table5),
+           ("baton", baton_table), ("ranker_judge_gap", gap)) if world_judges else \
+    (("claims", claims_table), ("clap", clap_table))
+for name, t in written:
     keep_index = not isinstance(t.index, pd.RangeIndex)  # row numbers are not worth a column
     t.to_csv(tables_dir / f"{name}.csv", index=keep_index)
     (tables_dir / f"{name}.md").write_text(t.to_markdown(index=keep_index))
 results = {
     "profile": profile,
-    "claims": json.loads(claims_table[["key", "claim", "paper", "measure", "n", "seeds", "ours", "per seed",
-                                       "half-width", "MDE", "continuous", "powered", "verdict"]]
+    "claims": json.loads(claims_table.reindex(columns=["key", "claim", "paper", "measure", "n", "seeds", "ours",
+                                                       "per seed", "half-width", "MDE", "continuous", "powered",
+                                                       "verdict"] + ([] if world_judges else ["why"]))
                          .to_json(orient="records")),
     "models": seeds,
     "ranker_judge_gap": json.loads(gap.to_json(orient="records")),
@@ -288,5 +326,8 @@ results = {
     "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
     "wall_seconds": round(time.time() - t_start, 1),
 }
+if not world_judges:
+    results.update(measures=measures, scorers=json.loads(clap_family.record_path(run_dir).read_text()),
+                   clap=json.loads(clap_table.to_json(orient="records")))
 (run_dir / "07_reproduce.json").write_text(json.dumps(results, indent=2, default=float))
 claims_table[["claim", "measure", "ours", "verdict"]]

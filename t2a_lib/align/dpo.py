@@ -192,8 +192,11 @@ def crpo_round(pipe, rankers, prompts: list[str], n_samples: int, steps: int, gu
     expanded = [p for p in prompts for _ in range(n_samples)]
     out = pipe(expanded, num_inference_steps=steps, guidance_scale=guidance, batch_size=batch_size,
                generator=torch.Generator().manual_seed(seed), return_latents=True, progress=False)
-    mels = waves_to_mel(out.audios)
-    scores = np.mean([m.score(mels, expanded) for m in rankers.audiotext], axis=0).reshape(len(prompts), n_samples)
+    if hasattr(rankers, "score_waves"):  # a real CLAP (real data): it hears the waveforms
+        scores = rankers.score_waves(out.audios, expanded).reshape(len(prompts), n_samples)
+    else:
+        mels = waves_to_mel(out.audios)
+        scores = np.mean([m.score(mels, expanded) for m in rankers.audiotext], axis=0).reshape(len(prompts), n_samples)
     best, worst = scores.argmax(1), scores.argmin(1)
     lat = torch.from_numpy(out.latents).view(len(prompts), n_samples, *out.latents.shape[1:])
     rows = np.arange(len(prompts))

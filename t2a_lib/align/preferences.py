@@ -164,8 +164,11 @@ def generate_clips(pipe, clips: list[Clip], config: PreferenceConfig, out_dir, p
 def score_clips(rankers, clips: list[Clip], audio: dict) -> dict[str, np.ndarray]:
     """Each ranker's cosine of every clip against its *seed prompt* (never its own caption)."""
     require_role(rankers, "ranker", "ranking the preference set")
-    mels = waves_to_mel(np.stack([audio[c.clip_id] for c in clips]))
     prompts = [c.prompt for c in clips]
+    if hasattr(rankers, "score_waves"):  # a real CLAP (real data): it hears the waveforms
+        scores = rankers.score_waves(np.stack([audio[c.clip_id] for c in clips]), prompts)
+        return {c.clip_id: np.array([s]) for c, s in zip(clips, scores)}
+    mels = waves_to_mel(np.stack([audio[c.clip_id] for c in clips]))
     return {c.clip_id: np.array(s) for c, s in
             zip(clips, np.stack([m.score(mels, prompts) for m in rankers.audiotext], axis=1))}
 

@@ -76,7 +76,7 @@ def prompt_set(model_id: str) -> str:
 # the subsets of each evaluation prompt set, as masks over a judge table
 SUBSETS = {
     "tango": {
-        "all": lambda t: t.n_events > 0,
+        "all": lambda t: t.n_events > 0 if "n_events" in t else pd.Series(True, index=t.index),  # CLAP-only: all
         "multi-event": lambda t: t.n_events >= 2,
         "single-event": lambda t: t.n_events == 1,
         "temporal": lambda t: t.relation.isin(["then", "followed", "before", "after"]),
@@ -243,6 +243,16 @@ def _where(model_id: str) -> str:
     return f"{model_id} (trained with {switch}, on in the `{profile}` profile)"
 
 
+def _why_unmeasured(metric: str, table: pd.DataFrame) -> str:
+    """Why a table lacks ``metric``: on real data (a CLAP-only table) the world's judges are absent."""
+    if "presence" not in table and (metric in RATE_METRICS or metric.startswith(GAP_PREFIX)):
+        from ..scoring.clap_family import WHY_NOT
+
+        what = "the ranker-judge gap" if metric.startswith(GAP_PREFIX) else metric
+        return f"{what} {WHY_NOT}"
+    return f"no per-clip {metric} in the tables"
+
+
 def answer(claim: Claim, tables: dict[str, list[pd.DataFrame]], n_boot: int = 1000, seed: int = 0) -> dict:
     """One row of the claims table. ``tables`` maps a model identifier to its per-seed judge
     tables on the claim's prompt set (every model on the same prompts, in the same order)."""
@@ -252,7 +262,7 @@ def answer(claim: Claim, tables: dict[str, list[pd.DataFrame]], n_boot: int = 10
         return {**row, "ours": "—", "verdict": "not measured", "why": "not evaluated: " + ", ".join(map(_where, missing))}
     base_tables = tables[claim.baseline]
     if claim.metric not in base_tables[0]:
-        return {**row, "ours": "—", "verdict": "not measured", "why": f"no per-clip {claim.metric} in the tables"}
+        return {**row, "ours": "—", "verdict": "not measured", "why": _why_unmeasured(claim.metric, base_tables[0])}
     mask = SUBSETS[claim.prompts][claim.subset](base_tables[0]).to_numpy()
     b = pooled_values(base_tables, claim.metric)[mask]
     pooled = paired_effect(pooled_values(tables[claim.model], claim.metric)[mask], b, n_boot, seed)
@@ -293,6 +303,8 @@ def plot_effects(answered: pd.DataFrame, title: str, path=None):
     without an interval left out); saved to ``path`` when given. Returns the figure."""
     import matplotlib.pyplot as plt
 
+    answered = answered.reindex(columns=list(answered.columns) + [c for c in ("difference", "low", "high")
+                                                                  if c not in answered])  # nothing measured: empty
     show = answered[answered.difference.notna()]
     fig, ax = plt.subplots(figsize=(10, 0.5 + 0.45 * len(show)))
     y = np.arange(len(show))

@@ -74,6 +74,11 @@ def judge_model(pipe, judges, prompts: list[str], seed: int, steps: int, guidanc
     """Sample (or read from the cache) and judge: per-clip verdicts and the samples (waveforms,
     or log-mels with ``output="mel"``)."""
     require_role(judges, "judge", "model evaluation")
+    if hasattr(judges, "judge_waves"):  # a real CLAP (real data, no timelines): it hears waveforms
+        if output != "audio":
+            raise ValueError("a real CLAP judges waveforms: evaluate with eval_output = 'audio'")
+        samples = generate(pipe, prompts, seed, steps, guidance, batch_size, progress, cache_dir, output)
+        return judges.judge_waves(samples, prompts), samples
     samples = generate(pipe, prompts, seed, steps, guidance, batch_size, progress, cache_dir, output)
     mels = waves_to_mel(samples) if output == "audio" else torch.from_numpy(samples)
     return judge_clips(judges, mels, prompts), samples
@@ -112,7 +117,10 @@ def mean_ci(values, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, fl
 
 def summarize(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, by: str = "relation") -> pd.DataFrame:
     """Per group: presence, all present, order (temporal prompts with every event present),
-    CLAP score; each as estimate with [low, high] 95% bootstrap bounds and the count."""
+    CLAP score; each as estimate with [low, high] 95% bootstrap bounds and the count. A CLAP-only
+    table (real data: :mod:`t2a_lib.scoring.clap_family`) gives the CLAP score per prompt ``kind``."""
+    if "presence" not in table:
+        return _summarize_clap(table, n_boot, seed, by if by in table else "kind")
     rows = []
     groups = [("all", table)] + [(k, g) for k, g in table.groupby(by)]
     for name, g in groups:
@@ -128,11 +136,20 @@ def summarize(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0, by: str = 
     return out.loc[order]
 
 
+def _summarize_clap(table: pd.DataFrame, n_boot: int, seed: int, by: str) -> pd.DataFrame:
+    """:func:`summarize` of a CLAP-only table: the CLAP score per group."""
+    rows = []
+    for name, g in [("all", table)] + ([(k, g) for k, g in table.groupby(by)] if by in table else []):
+        est, lo, hi, n = mean_ci(g.clap, n_boot, seed)
+        rows.append({by: name, "clips": len(g), "clap": est, "clap_lo": lo, "clap_hi": hi, "clap_n": n})
+    return pd.DataFrame(rows).set_index(by)
+
+
 def format_ci(summary: pd.DataFrame, cols=("presence", "all_present", "order|present", "clap")) -> pd.DataFrame:
-    """'0.912 [0.880, 0.940]' strings for display."""
+    """'0.912 [0.880, 0.940]' strings for display (the columns the summary has)."""
     out = pd.DataFrame(index=summary.index)
     out["clips"] = summary["clips"]
-    for c in cols:
+    for c in (c for c in cols if c in summary):
         out[c] = [f"{e:.3f} [{lo:.3f}, {hi:.3f}] (n={n})" if n > 1 else ("—" if n == 0 else f"{e:.3f} (n=1)")
                   for e, lo, hi, n in zip(summary[c], summary[f"{c}_lo"], summary[f"{c}_hi"], summary[f"{c}_n"])]
     return out

@@ -198,6 +198,12 @@ def _short_list(x) -> bool:
     return isinstance(x, list) and len(x) <= 12 and all(not isinstance(v, (dict, list)) for v in x)
 
 
+def final_measures(stage_results: dict) -> list[str] | None:
+    """What the judges of a run on real data could measure (07's ``measures``), or None (the world's run)."""
+    return next((d["measures"] for d in stage_results.values() if isinstance(d, dict) and d.get("measures")
+                 and d.get("claims")), None)
+
+
 def _stage_section(rec: dict, data, link: str, pngs: dict[str, str]) -> str:
     """One stage, folded: status, time, notes, its figures captioned in place, key numbers."""
     from .report_sections import caption, figure
@@ -283,7 +289,7 @@ def build_report(run_dir, report_dir, profile) -> Path:
     listening = run_dir / "listening" / "index.json"
     names = json.loads(listening.read_text()).get("models", {}) if listening.is_file() else {}
     parts = _header(name, state, prov, records, problems) + [
-        '<h2 id="claims">Claims</h2>', sections.claims_section(claims),
+        '<h2 id="claims">Claims</h2>', sections.claims_section(claims, final_measures(stage_results)),
         "<h2 id=\"tables\">The papers' tables</h2>", sections.tables_section(run_dir / "tables", markdown_tables),
         '<h2 id="effects">Effects</h2>', sections.effects_section(report_dir, pngs, final.get("results", {}), names),
         '<h2 id="beyond">Beyond the papers</h2>', sections.beyond_section(run_dir / "tables", pngs),

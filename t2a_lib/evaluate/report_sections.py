@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 CLAIM_COLUMNS = ["claim", "paper", "measure", "n", "seeds", "ours", "per seed", "MDE", "continuous", "powered",
-                 "verdict"]
+                 "verdict", "why"]
 HOW_TO_READ = """Each row is a claim of a paper, answered on this run's held-out prompts as a paired
 difference (the model minus its baseline, on the same prompts and noise), scored by the judges only.
 <b>ours</b> is the pooled difference with its 95% bootstrap interval, <b>per seed</b> each fine-tune seed's
@@ -34,6 +34,8 @@ TABLES = {  # tables/<stem>.csv: title, note
     "table4": ("Tango 2, Table 4: multi-event and single-event prompts", "First seed of each model."),
     "table5": ("Tango 2, Table 5: temporal and non-temporal prompts", "First seed of each model."),
     "baton": ("BATON: Integrity and Temporal prompts", "Every seed of each model."),
+    "clap": ("Real data: every model's CLAP score", "The run's real CLAP judge on each evaluation set; every "
+             "seed of each model. Tables 3-5 and BATON's need the world's judges (event timelines)."),
 }
 TABLES_NOTE = """Every figure of ours is an estimate with its 95% bootstrap interval. The papers' columns
 (shaded) are AudioCaps figures from real 866M-parameter models, beside ours for orientation only: they
@@ -110,7 +112,9 @@ def figure(rel: str, text: str) -> str:
 
 # ---------------------------------------------------------------------------- claims
 
-def claims_section(claims: list[dict]) -> str:
+def claims_section(claims: list[dict], measures: list[str] | None = None) -> str:
+    """The claims table; with ``measures`` (a run on real data: what its judges could measure) a line
+    saying which measures were available."""
     if not claims:
         return '<p class="muted">No stage of this run answered claims (notebook 07 writes them).</p>'
     columns = [c for c in CLAIM_COLUMNS if any(c in r for r in claims)]
@@ -122,7 +126,10 @@ def claims_section(claims: list[dict]) -> str:
         cells = "".join(f'<td class="{"verdict " + cls if c == "verdict" else ""}">'
                         f'{"<br>".join(esc(x) for x in readable(r.get(c)).split("; "))}</td>' for c in columns)
         rows.append(f'<tr class="{cls}">{cells}</tr>')
-    return (f'<p class="how">{HOW_TO_READ}</p><table class="claims"><tr>{head}</tr>\n'
+    available = (f'<p class="how">Measures available on this run: {esc(", ".join(measures))}. The rows that need '
+                 "the world's presence and order judges (event timelines) are not measured; their "
+                 "<i>why</i> says so.</p>") if measures else ""
+    return (f'<p class="how">{HOW_TO_READ}</p>{available}<table class="claims"><tr>{head}</tr>\n'
             + "\n".join(rows) + "</table>")
 
 

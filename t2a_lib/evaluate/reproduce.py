@@ -152,7 +152,10 @@ def write_listening_set(run_dir, pipe, tango: dict[str, np.ndarray], tango_table
     for name, models, table in (("tango", tango, tango_table), ("baton", baton or {}, baton_table)):
         if table is None or not models:
             continue
-        temporal = table.order.notna().to_numpy() if "task" not in table else (table.task == "temporal").to_numpy()
+        if "task" in table:
+            temporal = (table.task == "temporal").to_numpy()
+        else:  # a CLAP-only table of free-form captions (real data): no order to listen for, the first prompts
+            temporal = table.order.notna().to_numpy() if "order" in table else np.ones(len(table), bool)
         for i in np.flatnonzero(temporal)[:n_prompts]:
             clips = {}
             for model_id, samples in models.items():

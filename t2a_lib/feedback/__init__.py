@@ -4,6 +4,7 @@ Binary feedback on the base model's clips (simulated annotators, or people throu
 the workshop) trains a reward model; BATON's reward-weighted fine-tuning and KTO use it.
 
 - ``reward``       BATON's prompts, simulated annotators, the reward model
+- ``released``     BATON's released label files (HA, RA) as the fine-tunes' data
 - ``baton``        reward-weighted fine-tuning
 - ``kto``          Diffusion-KTO on the same labels
 - ``labels``       answers on disk: append-only logs, merges per question; ``agreement`` Cohen/Fleiss

@@ -25,7 +25,7 @@ from transformers import T5EncoderModel
 from ..scoring.audiotext import AudioTextConfig, AudioTextModel, evaluate_audiotext, train_audiotext
 from .autoencoder import VAETrainConfig, calibrate_scaling, train_vae
 from ..world.captions import TEMPORAL, parse_caption_or_none, word_labels
-from .components import MiniTangoConfig, make_sample_scheduler, make_train_scheduler, make_unet, make_vae
+from .components import MiniTangoConfig, make_sample_scheduler, make_train_scheduler, make_unet, make_vae, n_params
 from .diffusion import TextBank, TrainConfig, train_unet
 from .fits import claim_folder, fingerprint
 from ..run.files import load_fit, save_fit
@@ -279,3 +279,35 @@ def load_run_pipeline(run_dir) -> TangoPipeline:
 
 def load_text_encoder(path) -> T5EncoderModel:
     return T5EncoderModel.from_pretrained(path).eval()
+
+
+CHECKPOINT_RECORD = "checkpoint.json"
+
+
+def install_checkpoint(run_dir, checkpoint, sample_seconds: float | None = None) -> tuple[TangoPipeline, dict]:
+    """Make a real checkpoint the run's base: a Tango / Tango 2 snapshot or a diffusers AudioLDM folder
+    (:func:`t2a_lib.model.tango.pipeline_from_checkpoint`; absent weights raise naming what to fetch)
+    saved as ``run_dir/base/pipeline``, where :func:`load_run_pipeline` finds it for every later
+    notebook, with ``base/checkpoint.json`` recording where it came from and what it samples: its own
+    clip length (Tango's 10.24 s), or ``sample_seconds`` (rounded to whole latent frames) when given.
+    Returns the pipeline as the later notebooks load it, and the record."""
+    import json
+
+    from .tango import pipeline_from_checkpoint
+
+    base_dir = Path(run_dir) / "base"
+    pipe = pipeline_from_checkpoint(checkpoint)
+    per_latent = 2 ** (len(pipe.vae.config.block_out_channels) - 1)  # mel frames per latent frame
+    own = pipe.latent_shape()[1] * per_latent * 160 / 16000
+    if sample_seconds:
+        frames = max(1, round(sample_seconds * 100 / per_latent)) * per_latent
+        pipe.unet.register_to_config(sample_size=[frames // per_latent, 64 // per_latent])  # what latent_shape reads
+    pipe.save_pretrained(base_dir / "pipeline")
+    pipe = load_run_pipeline(run_dir)
+    shape = pipe.latent_shape()
+    record = {"checkpoint": str(Path(checkpoint).resolve()), "conditioning": pipe.conditioning,
+              "latent_shape": list(shape), "mel_frames": shape[1] * per_latent,
+              "sample_seconds": shape[1] * per_latent * 160 / 16000, "checkpoint_sample_seconds": own,
+              "unet_params": n_params(pipe.unet)}
+    (base_dir / CHECKPOINT_RECORD).write_text(json.dumps(record, indent=1))
+    return pipe, record

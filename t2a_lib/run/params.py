@@ -36,7 +36,7 @@ RANGES = {
         "s3_perturbations", "n_listen_pairs", "gold_order", "gold_presence", "sft_first_steps",
         "crpo_rounds", "n_rd_prompts")},
     "crpo_samples": ("int", 2, None),
-    "clip_seconds": ("num", 0.5, 30.0),
+    "clip_seconds": ("num", 0.5, 30.0), "base_sample_seconds": ("num", 0.04, 30.0),
     "lr": _POS, "rm_lr": _POS, "min_snr_gamma": _POS, "kto_lr": _POS, "drift_lr": _POS,
     "kto_beta": _POS, "kto_lambda_desirable": _POS, "kto_lambda_undesirable": _POS,
     "safeguard_mu": ("num", 0.0, 1.0),

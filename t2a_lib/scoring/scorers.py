@@ -89,12 +89,19 @@ def rankers_dir(run_dir) -> Path:
     return Path(run_dir) / "scorers" / "rankers"
 
 
-def load_judges(run_dir) -> Scorers:
-    return Scorers.load(judges_dir(run_dir), "judge")
+def load_judges(run_dir):
+    """The run's judges: the world's (notebook 01 trained them), or on real data without timelines the
+    real CLAP notebook 01 recorded (:mod:`t2a_lib.scoring.clap_family`)."""
+    from . import clap_family
+
+    return clap_family.load(run_dir, "judge") or Scorers.load(judges_dir(run_dir), "judge")
 
 
-def load_rankers(run_dir) -> Scorers:
-    return Scorers.load(rankers_dir(run_dir), "ranker")
+def load_rankers(run_dir):
+    """The run's rankers, the world's or the real CLAP notebook 01 recorded (as :func:`load_judges`)."""
+    from . import clap_family
+
+    return clap_family.load(run_dir, "ranker") or Scorers.load(rankers_dir(run_dir), "ranker")
 
 
 def scorer_configs(role: str, seed: int, n_audiotext: int, detector_epochs: int, audiotext_epochs: int,
