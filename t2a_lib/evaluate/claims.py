@@ -248,7 +248,7 @@ def _why_unmeasured(metric: str, table: pd.DataFrame) -> str:
     if "presence" not in table and (metric in RATE_METRICS or metric.startswith(GAP_PREFIX)):
         from ..scoring.clap_family import WHY_NOT
 
-        what = "the ranker-judge gap" if metric.startswith(GAP_PREFIX) else metric
+        what = f"the ranker-judge gap ({metric})" if metric.startswith(GAP_PREFIX) else metric
         return f"{what} {WHY_NOT}"
     return f"no per-clip {metric} in the tables"
 
