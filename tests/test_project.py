@@ -327,12 +327,21 @@ def _with_switches(profile: dict, switches: dict) -> dict:
             "notebooks": {stem: {**params, **switches.get(stem, {})} for stem, params in profile["notebooks"].items()}}
 
 
+def _bool_switches(switches: dict) -> list[tuple[str, str]]:
+    return [(stem, key) for stem, entry in switches.items() for key, v in entry.items() if isinstance(v, bool)]
+
+
+def _notebook_default(stem: str, key: str):
+    """A notebook parameter's default, as papermill reads it from the parameters cell."""
+    import papermill
+
+    return yaml.safe_load(papermill.inspect_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"))[key]["default"])
+
+
 def test_default_is_full_less_the_models_its_budget_leaves_out():
     """`default` trains and judges fewer models than `full` and changes nothing else, so every row
     both answer is computed the same way: the models it leaves out are switched on in the notebooks
     (their defaults), in `full` and in `smoke`."""
-    import papermill
-
     default, full, smoke = _profile_yaml("default"), _profile_yaml("full"), _profile_yaml("smoke")
     off = {"02_base_model": {"n_agreement": 0}, "04_dpo": {"with_sft": False, "with_crpo": False},
            "06_baton": {"with_rd": False}, "07_reproduce": {"ablations": False}}
@@ -340,28 +349,20 @@ def test_default_is_full_less_the_models_its_budget_leaves_out():
     trimmed = {**full, "notebooks": {stem: {k: v for k, v in params.items() if not (stem == "04_dpo" and k in crpo)}
                                      for stem, params in full["notebooks"].items()}}
     assert _with_switches(default, {}) == _with_switches(trimmed, off)
-    for stem, switches in off.items():
-        declared = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"))
-        for key in switches:
-            if isinstance(switches[key], bool):
-                assert declared[key]["default"] == "True", f"{stem}.{key} must default to on"
-                assert smoke["notebooks"][stem].get(key, True) is True
+    for stem, key in _bool_switches(off):
+        assert smoke["notebooks"][stem].get(key, _notebook_default(stem, key)) is True
+        assert _notebook_default(stem, key) is True, f"{stem}.{key} must default to on"
 
 
 def test_beyond_is_full_plus_the_switches_that_go_beyond_the_papers():
     """KTO, the safeguarded DPO and the drift runs are off in the notebooks and in `default`, on in
     `beyond` (`full` with them, which changes nothing else) and in `smoke` (so `make test` runs them)."""
-    import papermill
-
     default, full, beyond, smoke = (_profile_yaml(n) for n in ("default", "full", "beyond", "smoke"))
     switches = {"04_dpo": {"safeguard": True, "drift": True, "drift_lr": 1e-4}, "06_baton": {"with_kto": True}}
     assert _with_switches(beyond, {}) == _with_switches(full, switches)
-    for stem, on in switches.items():
-        declared = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"))
-        for key in on:
-            if isinstance(on[key], bool):
-                assert declared[key]["default"] == "False", f"{stem}.{key} must default to off"
-                assert key not in default["notebooks"][stem] and smoke["notebooks"][stem][key] is True
+    for stem, key in _bool_switches(switches):
+        assert key not in default["notebooks"][stem] and smoke["notebooks"][stem][key] is True
+        assert _notebook_default(stem, key) is False, f"{stem}.{key} must default to off"
 
 
 def test_no_parameter_is_shadowed_by_an_import():
