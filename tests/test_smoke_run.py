@@ -191,7 +191,7 @@ def test_a_run_killed_and_resumed_has_the_weights_of_one_never_interrupted(smoke
     assert len(wb) > 20 and any(k.startswith("scorers/") for k in wb) and any(k.startswith("models/dpo/") for k in wb)
     later = ("models/baton", "models/kto", "models/dpo_wo", "baton/")  # written by 05-07, which run b stops before
     assert {k for k in wa if not k.startswith(later)} == wb.keys(), sorted(set(wa) ^ set(wb))
-    differing = [k for k in wa if wa[k] != wb[k]]
+    differing = [k for k in wb if wa[k] != wb[k]]
     assert not differing, differing
 
 
