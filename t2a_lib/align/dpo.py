@@ -185,18 +185,13 @@ def crpo_round(pipe, rankers, prompts: list[str], n_samples: int, steps: int, gu
                batch_size: int | None = None) -> tuple[PairBank, pd.DataFrame]:
     """One round of TangoFlux's CLAP-ranked preference optimisation: ``n_samples`` per prompt
     from the *current* model, the ranker ensemble's best against its worst."""
-    from ..audio.features import waves_to_mel
-    from ..scoring.scorers import require_role
+    from ..scoring.scorers import ranker_scores, require_role
 
     require_role(rankers, "ranker", "CRPO ranking")
     expanded = [p for p in prompts for _ in range(n_samples)]
     out = pipe(expanded, num_inference_steps=steps, guidance_scale=guidance, batch_size=batch_size,
                generator=torch.Generator().manual_seed(seed), return_latents=True, progress=False)
-    if hasattr(rankers, "score_waves"):  # a real CLAP (real data): it hears the waveforms
-        scores = rankers.score_waves(out.audios, expanded).reshape(len(prompts), n_samples)
-    else:
-        mels = waves_to_mel(out.audios)
-        scores = np.mean([m.score(mels, expanded) for m in rankers.audiotext], axis=0).reshape(len(prompts), n_samples)
+    scores = ranker_scores(rankers, out.audios, expanded).mean(1).reshape(len(prompts), n_samples)
     best, worst = scores.argmax(1), scores.argmin(1)
     lat = torch.from_numpy(out.latents).view(len(prompts), n_samples, *out.latents.shape[1:])
     rows = np.arange(len(prompts))

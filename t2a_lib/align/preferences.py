@@ -31,7 +31,7 @@ from ..audio.wav import write_wav
 from ..world.captions import FREE_KIND, CaptionError, GrammarPerturber, Perturber, caption_kind, parse_caption_or_none
 from ..evaluate.evaluation import KIND_ORDER
 from ..audio.features import waves_to_mel
-from ..scoring.scorers import judge_clips, require_role
+from ..scoring.scorers import judge_clips, ranker_scores, require_role
 
 STRATEGIES = ("S1.1", "S1.2", "S2", "S3")
 PAPER_TABLE2 = pd.DataFrame(  # Tango 2, Table 2 (audio-alpaca); the paper's CLAP scale
@@ -164,13 +164,8 @@ def generate_clips(pipe, clips: list[Clip], config: PreferenceConfig, out_dir, p
 def score_clips(rankers, clips: list[Clip], audio: dict) -> dict[str, np.ndarray]:
     """Each ranker's cosine of every clip against its *seed prompt* (never its own caption)."""
     require_role(rankers, "ranker", "ranking the preference set")
-    prompts = [c.prompt for c in clips]
-    if hasattr(rankers, "score_waves"):  # a real CLAP (real data): it hears the waveforms
-        scores = rankers.score_waves(np.stack([audio[c.clip_id] for c in clips]), prompts)
-        return {c.clip_id: np.array([s]) for c, s in zip(clips, scores)}
-    mels = waves_to_mel(np.stack([audio[c.clip_id] for c in clips]))
-    return {c.clip_id: np.array(s) for c, s in
-            zip(clips, np.stack([m.score(mels, prompts) for m in rankers.audiotext], axis=1))}
+    scores = ranker_scores(rankers, np.stack([audio[c.clip_id] for c in clips]), [c.prompt for c in clips])
+    return {c.clip_id: s for c, s in zip(clips, scores)}
 
 
 def candidate_pairs(clips: list[Clip], scores: dict[str, np.ndarray]) -> pd.DataFrame:

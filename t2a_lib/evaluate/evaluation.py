@@ -74,12 +74,12 @@ def judge_model(pipe, judges, prompts: list[str], seed: int, steps: int, guidanc
     """Sample (or read from the cache) and judge: per-clip verdicts and the samples (waveforms,
     or log-mels with ``output="mel"``)."""
     require_role(judges, "judge", "model evaluation")
-    if hasattr(judges, "judge_waves"):  # a real CLAP (real data, no timelines): it hears waveforms
-        if output != "audio":
-            raise ValueError("a real CLAP judges waveforms: evaluate with eval_output = 'audio'")
-        samples = generate(pipe, prompts, seed, steps, guidance, batch_size, progress, cache_dir, output)
-        return judges.judge_waves(samples, prompts), samples
+    real_clap = hasattr(judges, "judge_waves")  # real data, no timelines: a real CLAP hears waveforms
+    if real_clap and output != "audio":
+        raise ValueError("a real CLAP judges waveforms: evaluate with eval_output = 'audio'")
     samples = generate(pipe, prompts, seed, steps, guidance, batch_size, progress, cache_dir, output)
+    if real_clap:
+        return judges.judge_waves(samples, prompts), samples
     mels = waves_to_mel(samples) if output == "audio" else torch.from_numpy(samples)
     return judge_clips(judges, mels, prompts), samples
 

@@ -89,6 +89,18 @@ def rankers_dir(run_dir) -> Path:
     return Path(run_dir) / "scorers" / "rankers"
 
 
+def ranker_scores(rankers, waves, captions: list[str]) -> np.ndarray:
+    """Each ranker's cosine of clip i with caption i, shape (N, rankers): the world's audio-text
+    models on the clips' log-mels, or a real CLAP (real data: :mod:`t2a_lib.scoring.clap_family`)
+    on the waveforms, one column."""
+    if hasattr(rankers, "score_waves"):
+        return rankers.score_waves(waves, captions)[:, None]
+    from ..audio.features import waves_to_mel
+
+    mels = waves_to_mel(waves)
+    return np.stack([m.score(mels, captions) for m in rankers.audiotext], axis=1)
+
+
 def load_judges(run_dir):
     """The run's judges: the world's (notebook 01 trained them), or on real data without timelines the
     real CLAP notebook 01 recorded (:mod:`t2a_lib.scoring.clap_family`)."""
