@@ -283,10 +283,11 @@ def import_audio_alpaca(source, out_dir, vae, n_frames: int, normalize: bool = T
 def import_into_run(source, run_dir, pairs: str = "preferences", n_frames: int | None = None, **kw) -> pd.DataFrame:
     """:func:`import_audio_alpaca` with the run's base pipeline's VAE and clip length (Tango's
     10.24 s for a Tango snapshot), into ``run_dir/<pairs>``, where notebook 04 reads pairs."""
+    from ..model.autoencoder import frames_per_latent
     from ..model.base_model import load_run_pipeline
 
     pipe = load_run_pipeline(run_dir)
     if n_frames is None:
-        n_frames = pipe.latent_shape()[1] * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        n_frames = pipe.latent_shape()[1] * frames_per_latent(pipe.vae.config)
     return import_audio_alpaca(source, Path(run_dir) / pairs, pipe.vae, n_frames, **kw)
 

@@ -36,7 +36,7 @@ def import_feedback(path, out_dir, vae) -> pd.DataFrame:
 
     from ..audio.features import load_waves, waves_to_mel
     from ..audio.manifest import read_manifest
-    from ..model.autoencoder import encode_mels
+    from ..model.autoencoder import encode_mels, frames_per_latent
 
     path, out_dir = Path(path), Path(out_dir)
     if not path.is_file():
@@ -47,7 +47,7 @@ def import_feedback(path, out_dir, vae) -> pd.DataFrame:
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}. {BATON_HOW_TO}") from None
     mels = waves_to_mel(waves)
-    per_latent = 2 ** (len(vae.config.block_out_channels) - 1)  # mel frames per latent frame
+    per_latent = frames_per_latent(vae.config)
     latents = encode_mels(vae, mels[..., : mels.shape[-1] // per_latent * per_latent])
     clips = pd.DataFrame({"id": [f"{out_dir.name}_{i:05d}" for i in range(len(records))],
                           "task": [task_of(r.dataset, path) for r in records],

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .autoencoder import frames_per_latent
 from .checkpoints import AUDIOLDM_HOW_TO, CheckpointError, WeightsNotFoundError, few, read_config, resolve_folder
 
 # AudioLDM's HIFIGAN_16K_64 (audioldm/hifigan/utilities.py) in SpeechT5HifiGanConfig's names.
@@ -248,7 +249,7 @@ def load_audioldm(folder) -> dict:
         parts[m].eval()
     voc = parts["vocoder"].config
     info = {"format": "audioldm", "folder": str(folder), "model_index": index, "scheduler_class": sched_name,
-            "latent_downsampling": 2 ** (len(parts["vae"].config.block_out_channels) - 1),
+            "latent_downsampling": frames_per_latent(parts["vae"].config),
             "hop_length": int(np.prod(voc.upsample_rates)), "sample_rate": int(voc.sampling_rate),
             "vocoder_extra_samples": extra_samples(voc.to_dict())}
     return {**parts, "scale_factor": float(parts["vae"].config.scaling_factor),

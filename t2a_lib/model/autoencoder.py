@@ -71,6 +71,12 @@ def train_vae(vae, mels: torch.Tensor, config: VAETrainConfig, progress: bool = 
     return {"losses": losses, "seconds": time.time() - t0}
 
 
+def frames_per_latent(vae_config) -> int:
+    """Mel frames per latent frame (and mel bins per latent bin): the VAE halves both at every
+    level after the first. ``vae_config``: a VAE's ``config``, or the mapping it is built from."""
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
 @torch.no_grad()
 def encode_mels(vae, mels: torch.Tensor, batch_size: int = 8, scaled: bool = True) -> torch.Tensor:
     """Posterior means of (N, 64, T) log-mels -> (N, 8, T/4, 16), times ``scaling_factor``.

@@ -23,7 +23,7 @@ from diffusers import AutoencoderKL
 from transformers import T5EncoderModel
 
 from ..scoring.audiotext import AudioTextConfig, AudioTextModel, evaluate_audiotext, train_audiotext
-from .autoencoder import VAETrainConfig, calibrate_scaling, train_vae
+from .autoencoder import VAETrainConfig, calibrate_scaling, frames_per_latent, train_vae
 from ..world.captions import TEMPORAL, parse_caption_or_none, word_labels
 from .components import MiniTangoConfig, make_sample_scheduler, make_train_scheduler, make_unet, make_vae, n_params
 from .diffusion import TextBank, TrainConfig, train_unet
@@ -297,7 +297,7 @@ def install_checkpoint(run_dir, checkpoint, sample_seconds: float | None = None)
 
     base_dir = Path(run_dir) / "base"
     pipe = pipeline_from_checkpoint(checkpoint)
-    per_latent = 2 ** (len(pipe.vae.config.block_out_channels) - 1)  # mel frames per latent frame
+    per_latent = frames_per_latent(pipe.vae.config)
     own = pipe.latent_shape()[1] * per_latent * 160 / 16000
     if sample_seconds:
         frames = max(1, round(sample_seconds * 100 / per_latent)) * per_latent

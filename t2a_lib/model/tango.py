@@ -20,7 +20,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
-from .autoencoder import image_to_mel
+from .autoencoder import frames_per_latent, image_to_mel
 from .components import add_time_channel
 from .precision import autocast, float32, sampling_precision
 
@@ -81,7 +81,7 @@ class TangoPipeline(DiffusionPipeline):
         """(C, H, W) of a latent for ``n_frames`` mel frames: the VAE halves time and the 64 mel
         bins per level. Without ``n_frames``: the UNet's (H, W) sample size when it has one,
         else Tango's 10.24 s (1024 frames)."""
-        f = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        f = frames_per_latent(self.vae.config)
         size = self.unet.config.sample_size
         if n_frames is None:
             n_frames = size[0] * f if isinstance(size, (list, tuple)) else 1024

@@ -12,6 +12,7 @@ import torch
 
 from .audioldm_checkpoint import (audioldm_vae_to_diffusers, diffusers_vae_config, extra_samples, hifigan_to_speecht5,
                                   vocoder_config)
+from .autoencoder import frames_per_latent
 from .checkpoints import (TANGO_HOW_TO, CheckpointError, WeightsNotFoundError, few, load_checked, load_weights_file,
                           read_config, resolve_folder, weights_path)
 
@@ -227,7 +228,7 @@ def load_tango(folder, text_encoder_path=None, unet_config=None) -> dict:
             "files": {"main": str(main_w), "vae": str(vae_w)}, "unet_config_source": ucfg_source,
             "text_encoder_source": te_source, "scheduler_source": sched_source, "vocoder_weights": voc_form,
             "vocoder_config": voc_cfg, "stft": _stft_info(folder),
-            "latent_downsampling": 2 ** (len(vcfg["block_out_channels"]) - 1),
+            "latent_downsampling": frames_per_latent(vcfg),
             "hop_length": int(np.prod(voc_cfg["upsample_rates"])), "sample_rate": voc_cfg["sampling_rate"],
             "vocoder_extra_samples": extra_samples(voc_cfg), "unet_sample_size_in_config": size_in_config}
     return {"vae": vae.eval(), "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet.eval(),
@@ -239,7 +240,7 @@ def tango_default_size(unet, vae_config: dict):
     """Set the UNet's ``sample_size`` to Tango's inference latent, ``TANGO_CLIP_FRAMES`` mel frames
     and 64 mel bins each divided by the VAE's downsampling (256 x 16 for the real VAE), so a
     pipeline samples Tango's 10.24 s by default; returns the config's own value, for the record."""
-    f = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    f = frames_per_latent(vae_config)
     in_config = unet.config.sample_size
     unet.register_to_config(sample_size=[TANGO_CLIP_FRAMES // f, 64 // f])
     return list(in_config) if isinstance(in_config, (list, tuple)) else in_config
