@@ -36,6 +36,10 @@
 # the judges (never used to rank) check whether all prompted events are present and in order.
 # And the world can make **gold pairs**, whose winner is known by construction (last section):
 # the positive control that the ranked set's noise is measured against.
+#
+# With real models, `audio_alpaca_path` reads Tango 2's **released** audio-alpaca instead of
+# sampling one (next section): its pairs are encoded through the base model's VAE, as Tango 2's
+# trainer encodes them, and notebook 04 trains on them unchanged.
 
 # %% tags=["parameters"]
 run_dir = "papermill_runs/dev"
@@ -53,6 +57,8 @@ n_listen_pairs = 20
 gold_order = 600  # gold pairs whose loser has two events trading places in time
 gold_presence = 600  # gold pairs whose loser misses one event
 workers = 1  # > 1: sample the candidates in that many processes (one thread each on 2 cores)
+audio_alpaca_path = ""  # a local copy of Tango 2's released audio-alpaca: its pairs are read, not sampled
+alpaca_limit = 0  # > 0: read only the first that many released pairs
 
 # %%
 import json
@@ -63,7 +69,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Audio, Markdown, display
 
-from t2a_lib.align import gold_pairs, preferences
+from t2a_lib.align import audio_alpaca, gold_pairs, preferences
 from t2a_lib.feedback.widgets import PairListener
 from t2a_lib.model import base_model
 from t2a_lib.scoring import clap_family, scorers
@@ -83,6 +89,26 @@ config = preferences.PreferenceConfig(n_prompts=n_prompts, s11_steps=tuple(s11_s
                                       s3_perturbations=s3_perturbations, guidance=guidance, seed=seed)
 
 # %% [markdown]
+# ## Tango 2's released set (only with `audio_alpaca_path`)
+#
+# A local copy of the Hugging Face dataset `declare-lab/audio-alpaca` (parquet shards with
+# `prompt`, `chosen`, `rejected`, `strategy`), or the JSON form Tango 2's trainer reads. Each clip
+# is prepared as Tango 2's trainer prepares it (mono, 16 kHz, normalised, cut or padded to the base
+# model's clip) and encoded once by the base model's VAE. The release publishes no ranker scores,
+# so the score columns are empty, and there are no candidates to sample or filter: the next two
+# sections are skipped.
+
+# %%
+released = None
+if audio_alpaca_path:
+    t0 = time.time()
+    released = audio_alpaca.import_into_run(audio_alpaca_path, run_dir, "preferences",
+                                            limit=alpaca_limit or None, n_listen=n_listen_pairs)
+    print(f"read {len(released)} released pairs ({released[['chosen_id', 'rejected_id']].stack().nunique()} "
+          f"distinct clips) from {audio_alpaca_path} in {time.time() - t0:.0f} s")
+    display(released.strategy.value_counts().rename("pairs").to_frame())
+
+# %% [markdown]
 # ## Seed prompts and candidates
 #
 # Seed prompts are training captions stratified by relation kind (Tango 2 clustered AudioCaps
@@ -92,49 +118,57 @@ config = preferences.PreferenceConfig(n_prompts=n_prompts, s11_steps=tuple(s11_s
 # only, as the printed count says.
 
 # %%
-prompts = preferences.seed_prompts(load_split(run_dir / "world", "train"), n_prompts, seed)
-parsed = sum(parse_caption_or_none(p) is not None for p in prompts)
-if parsed < len(prompts):
-    print(f"S2 and S3 skipped for {len(prompts) - parsed} of {len(prompts)} prompts: free-form captions, which "
-          "the world grammar cannot perturb (plug in an LLM through captions.CallablePerturber)")
-clips = preferences.plan_clips(prompts, config)
-display(pd.DataFrame([c.__dict__ for c in clips[:12]]))
-print(f"{len(prompts)} prompts → {len(clips)} clips:", pd.Series([c.group for c in clips]).value_counts().to_dict())
+prompts, clips = [], []
+if released is None:
+    prompts = preferences.seed_prompts(load_split(run_dir / "world", "train"), n_prompts, seed)
+    parsed = sum(parse_caption_or_none(p) is not None for p in prompts)
+    if parsed < len(prompts):
+        print(f"S2 and S3 skipped for {len(prompts) - parsed} of {len(prompts)} prompts: free-form captions, which "
+              "the world grammar cannot perturb (plug in an LLM through captions.CallablePerturber)")
+    clips = preferences.plan_clips(prompts, config)
+    display(pd.DataFrame([c.__dict__ for c in clips[:12]]))
+    print(f"{len(prompts)} prompts → {len(clips)} clips:", pd.Series([c.group for c in clips]).value_counts().to_dict())
 
 # %%
-t0 = time.time()
-audio = preferences.generate_clips(pipe, clips, config, pref_dir, workers=workers,
-                                   pipeline_dir=run_dir / "base" / "pipeline")
-gen_seconds = time.time() - t0
-scores = preferences.score_clips(rankers, clips, audio)
-print(f"generated and ranked {len(clips)} clips in {time.time() - t0:.0f} s ({len(clips) / gen_seconds:.1f} clips/s)")
+if released is None:
+    t0 = time.time()
+    audio = preferences.generate_clips(pipe, clips, config, pref_dir, workers=workers,
+                                       pipeline_dir=run_dir / "base" / "pipeline")
+    gen_seconds = time.time() - t0
+    scores = preferences.score_clips(rankers, clips, audio)
+    print(f"generated and ranked {len(clips)} clips in {time.time() - t0:.0f} s ({len(clips) / gen_seconds:.1f} clips/s)")
 
 # %% [markdown]
 # ## Pairs, filters, and Table 2
 
 # %%
-cands = preferences.candidate_pairs(clips, scores)
-thresholds = preferences.calibrate_filters(cands, config)
-pairs = preferences.apply_filters(cands, thresholds)
-if world_judges:  # is the ranker's winner really better? (the world's judges; a real CLAP cannot say)
-    pairs = preferences.judge_pairs(judges, pairs, audio)
-pairs = preferences.write_preference_set(pref_dir, pairs, thresholds, config)
-print("thresholds on our score scale:", {k: round(v, 4) for k, v in thresholds.items()})
-print(f"{len(cands)} candidate pairs → {len(pairs)} kept")
+cands, thresholds, pairs = pd.DataFrame(), {}, released
+if released is None:
+    cands = preferences.candidate_pairs(clips, scores)
+    thresholds = preferences.calibrate_filters(cands, config)
+    pairs = preferences.apply_filters(cands, thresholds)
+    if world_judges:  # is the ranker's winner really better? (the world's judges; a real CLAP cannot say)
+        pairs = preferences.judge_pairs(judges, pairs, audio)
+    pairs = preferences.write_preference_set(pref_dir, pairs, thresholds, config)
+    print("thresholds on our score scale:", {k: round(v, 4) for k, v in thresholds.items()})
+    print(f"{len(cands)} candidate pairs → {len(pairs)} kept")
 table2 = preferences.statistics_table(pairs)
 table2["pairs (paper)"] = preferences.PAPER_TABLE2.pairs
 display(table2.style.format(precision=3, na_rep="—"))
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
-for s in preferences.STRATEGIES:
-    g = cands[cands.strategy == s]
-    if len(g):
-        axes[0].hist(g.margin, bins=30, alpha=0.5, label=s)
-for k, c in (("delta_min", "k"), ("delta_max", "k")):
-    axes[0].axvline(thresholds[k], color=c, linestyle="--")
-axes[0].set(title="ranker margin of candidate pairs (dashed: Δ filter)", xlabel="winner − loser score")
-axes[0].legend()
+if released is None:
+    for s in preferences.STRATEGIES:
+        g = cands[cands.strategy == s]
+        if len(g):
+            axes[0].hist(g.margin, bins=30, alpha=0.5, label=s)
+    for k in ("delta_min", "delta_max"):
+        axes[0].axvline(thresholds[k], color="k", linestyle="--")
+    axes[0].set(title="ranker margin of candidate pairs (dashed: Δ filter)", xlabel="winner − loser score")
+    axes[0].legend()
+else:  # the release has no scores: its pairs by strategy
+    pairs.strategy.value_counts().plot.barh(ax=axes[0], title="released pairs by strategy")
 if "truth" in pairs:
     truth = pairs.groupby("strategy").truth.apply(lambda t: pd.Series({"better": (t > 0).mean(), "tie": (t == 0).mean(),
                                                                        "worse": (t < 0).mean()})).unstack()
@@ -186,7 +220,8 @@ gold_seconds = time.time() - t0
 # papermill it only renders. The agreement between you and the ranker is below.
 
 # %%
-sample = pairs.sample(min(n_listen_pairs, len(pairs)), random_state=seed).reset_index(drop=True)
+audible = pairs[(pairs.chosen != "") & (pairs.rejected != "")]  # a released set keeps the wavs of a few pairs
+sample = audible.sample(min(n_listen_pairs, len(audible)), random_state=seed).reset_index(drop=True)
 sample = sample.assign(chosen=[str(pref_dir / p) for p in sample.chosen],
                        rejected=[str(pref_dir / p) for p in sample.rejected],
                        pair_id=[f"{a}|{b}" for a, b in zip(sample.chosen_id, sample.rejected_id)])
@@ -195,11 +230,14 @@ display(listen.widget)
 
 # %%
 print("listener vs ranker:", listen.agreement())
-ex = pairs[pairs.strategy == "S3"].head(1) if (pairs.strategy == "S3").any() else pairs.head(1)
+ex = audible[audible.strategy == "S3"].head(1) if (audible.strategy == "S3").any() else audible.head(1)
 for _, row in ex.iterrows():
-    display(Markdown(f"**{row.prompt}** ({row.strategy}) — the loser was generated from *{row.rejected_caption}*"))
-    display(Markdown(f"winner (ranker {row.chosen_score:.3f})"), Audio(str(pref_dir / row.chosen), rate=16000))
-    display(Markdown(f"loser (ranker {row.rejected_score:.3f})"), Audio(str(pref_dir / row.rejected), rate=16000))
+    made_from = f" — the loser was generated from *{row.rejected_caption}*" if "rejected_caption" in row else ""
+    display(Markdown(f"**{row.prompt}** ({row.strategy}){made_from}"))
+    for side in ("chosen", "rejected"):
+        score = row[f"{side}_score"]
+        label = ("winner" if side == "chosen" else "loser") + ("" if pd.isna(score) else f" (ranker {score:.3f})")
+        display(Markdown(label), Audio(str(pref_dir / row[side]), rate=16000))
 
 # %% [markdown]
 # ## Figures for the report
@@ -207,13 +245,14 @@ for _, row in ex.iterrows():
 # %%
 results = {
     "profile": profile,
-    "prompts": len(prompts),
-    "clips": len(clips),
+    "prompts": len(prompts) if released is None else int(pairs.prompt.nunique()),
+    "clips": len(clips) if released is None else int(pairs[["chosen_id", "rejected_id"]].stack().nunique()),
     "candidate_pairs": len(cands),
     "pairs": len(pairs),
     "thresholds": thresholds,
     "table2": json.loads(table2.drop(columns=["pairs (paper)"]).to_json(orient="index")),
-    "generation_clips_per_second": len(clips) / gen_seconds,
+    **({"generation_clips_per_second": len(clips) / gen_seconds} if released is None else
+       {"released_audio_alpaca": {"source": str(audio_alpaca_path), "limit": alpaca_limit or None}}),
     "gold_pairs": {"pairs": len(gold), "by_kind": gold.kind.value_counts().to_dict(), "seconds": round(gold_seconds, 1),
                    "ranker_accuracy": json.loads(gold_accuracy.to_json(orient="index"))} if gold is not None else
                   {"pairs": 0, "skipped": "no world scenes to render (real data)"},

@@ -14,7 +14,10 @@ writes, with nothing downloaded:
   has the base sample, ``base_sample_seconds``, to keep CI quick), with free-form captions the world
   grammar cannot read and no timelines;
 - ``baton/data/HA/2label_HA.json`` (0/1 ``feedback``) and ``baton/data/RM/2label_RA.json`` (scores under
-  ``SED``): BATON's released label files' shape, over clips in ``baton/audio/``.
+  ``SED``): BATON's released label files' shape, over clips in ``baton/audio/``;
+- ``audio-alpaca/data/train-00000-of-00001.parquet``: Tango 2's released preference set as the hub
+  publishes it (columns ``prompt``, ``chosen``, ``rejected``, ``strategy``; audio cells are datasets'
+  ``{bytes, path}`` structs holding the encoded wav), over the training clips.
 
 The captions are free text made from each clip's timeline ("recorded outdoors: bark, siren"), so no
 caption appears in two splits (the world splits by caption) and none parses.
@@ -94,6 +97,35 @@ def write_baton(world: Path, out: Path, seed: int = 0) -> dict[str, str]:
             "rd": _write_jsonl(out / "data" / "RM" / "2label_RA.json", rows["rd"])}
 
 
+ALPACA_AUDIO = {"bytes": "binary", "path": "string"}  # datasets' Audio feature, stored in parquet
+ALPACA_STRATEGIES = ("inference steps", "temporal perturbation")  # the release's own labels, whatever they are
+
+
+def write_alpaca_shard(path: Path, rows: list[dict]) -> str:
+    """One audio-alpaca parquet shard: ``rows`` of prompt, chosen, rejected (``{bytes, path}``) and strategy."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    audio = pa.struct([(k, getattr(pa, t)()) for k, t in ALPACA_AUDIO.items()])
+    schema = pa.schema([("prompt", pa.string()), ("chosen", audio), ("rejected", audio), ("strategy", pa.string())])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return str(path)
+
+
+def write_audio_alpaca(world: Path, out: Path) -> str:
+    """A pair for every two training clips: the first is the winner, the second the loser, the
+    prompt is the first's free caption. Returns the copy's folder (what ``audio_alpaca_path`` takes)."""
+    records = load_split(world, "train")
+    rows = []
+    for i in range(0, len(records) - 1, 2):
+        cell = [{"bytes": Path(r.location).read_bytes(), "path": Path(r.location).name} for r in records[i:i + 2]]
+        rows.append({"prompt": free_caption(records[i], i), "chosen": cell[0], "rejected": cell[1],
+                     "strategy": ALPACA_STRATEGIES[(i // 2) % len(ALPACA_STRATEGIES)]})
+    write_alpaca_shard(out / "data" / "train-00000-of-00001.parquet", rows)
+    return str(out)
+
+
 def write_fixtures(folder, seed: int = 0) -> dict:
     """Write every input of the real-smoke profile into ``folder``; returns their paths."""
     folder = Path(folder)
@@ -106,7 +138,8 @@ def write_fixtures(folder, seed: int = 0) -> dict:
     manifests = write_audiocaps(world, folder / "audiocaps")
     baton = write_baton(world, folder / "baton", seed)
     return {"tango": str(folder / "tango"), "clap_judge": str(folder / "clap_judge"),
-            "clap_ranker": str(folder / "clap_ranker"), "manifests": manifests, "baton": baton}
+            "clap_ranker": str(folder / "clap_ranker"), "manifests": manifests, "baton": baton,
+            "audio_alpaca": write_audio_alpaca(world, folder / "audio-alpaca")}
 
 
 def overrides(paths: dict) -> dict:

@@ -16,6 +16,7 @@ from scipy.signal import resample_poly
 from checkpoint_fixtures import make_tiny_tango
 from t2a_lib.align.audio_alpaca import AlpacaFormatError, decode_clip, import_audio_alpaca, read_alpaca
 from t2a_lib.align.dpo import load_preference_pairs
+from t2a_lib.align.preferences import statistics_table
 from t2a_lib.audio.features import waves_to_mel
 from t2a_lib.audio.wav import AudioError
 from t2a_lib.model.autoencoder import mel_to_image
@@ -77,6 +78,9 @@ def test_the_published_layout_becomes_a_preference_set_dpo_reads(alpaca_copy, tm
     assert df.chosen_id[0] == df.chosen_id[1] and df.rejected_id[0] != df.rejected_id[1]
     assert df.source_row.tolist() == [0, 1, 0] and df.source_file[2].endswith("train-00001-of-00002.parquet")
     assert df.chosen_score.isna().all()  # audio-alpaca publishes no scores
+    table2 = statistics_table(df)  # the release's own strategies get rows of their own
+    assert table2.pairs.to_dict() == {"S1.1": 0, "S1.2": 0, "S2": 0, "S3": 0, "inference steps": 2,
+                                      "temporal perturbation": 1, "all": 3}
     assert df.chosen.tolist() == [f"audio/{df.chosen_id[0]}.wav", "", f"audio/{df.chosen_id[2]}.wav"]
     assert all((out / p).is_file() for p in df.chosen.tolist() + df.rejected.tolist() if p)
     bank, table = load_preference_pairs(out, pipe.text_encoder, pipe.tokenizer)

@@ -4,6 +4,7 @@ timelines, two tiny real CLAP folders as rankers and judges, BATON's label files
 the world's judges would measure is reported as not measured, with the reason."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ from real_smoke_fixtures import overrides, write_fixtures
 from t2a_lib.audio.wav import read_wav
 from t2a_lib.run.runner import run_profile
 from t2a_lib.scoring.clap_family import WHY_NOT
+from t2a_lib.world.datasets import load_split
 
 STAGES = ["00_world", "01_judges", "02_base_model", "03_preferences", "04_dpo", "05_feedback", "06_baton",
           "07_reproduce"]
@@ -97,3 +99,32 @@ def test_claims_measure_clap_and_say_why_the_judge_rows_are_not_measured(real_sm
     assert claims.loc["gold_temporal_order", "why"] == "not evaluated: gold"
     assert _json(run_dir, "07_reproduce")["measures"] == ["clap"]
     assert (run_dir / "tables" / "clap.csv").is_file() and (run_dir / "tables" / "claims.csv").is_file()
+
+
+@pytest.fixture(scope="module")
+def released_alpaca_run(real_smoke, tmp_path_factory):
+    """03 and 04 again, on a copy of the real-smoke run, with Tango 2's released audio-alpaca read
+    (``03_preferences.audio_alpaca_path``) instead of a set sampled from the base."""
+    run_dir, _, paths = real_smoke
+    copy = tmp_path_factory.mktemp("released-alpaca") / "run"
+    shutil.copytree(run_dir, copy)
+    sets = {**overrides(paths), "03_preferences.audio_alpaca_path": paths["audio_alpaca"]}
+    result = run_profile("real-smoke", run_dir=copy, only=["03_preferences", "04_dpo"], overrides=sets, report=False)
+    return copy, result, paths
+
+
+@pytest.mark.slow
+def test_dpo_trains_on_the_released_audio_alpaca_as_published(released_alpaca_run):
+    run_dir, result, paths = released_alpaca_run
+    assert result["status"] == "ok"
+    pairs = pd.read_parquet(run_dir / "preferences" / "preferences.parquet")
+    train = load_split(Path(paths["audio_alpaca"]).parent / "world-source", "train")
+    assert len(pairs) == len(train) // 2 and set(pairs.strategy) == {"inference steps", "temporal perturbation"}
+    assert pairs.source_file.str.endswith("train-00000-of-00001.parquet").all() and pairs.chosen_score.isna().all()
+    assert pairs.source_row.tolist() == list(range(len(pairs)))
+    listened = pairs[pairs.chosen != ""]
+    assert len(read_wav(run_dir / "preferences" / listened.chosen.iloc[0])) == 40960  # cut to the base's 2.56 s
+    results = _json(run_dir, "03_preferences")
+    assert results["pairs"] == len(pairs) and results["released_audio_alpaca"]["source"] == paths["audio_alpaca"]
+    assert results["candidate_pairs"] == 0 and "generation_clips_per_second" not in results
+    assert _json(run_dir, "04_dpo")["pairs"]["ranked"] == len(pairs)  # DPO trained on the released pairs

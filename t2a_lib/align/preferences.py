@@ -226,9 +226,10 @@ def judge_pairs(judges, pairs: pd.DataFrame, audio: dict) -> pd.DataFrame:
 
 
 def statistics_table(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Tango 2's Table 2 layout (+ what it could not measure: how often the winner is right)."""
-    rows = []
-    for name, g in [*((s, pairs[pairs.strategy == s]) for s in STRATEGIES), ("all", pairs)]:
+    """Tango 2's Table 2 layout (+ what it could not measure: how often the winner is right); a
+    strategy the suite does not name (a released set's own) gets a row after S1.1-S3."""
+    rows, names = [], [*STRATEGIES, *sorted(set(pairs.strategy) - set(STRATEGIES))]
+    for name, g in [*((s, pairs[pairs.strategy == s]) for s in names), ("all", pairs)]:
         row = {"strategy": name, "pairs": len(g), "winner score": g.chosen_score.mean(),
                "loser score": g.rejected_score.mean(), "margin": g.margin.mean()}
         if "truth" in g:
