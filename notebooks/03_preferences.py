@@ -174,6 +174,10 @@ if "truth" in pairs:
                                                                        "worse": (t < 0).mean()})).unstack()
     truth.plot.bar(stacked=True, ax=axes[1], rot=0, color=["tab:green", "tab:gray", "tab:red"])
     axes[1].set(title="is the ranker's winner really better? (judges: present & in order)", ylim=(0, 1))
+else:  # real data (no timelines) or a released set: nothing to judge the winners by
+    axes[1].set_axis_off()
+    axes[1].text(0.5, 0.5, "no ground truth to check the winners against\n(no timelines, or a released set)",
+                 ha="center", va="center")
 fig.tight_layout()
 fig.savefig(run_dir / "figures" / "03_preference_set.png", dpi=90)
 plt.show()
