@@ -97,19 +97,21 @@ def write_baton(world: Path, out: Path, seed: int = 0) -> dict[str, str]:
             "rd": _write_jsonl(out / "data" / "RM" / "2label_RA.json", rows["rd"])}
 
 
-ALPACA_AUDIO = {"bytes": "binary", "path": "string"}  # datasets' Audio feature, stored in parquet
+ALPACA_COLUMNS = ("prompt", "chosen", "rejected", "strategy")
 ALPACA_STRATEGIES = ("inference steps", "temporal perturbation")  # the release's own labels, whatever they are
 
 
-def write_alpaca_shard(path: Path, rows: list[dict]) -> str:
-    """One audio-alpaca parquet shard: ``rows`` of prompt, chosen, rejected (``{bytes, path}``) and strategy."""
+def write_alpaca_shard(path: Path, rows: list[dict], columns=ALPACA_COLUMNS) -> str:
+    """One audio-alpaca parquet shard of ``rows`` (only ``columns``): prompt and strategy strings,
+    chosen and rejected as datasets' Audio feature stores them in parquet, ``{bytes, path}``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    audio = pa.struct([(k, getattr(pa, t)()) for k, t in ALPACA_AUDIO.items()])
-    schema = pa.schema([("prompt", pa.string()), ("chosen", audio), ("rejected", audio), ("strategy", pa.string())])
+    audio = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    fields = {"prompt": pa.string(), "chosen": audio, "rejected": audio, "strategy": pa.string()}
+    schema = pa.schema([(c, fields[c]) for c in columns])
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema=schema), path)
     return str(path)
 
 

@@ -6,14 +6,13 @@ import io
 import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
 from checkpoint_fixtures import make_tiny_tango
+from real_smoke_fixtures import write_alpaca_shard
 from t2a_lib.align.audio_alpaca import AlpacaFormatError, decode_clip, import_audio_alpaca, read_alpaca
 from t2a_lib.align.dpo import load_preference_pairs
 from t2a_lib.align.preferences import statistics_table
@@ -24,7 +23,6 @@ from t2a_lib.model.tango import pipeline_from_checkpoint
 
 torch.set_num_threads(2)
 N_FRAMES = 32  # 0.32 s clips keep the test quick (Tango's are 1024 frames)
-AUDIO = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # datasets' Audio feature in parquet
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +37,6 @@ def _clip(freq: float, rate: int = 16000, channels: int = 1, seconds: float = 0.
     buf = io.BytesIO()
     sf.write(buf, data, rate, format=fmt)
     return buf.getvalue()
-
-
-def _write_shard(path, rows: list[dict], columns=("prompt", "chosen", "rejected", "strategy")):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields = {"prompt": pa.string(), "chosen": AUDIO, "rejected": AUDIO, "strategy": pa.string()}
-    schema = pa.schema([(c, fields[c]) for c in columns])
-    pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema=schema), path)
 
 
 def _cell(data: bytes | None, path: str | None = None) -> dict:
@@ -65,8 +56,8 @@ def alpaca_copy(tmp_path):
     (tmp_path / "copy" / "data" / "clips" / "c.wav").write_bytes(_clip(550))
     shard1 = [{"prompt": "Rain falls while a bird chirps", "chosen": _cell(None, "clips/c.wav"),
                "rejected": _cell(_clip(660)), "strategy": "temporal perturbation"}]
-    _write_shard(tmp_path / "copy" / "data" / "train-00000-of-00002.parquet", shard0)
-    _write_shard(tmp_path / "copy" / "data" / "train-00001-of-00002.parquet", shard1)
+    write_alpaca_shard(tmp_path / "copy" / "data" / "train-00000-of-00002.parquet", shard0)
+    write_alpaca_shard(tmp_path / "copy" / "data" / "train-00001-of-00002.parquet", shard1)
     return tmp_path / "copy"
 
 
@@ -129,7 +120,7 @@ def test_an_absent_copy_says_what_to_fetch_and_where(tmp_path):
 
 def test_bad_input_names_file_row_and_column(tmp_path, pipe):
     shard = tmp_path / "a" / "train-00000-of-00001.parquet"
-    _write_shard(shard, [{"prompt": "x", "chosen": _cell(_clip(440))}], columns=("prompt", "chosen", "strategy"))
+    write_alpaca_shard(shard, [{"prompt": "x", "chosen": _cell(_clip(440))}], columns=("prompt", "chosen", "strategy"))
     with pytest.raises(AlpacaFormatError, match=r"train-00000-of-00001.parquet.*missing column.*rejected"):
         list(read_alpaca(shard.parent))
     good = _cell(_clip(440))
@@ -138,7 +129,7 @@ def test_bad_input_names_file_row_and_column(tmp_path, pipe):
              "rejected": {"prompt": "x", "chosen": good, "rejected": _cell(b"not audio at all")}}
     for column, bad in cases.items():
         shard = tmp_path / column / "data" / "train-00000-of-00001.parquet"
-        _write_shard(shard, [{"prompt": "ok", "chosen": good, "rejected": good, "strategy": "s"}, bad])
+        write_alpaca_shard(shard, [{"prompt": "ok", "chosen": good, "rejected": good, "strategy": "s"}, bad])
         with pytest.raises((AlpacaFormatError, AudioError)) as err:
             import_audio_alpaca(tmp_path / column, tmp_path / f"out_{column}", pipe.vae, N_FRAMES)
         assert f"{shard}, row 1, column '{column}'" in str(err.value)
