@@ -104,8 +104,9 @@ if audio_alpaca_path:
     t0 = time.time()
     released = audio_alpaca.import_into_run(audio_alpaca_path, run_dir, "preferences",
                                             limit=alpaca_limit or None, n_listen=n_listen_pairs)
-    print(f"read {len(released)} released pairs ({released[['chosen_id', 'rejected_id']].stack().nunique()} "
-          f"distinct clips) from {audio_alpaca_path} in {time.time() - t0:.0f} s")
+    prompts, n_clips = released.prompt.unique().tolist(), released[["chosen_id", "rejected_id"]].stack().nunique()
+    print(f"read {len(released)} released pairs ({n_clips} distinct clips) from {audio_alpaca_path} "
+          f"in {time.time() - t0:.0f} s")
     display(released.strategy.value_counts().rename("pairs").to_frame())
 
 # %% [markdown]
@@ -118,7 +119,6 @@ if audio_alpaca_path:
 # only, as the printed count says.
 
 # %%
-prompts, clips = [], []
 if released is None:
     prompts = preferences.seed_prompts(load_split(run_dir / "world", "train"), n_prompts, seed)
     parsed = sum(parse_caption_or_none(p) is not None for p in prompts)
@@ -126,6 +126,7 @@ if released is None:
         print(f"S2 and S3 skipped for {len(prompts) - parsed} of {len(prompts)} prompts: free-form captions, which "
               "the world grammar cannot perturb (plug in an LLM through captions.CallablePerturber)")
     clips = preferences.plan_clips(prompts, config)
+    n_clips = len(clips)
     display(pd.DataFrame([c.__dict__ for c in clips[:12]]))
     print(f"{len(prompts)} prompts → {len(clips)} clips:", pd.Series([c.group for c in clips]).value_counts().to_dict())
 
@@ -249,8 +250,8 @@ for _, row in ex.iterrows():
 # %%
 results = {
     "profile": profile,
-    "prompts": len(prompts) if released is None else int(pairs.prompt.nunique()),
-    "clips": len(clips) if released is None else int(pairs[["chosen_id", "rejected_id"]].stack().nunique()),
+    "prompts": len(prompts),
+    "clips": int(n_clips),
     "candidate_pairs": len(cands),
     "pairs": len(pairs),
     "thresholds": thresholds,
