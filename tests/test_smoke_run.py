@@ -108,36 +108,35 @@ def _on_core(core: int | None):
     return None if core is None else (lambda: os.sched_setaffinity(0, {core}))
 
 
-def _start_interrupted_run(run_dir: Path, report_dir: Path, core: int | None) -> subprocess.Popen:
-    """:func:`_interrupted_run` in a process of its own (this file run as a script)."""
-    log = open(run_dir.parent / "interrupted.log", "w")
-    return subprocess.Popen([sys.executable, __file__, str(run_dir), str(report_dir)], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, preexec_fn=_on_core(core))
-
-
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
     """Two smoke runs in separate empty folders, same profile and seed, the second up to 04 only,
     killed and resumed in 01, 02 and 04: [(run_dir, report_dir, result)]. On two or more cores they
     run side by side, each pinned to a core of its own (one thread each, as the one-core
-    ``parallel.cpu_count`` gives them), so they give each other's numbers and never oversubscribe."""
-    roots = [tmp_path_factory.mktemp(f"smoke_{name}") for name in ("a", "b")]
+    ``parallel.cpu_count`` gives them), so they give each other's numbers and never oversubscribe.
+    Run b runs in a process of its own (this file as a script), run a here."""
+    (a, b) = [tmp_path_factory.mktemp(f"smoke_{name}") for name in ("a", "b")]
     cores = sorted(os.sched_getaffinity(0))
-    pair = cores[:2] if len(cores) >= 2 else [None, None]
+    core_a, core_b = cores[:2] if len(cores) >= 2 else (None, None)
     t0 = time.perf_counter()
-    b = _start_interrupted_run(roots[1] / "run", roots[1] / "report", pair[1])
-    if pair[0] is not None:
-        os.sched_setaffinity(0, {pair[0]})  # this thread; the kernels run_profile starts inherit it
-    try:
-        result_a = _straight_run(roots[0] / "run", roots[0] / "report")
-    finally:
-        os.sched_setaffinity(0, cores)
-    print(f"smoke run a: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    if b.wait() != 0:
-        pytest.fail(f"the interrupted smoke run failed (exit {b.returncode}); see {roots[1] / 'interrupted.log'}")
+    with open(b / "interrupted.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, __file__, str(b / "run"), str(b / "report")], cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_on_core(core_b))
+        try:
+            if core_a is not None:
+                os.sched_setaffinity(0, {core_a})  # this thread; the kernels run_profile starts inherit it
+            result_a = _straight_run(a / "run", a / "report")
+        except BaseException:
+            _kill_tree(proc.pid)
+            raise
+        finally:
+            os.sched_setaffinity(0, cores)
+        print(f"smoke run a: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        if proc.wait() != 0:
+            pytest.fail(f"the interrupted smoke run failed (exit {proc.returncode}); see {log.name}")
     print(f"smoke run b (beside a): {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    result_b = json.loads((roots[1] / "run" / "runner.json").read_text())
-    return [(roots[0] / "run", roots[0] / "report", result_a), (roots[1] / "run", roots[1] / "report", result_b)]
+    result_b = json.loads((b / "run" / "runner.json").read_text())
+    return [(a / "run", a / "report", result_a), (b / "run", b / "report", result_b)]
 
 
 @pytest.mark.slow
