@@ -176,11 +176,12 @@ here = [c for c in claims.CLAIMS if c.prompts == "baton" and c.model in tables a
         and not c.metric.startswith(claims.GAP_PREFIX)]  # the ranker-judge gap rows: notebook 07
 answered = claims.answer_all({"baton": tables}, here, n_boot=n_boot, seed=seed)
 print("measured:", ", ".join(c for c in ("presence", "all_present", "order", "clap") if c in tables["base"][0]))
-display(answered.reindex(columns=["claim", "measure", "n", "ours", "per seed", "half-width", "MDE", "continuous",
-                                  "verdict", "why"]).dropna(axis=1, how="all"))
+# a preview: Holm's adjustment here runs over these rows only; notebook 07 adjusts over each whole family
+display(answered.reindex(columns=["claim", "measure", "n", "seeds", "ours", "prompt-only interval", "per seed", "p",
+                                  "adjusted p", "MDE", "continuous", "verdict", "why"]).dropna(axis=1, how="all"))
 
 # %%
-claims.plot_effects(answered, "BATON: paired effects (judges; 95% bootstrap intervals; seeds pooled)",
+claims.plot_effects(answered, "BATON: paired effects (judges; 95% intervals over prompts and seeds)",
                     run_dir / "figures" / "06_baton_effects.png")
 plt.show()
 

@@ -34,15 +34,28 @@
 # numbers from real 866M-parameter models, **not comparable in scale**.
 #
 # **The claims table** (first in the report) answers every row of `t2a_lib.evaluate.claims.CLAIMS`: a
-# claim of a paper, as a paired difference $\bar d = \frac1n\sum_i (y_{\text{model},i} - y_{\text{baseline},i})$
-# over the same prompts and noise, with its 95% bootstrap interval, its n, each seed's own
-# difference beside the pooled one, a continuous judge score beside the binary rate, and the
-# minimum detectable effect at 80% power, $\mathrm{MDE} = (z_{0.975} + z_{0.8})\,\mathrm{sd}(d)/\sqrt n$.
-# The verdict is *reproduced* when the interval excludes zero in the claimed direction,
-# *contradicted* when it excludes zero the other way, *not shown* when it contains zero, and
-# *not measured* when the run did not train one of its models (the row names the switch and
-# profile that do); a row is *powered* when its half-width meets the target (±0.05 for a rate
-# against the base, ±0.07 between two methods).
+# claim of a paper (or a control of ours, or a question beyond the papers), as a paired difference
+# $\bar d = \frac1n\sum_i d_i$, $d_i = \bar y_{\text{model},i} - \bar y_{\text{baseline},i}$, over the same
+# prompts and noise, each model's seeds averaged per prompt. Its interval counts what a re-run would
+# change: the prompts, and the training seeds. With $y_{s,i} = \mu + u_s + p_i + e_{s,i}$ for seed $s$
+# of $k$ on prompt $i$ of $n$,
+#
+# $$\operatorname{Var}(\bar d) = \frac{\operatorname{Var}_i(d_i)}{n} + \sum_{\text{sides}} \frac{\sigma_u^2}{k},
+# \qquad \widehat{\sigma_u^2/k} = \frac{\max(0,\ \mathrm{MS}_\text{seed} - \mathrm{MS}_\text{resid})}{n k},$$
+#
+# from the two-way mean squares of each side's seeds × prompts values, and Student's $t$ with
+# Satterthwaite's degrees of freedom (`t2a_lib.evaluate.inference`). The prompts-only bootstrap interval
+# stands beside it, named so. Rows fall in three families (the papers' claims, our controls, beyond the
+# papers); within each, Holm's step-down method adjusts the p-values,
+# $\tilde p_{(j)} = \max_{i \le j} \min\{1, (m-i+1)\,p_{(i)}\}$, so the chance of any false
+# *reproduced* in a family stays at 5%. The verdict is *reproduced* when the adjusted p is below 0.05 on
+# the claimed side, *contradicted* on the other side, *not shown* otherwise, and *not measured* when the
+# run did not train one of its models (the row names the switch and profile that do). A *matched* claim
+# (the ranker–judge gap) is tested for equivalence within its stated margin by two one-sided tests. A row
+# is *powered* when its half-width meets its target (±0.05 for a rate against the base, ±0.07 between two
+# methods; blank where a row has no target), and the minimum detectable effect at 80% power is
+# $\mathrm{MDE} = (t_{0.975} + t_{0.8})\,\mathrm{se}$. The per-clip tables behind every row are written to
+# `tables/per_clip/`, from which `claims.answer_all(per_clip.read_per_clip(run_dir))` recomputes the table.
 #
 # **The ranker–judge gap.** Every method was trained against rankers (Tango 2's family: the rankers'
 # CLAP ranking; BATON's and KTO: labels from the rankers' detector and a reward model on their
@@ -66,6 +79,7 @@ n_listen = 3  # held-out prompts in the report's listening section
 
 # %%
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -75,7 +89,7 @@ import pandas as pd
 from IPython.display import Audio, Markdown, display
 
 from t2a_lib.audio.features import split_mels
-from t2a_lib.evaluate import claims, evaluation, ranker_gap, reproduce
+from t2a_lib.evaluate import claims, evaluation, per_clip, ranker_gap, reproduce
 from t2a_lib.model import base_model
 from t2a_lib.scoring import clap_family, scorers
 
@@ -152,11 +166,14 @@ timings["ranker_judge_gap"] = time.time() - t0
 # ## The claims
 
 # %%
+print("per-clip tables:", per_clip.write_per_clip(run_dir, tables))
 claims_table = claims.answer_all(tables, n_boot=n_boot, seed=seed)
 measures = [m for m in ("presence", "all_present", "order", "clap") if m in tables["tango"]["base"][0]]
 print("measured:", ", ".join(measures), "" if world_judges else f"(real CLAP; the other rows: {clap_family.WHY_NOT})")
-shown = ["claim", "paper", "measure", "n", "ours", "per seed", "MDE", "continuous", "powered", "verdict"]
-display(claims_table.reindex(columns=shown + ([] if world_judges else ["why"])).style.format({"MDE": "{:.3f}"}, na_rep="—").apply(
+shown = ["claim", "family", "measure", "n", "seeds", "ours", "prompt-only interval", "per seed", "p", "adjusted p",
+         "MDE", "powered", "verdict", "why"]
+display(claims_table.reindex(columns=shown).style.format({c: "{:.3f}" for c in ("MDE", "p", "adjusted p")},
+                                                          na_rep="—").apply(
     lambda r: ["background-color: #dfd" if r.verdict == "reproduced" else
                "background-color: #fdd" if r.verdict == "contradicted" else "" for _ in r], axis=1))
 
@@ -169,10 +186,10 @@ for i, r in show.iterrows():
     ax.errorbar(r.difference, i, xerr=[[r.difference - r.low], [r.high - r.difference]], fmt="o", capsize=3,
                 color=colour.get(r.verdict, "k"))
 ax.axvline(0, color="k", linestyle=":")
-ax.set_yticks(range(len(show)), [f"{r.key}: {r.measure}" for r in show.itertuples()], fontsize=7)
+ax.set_yticks(range(len(show)), [textwrap.shorten(r.claim, 70) for r in show.itertuples()], fontsize=7)
 ax.invert_yaxis()
-ax.set(title="every claim: paired difference with its 95% interval (green reproduced, red contradicted)",
-       xlabel="difference (model − baseline)")
+ax.set(title="Every claim: difference with its 95% interval over prompts and seeds\n"
+             "(green reproduced, red contradicted, after Holm's adjustment)", xlabel="difference (model − baseline)")
 fig.tight_layout()
 fig.savefig(fig_dir / "07_claims.png", dpi=90)
 plt.show()
@@ -315,10 +332,11 @@ for name, t in written:
     (tables_dir / f"{name}.md").write_text(t.to_markdown(index=keep_index))
 results = {
     "profile": profile,
-    "claims": json.loads(claims_table.reindex(columns=["key", "claim", "paper", "measure", "n", "seeds", "ours",
-                                                       "per seed", "half-width", "MDE", "continuous", "powered",
-                                                       "verdict"] + ([] if world_judges else ["why"]))
+    "claims": json.loads(claims_table.reindex(columns=["key", "family", "claim", "paper", "measure", "n", "seeds",
+                                                       "ours", "prompt-only interval", "per seed", "half-width", "p",
+                                                       "adjusted p", "MDE", "continuous", "powered", "verdict", "why"])
                          .to_json(orient="records")),
+    "n_boot": n_boot, "seed": seed,
     "models": seeds,
     "ranker_judge_gap": json.loads(gap.to_json(orient="records")),
     "results": {m: {c: list(v) for c, v in r.items()} for m, r in table3_results.items()},

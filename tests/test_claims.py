@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from t2a_lib.evaluate import claims
+from t2a_lib.evaluate import claims, inference
 from t2a_lib.evaluate.claims import CLAIMS, Claim, answer, minimum_detectable_effect, paired_effect, verdict
 
 
@@ -70,10 +70,70 @@ def test_answer_pools_seeds_and_reports_each():
     assert row["n"] == 100 and row["seeds"] == 2
     assert row["difference"] == pytest.approx(0.4)  # the pooled (mean of seeds) difference
     assert row["per seed"].startswith("+0.600") and "; +0.200" in row["per seed"]
-    assert row["verdict"] == "reproduced"
     assert row["continuous"].startswith("order_margin +0.120")
-    # the interval of a 0.4 shift over 100 prompts is about ±0.07: too wide against the base
+    # prompts alone would call it: the prompts-only interval is far from zero ...
+    assert row["prompt-only low"] > 0.3
+    # ... but two seeds 0.4 apart leave the sign of a re-run's effect open (t with about 1 df)
+    e = inference.seed_prompt_effect(np.stack([s0.order, s1.order]), base.order.to_numpy(float)[None])
+    assert (row["low"], row["high"], row["p"]) == pytest.approx((e.low, e.high, e.p))
+    assert row["low"] < 0 < row["high"] and row["verdict"] == "not shown"
     assert row["target half-width"] == 0.05 and row["powered"] is False
+
+
+def test_holm_within_a_family_turns_a_borderline_row_into_not_shown():
+    """Three paper rows: alone, the middle one is reproduced (p < 0.05); adjusted with its family
+    (Holm: 2 x p) it is not; the control family is adjusted on its own."""
+    rng = np.random.default_rng(5)
+    base = _table([0] * 200)
+    tables = {"base": [base]}
+    outcomes = {"dpo": 0.16, "gold": 0.6}
+    for model, rate in outcomes.items():
+        tables[model] = [_table((rng.random(200) < rate).astype(float)) for _ in range(3)]
+    rows = [Claim("a", "c", "p", "dpo", "base", "tango", "temporal", "presence"),  # presence: 1 - 1 = 0
+            Claim("b", "c", "p", "dpo", "base", "tango", "temporal", "order"),
+            Claim("c", "c", "p", "gold", "base", "tango", "temporal", "order"),
+            Claim("d", "c", "p", "gold", "base", "tango", "temporal", "order", family="control")]
+    alone = {c.key: answer(c, tables) for c in rows}
+    table = claims.answer_all({"tango": tables}, rows).set_index("key")
+    paper = [k for k in "abc"]
+    expected = inference.holm([alone[k]["p"] for k in paper])
+    assert table.loc[paper, "adjusted p"].to_numpy(float) == pytest.approx(expected)
+    assert table.loc["d", "adjusted p"] == pytest.approx(alone["d"]["p"])  # a family of one
+    assert table.loc[paper, "p"].to_numpy(float) == pytest.approx([alone[k]["p"] for k in paper])
+    for key in table.index:
+        shown = table.loc[key, "adjusted p"] < 0.05
+        assert (table.loc[key, "verdict"] == "reproduced") == bool(shown), key
+
+
+def test_a_matched_claim_is_an_equivalence_test():
+    claim = Claim("g", "c", "p", "dpo", "base", "tango", "temporal", "order", direction=-1, margin=0.05)
+    base = _table([0] * 400)
+    rng = np.random.default_rng(6)
+    small = {"dpo": [_table(rng.normal(0.0, 0.1, 400)) for _ in range(2)], "base": [base]}
+    large = {"dpo": [_table(rng.normal(0.5, 0.1, 400) + d) for d in (0.0, 0.01)], "base": [base]}
+    row = answer(claim, small)
+    assert row["test"] == "equivalence within ±0.05" and row["powered"] is None
+    assert row["verdict"] == "reproduced"  # |gap| < 0.05 shown
+    assert answer(claim, large)["verdict"] == "contradicted"  # the rankers see 0.5 more than the judges
+
+
+def test_a_fine_tune_trained_once_borrows_the_seed_variance_of_its_kind():
+    base = _table([0] * 100)
+    seeded = [_table([1] * 60 + [0] * 40), _table([1] * 40 + [0] * 60)]
+    once = _table([1] * 50 + [0] * 50)
+    claim = Claim("k", "c", "p", "sft", "base", "tango", "temporal", "order")
+    row = answer(claim, {"sft": [once], "dpo": seeded, "base": [base]})
+    lent = inference.pooled_seed_variance([np.stack([t.order.to_numpy(float) for t in seeded])])
+    e = inference.seed_prompt_effect(once.order.to_numpy(float), base.order.to_numpy(float), borrowed=(lent, None))
+    assert lent[0] > 0 and (row["low"], row["high"]) == pytest.approx((e.low, e.high))
+    alone = answer(claim, {"sft": [once], "base": [base]})
+    assert alone["verdict"] == "not shown" and "one training seed" in alone["why"]
+
+
+def test_powered_is_blank_where_a_row_has_no_target():
+    t = _table([1, 0] * 50)
+    row = answer(next(c for c in CLAIMS if c.key == "dpo_clap"), {"dpo": [t, t], "base": [t]})
+    assert row["target half-width"] is None and row["powered"] is None
 
 
 def test_answer_subset_and_missing_model():
@@ -83,7 +143,7 @@ def test_answer_subset_and_missing_model():
     model = base.copy()
     model.loc[:49, "order"] = 0.0  # no change on Temporal; integrity rows must not count
     model.loc[50:, "order"] = 0.0
-    row = answer(claim, {"baton_hd": [model], "base": [base]}, n_boot=100)
+    row = answer(claim, {"baton_hd": [model, model], "base": [base]}, n_boot=100)
     assert row["n"] == 50 and row["difference"] == 0.0 and row["verdict"] == "not shown"
     missing = answer(claim, {"base": [base]})
     assert missing["verdict"] == "not measured" and "baton_hd" in missing["why"]
@@ -123,7 +183,7 @@ def test_a_claim_without_its_per_clip_column_is_not_measured():
     assert row["verdict"] == "not measured" and "ranker_gap_clap" in row["why"]
     t[claims.GAP_PREFIX + "clap"] = [0.5, 0.1]
     gapped = t.assign(**{claims.GAP_PREFIX + "clap": [0.2, -0.3]})
-    row = answer(claim, {"dpo": [gapped], "base": [t]}, n_boot=200)
+    row = answer(claim, {"dpo": [gapped, gapped], "base": [t]}, n_boot=200)
     assert row["difference"] == pytest.approx(-0.35)  # mean of (0.2 − 0.5, −0.3 − 0.1)
 
 

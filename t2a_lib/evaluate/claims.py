@@ -1,24 +1,22 @@
 """The papers' claims as data, and how the reproduction answers each one.
 
 ``CLAIMS`` is the one table: per claim, what the paper says, the paper's figure, the measure
-(model, baseline, prompt set, subset, per-clip metric) and the claimed direction. Notebook 07
-answers every row from the judges' per-clip tables; the report renders what 07 wrote.
+(model, baseline, prompt set, subset, per-clip metric), the claimed direction and its family.
+Notebook 07 answers every row from the judges' per-clip tables; the report renders what 07 wrote.
 
 An answer is a **paired** difference: every model is sampled on the same prompts with the same
-noise, so the per-prompt difference ``d_i = y_model,i − y_baseline,i`` removes the prompt's own
-difficulty. A model trained with several seeds is pooled by averaging its seeds' per-clip values
-before differencing; each seed's own difference is shown beside the pooled one, so a verdict that
-flips with the seed is visible. For each row:
+noise, so ``d_i = y_model,i − y_baseline,i`` removes the prompt's own difficulty (a model's seeds
+averaged per prompt). For each row:
 
-- the 95% paired bootstrap interval of mean(d), its half-width and n;
-- the **minimum detectable effect** at 80% power, two-sided α = 0.05:
-  ``MDE = (z_{0.975} + z_{0.80}) · sd(d) / √n ≈ 2.80 · SE``;
-- a continuous judge score beside the binary rate (presence probability, order margin), which
-  has more power than the 0/1 outcome;
-- the verdict: *reproduced* when the interval excludes zero in the claimed direction,
-  *contradicted* when it excludes zero the other way, *not shown* when it contains zero;
-- *powered*: whether the half-width meets the target (±0.05 for a rate against the base,
-  ±0.07 for a rate between two methods).
+- the 95% interval over prompts **and training seeds** (:mod:`t2a_lib.evaluate.inference`): what a
+  re-run with new seeds would meet; the prompts-only bootstrap interval beside it, named so;
+- each seed's own difference, the unadjusted p, and Holm's adjusted p within the row's family
+  (the paper's claims, our controls, beyond the papers), with the interval at the Holm level;
+- the verdict at the adjusted p: *reproduced* (the claimed side), *contradicted* (the other side),
+  *not shown*; a *matched* claim (``margin``) is tested for equivalence (TOST) instead;
+- the minimum detectable effect at 80% power, ``(t_{1−α/2} + t_{0.8}) · se``;
+- *powered* (blank where the row has no target): the half-width meets ±0.05 for a rate against the
+  base, ±0.07 between two methods.
 """
 
 from __future__ import annotations
@@ -28,8 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
+from scipy.stats import t as scipy_t
 
 from ..scoring.metrics import bootstrap_ci
+from . import inference
 
 RATE_METRICS = ("presence", "all_present", "order")
 # the continuous judge score reported beside each binary rate (None: the metric is continuous)
@@ -41,6 +41,11 @@ HALF_WIDTH_BETWEEN = 0.07
 # (the judges see at least the rankers' gain): "contradicted" is reward hacking made visible, "not shown"
 # a gap the interval cannot tell from zero (read its MDE), "reproduced" judges that see more than the rankers.
 GAP_PREFIX = "ranker_gap_"
+# a gap row claims the judges *match* the rankers' gain: an equivalence test within these margins
+# (CLAP gaps are in base-model standard deviations, a small effect; rate gaps share the rates' ±0.05)
+GAP_MARGIN = {"clap": 0.10, "all_present": 0.05}
+FAMILIES = ("paper", "control", "beyond")  # Holm's familywise 5% holds within each
+ALPHA = 0.05
 
 # model identifiers; display names are derived from them, never the other way round
 MODEL_NAMES = {
@@ -100,6 +105,8 @@ class Claim:
     subset: str
     metric: str  # per-clip judge column: presence | all_present | order | clap
     direction: int = 1  # +1: the paper claims the model is higher
+    family: str = "paper"  # "paper" | "control" | "beyond": Holm's adjustment runs within a family
+    margin: float | None = None  # a "matched" claim: tested for equivalence within ±margin (TOST)
 
     @property
     def measure(self) -> str:
@@ -108,7 +115,7 @@ class Claim:
     @property
     def max_half_width(self) -> float | None:
         """The power target of the row's interval (None: a continuous score, no fixed target)."""
-        if self.metric not in RATE_METRICS:
+        if self.metric not in RATE_METRICS or self.margin is not None:
             return None
         return HALF_WIDTH_VS_BASE if self.baseline == "base" else HALF_WIDTH_BETWEEN
 
@@ -122,11 +129,12 @@ CLAIMS = [
     Claim("dpo_temporal_order", "… and on temporal prompts (order)", "Tango 2 Table 5: temporal CLAP 0.55 → 0.58",
           "dpo", "base", "tango", "temporal", "order"),
     Claim("gold_temporal_order", "Positive control: DPO on gold pairs improves order", "(not in the papers)",
-          "gold", "base", "tango", "temporal", "order"),
+          "gold", "base", "tango", "temporal", "order", family="control"),
     Claim("gold_multi_presence", "Positive control: DPO on gold pairs improves presence", "(not in the papers)",
-          "gold", "base", "tango", "multi-event", "presence"),
+          "gold", "base", "tango", "multi-event", "presence", family="control"),
     Claim("gold_vs_ranked", "Ranking noise costs DPO: gold pairs beat ranked pairs (order)",
-          "(not in the papers; the ceiling of the ranked set)", "gold", "dpo", "tango", "temporal", "order"),
+          "(not in the papers; the ceiling of the ranked set)", "gold", "dpo", "tango", "temporal", "order",
+          family="control"),
     Claim("dpo_vs_sft", "DPO beats SFT on winners (order)", "Tango 2 §4 (SFT epoch, then DPO)",
           "dpo", "sft", "tango", "temporal", "order"),
     Claim("s1_contributes", "S1 contributes (ablation: DPO − w/o S1, CLAP)", "Tango 2 Table 3: CLAP 0.57 vs 0.56",
@@ -152,22 +160,23 @@ CLAIMS = [
     # beyond the papers: Diffusion-KTO on BATON's labels, the winner safeguard, the ranker-judge gap
     Claim("kto_integrity", "Diffusion-KTO on HD labels improves integrity (all present)",
           "(beyond the papers) Li et al. 2024: KTO on per-image likes", "kto_hd", "base", "baton", "Integrity",
-          "all_present"),
+          "all_present", family="beyond"),
     Claim("kto_temporal", "Diffusion-KTO on HD labels improves order on Temporal prompts", "(beyond the papers)",
-          "kto_hd", "base", "baton", "Temporal", "order"),
+          "kto_hd", "base", "baton", "Temporal", "order", family="beyond"),
     Claim("kto_vs_baton_integrity", "KTO beats reward-weighted fine-tuning on the same HD labels (all present)",
-          "(beyond the papers)", "kto_hd", "baton_hd", "baton", "Integrity", "all_present"),
+          "(beyond the papers)", "kto_hd", "baton_hd", "baton", "Integrity", "all_present", family="beyond"),
     Claim("kto_vs_baton_temporal", "KTO beats reward-weighted fine-tuning on the same HD labels (order)",
-          "(beyond the papers)", "kto_hd", "baton_hd", "baton", "Temporal", "order"),
+          "(beyond the papers)", "kto_hd", "baton_hd", "baton", "Temporal", "order", family="beyond"),
     Claim("sdpo_vs_dpo", "The winner safeguard (SDPO) beats plain DPO (order, temporal)",
           "(beyond the papers) Fu et al. 2025: SDPO over Diffusion-DPO", "dpo_safe", "dpo", "tango", "temporal",
-          "order"),
-    Claim("dpo_ranker_gap", "DPO's gain on its rankers is matched by the judges' (CLAP, in base-model sd)",
+          "order", family="beyond"),
+    Claim("dpo_ranker_gap", "DPO's gain on its rankers is matched by the judges' (CLAP, within ±0.10 base-model sd)",
           "(beyond the papers: reward hacking made visible)", "dpo", "base", "tango", "all", GAP_PREFIX + "clap",
-          direction=-1),
-    Claim("hdrd_ranker_gap", "BATON HD+RD's gain on its rankers is matched by the judges' (all present, Integrity)",
+          direction=-1, family="beyond", margin=GAP_MARGIN["clap"]),
+    Claim("hdrd_ranker_gap", "BATON HD+RD's gain on its rankers is matched by the judges' (all present, Integrity, "
+          "within ±0.05)",
           "(beyond the papers: reward hacking made visible)", "baton_hd_rd", "base", "baton", "Integrity",
-          GAP_PREFIX + "all_present", direction=-1),
+          GAP_PREFIX + "all_present", direction=-1, family="beyond", margin=GAP_MARGIN["all_present"]),
 ]
 
 
@@ -253,10 +262,48 @@ def _why_unmeasured(metric: str, table: pd.DataFrame) -> str:
     return f"no per-clip {metric} in the tables"
 
 
+def _matrix(tables: list[pd.DataFrame], metric: str, mask: np.ndarray) -> np.ndarray:
+    """A model's ``seeds × prompts`` values of ``metric`` on the masked prompts."""
+    return np.stack([t[metric].to_numpy(float)[mask] for t in tables])
+
+
+def _lent_seed_variance(claim: Claim, tables: dict, metric: str, mask: np.ndarray) -> tuple | None:
+    """Per side, what a fine-tune trained once borrows: the seed variance pooled over this prompt
+    set's fine-tunes with two or more seeds (None for the base, or a side with its own seeds).
+    Raises LookupError when a one-seed fine-tune has nothing to borrow from."""
+    lent = []
+    for model_id in (claim.model, claim.baseline):
+        if model_id == "base" or len(tables[model_id]) > 1:
+            lent.append(None)
+            continue
+        pooled = inference.pooled_seed_variance([_matrix(ts, metric, mask) for m, ts in tables.items()
+                                                 if m != "base" and len(ts) > 1])
+        if pooled is None:
+            raise LookupError(f"{model_id} has one training seed and no model of its prompt set has two: its seed "
+                              f"variance cannot be estimated (train n_seeds >= 2)")
+        lent.append(pooled)
+    return tuple(lent)
+
+
+def _effect(claim: Claim, tables: dict, metric: str, mask: np.ndarray) -> inference.SeedPromptEffect:
+    """The row's difference with its interval over prompts and training seeds."""
+    lent = _lent_seed_variance(claim, tables, metric, mask)
+    return inference.seed_prompt_effect(_matrix(tables[claim.model], metric, mask),
+                                        _matrix(tables[claim.baseline], metric, mask), ALPHA, lent)
+
+
+def _interval(effect: inference.SeedPromptEffect) -> str:
+    if not np.isfinite(effect.low):
+        return "—"
+    return f"{effect.difference:+.3f} [{effect.low:+.3f}, {effect.high:+.3f}]"
+
+
 def answer(claim: Claim, tables: dict[str, list[pd.DataFrame]], n_boot: int = 1000, seed: int = 0) -> dict:
-    """One row of the claims table. ``tables`` maps a model identifier to its per-seed judge
-    tables on the claim's prompt set (every model on the same prompts, in the same order)."""
-    row = {"key": claim.key, "claim": claim.claim, "paper": claim.paper, "measure": claim.measure}
+    """One row of the claims table, unadjusted (:func:`answer_all` adjusts a family). ``tables`` maps
+    a model identifier to its per-seed judge tables on the claim's prompt set (every model on the
+    same prompts, in the same order)."""
+    row = {"key": claim.key, "family": claim.family, "claim": claim.claim, "paper": claim.paper,
+           "measure": claim.measure}
     if claim.model not in tables or claim.baseline not in tables:
         missing = [m for m in (claim.model, claim.baseline) if m not in tables]
         return {**row, "ours": "—", "verdict": "not measured", "why": "not evaluated: " + ", ".join(map(_where, missing))}
@@ -265,33 +312,65 @@ def answer(claim: Claim, tables: dict[str, list[pd.DataFrame]], n_boot: int = 10
         return {**row, "ours": "—", "verdict": "not measured", "why": _why_unmeasured(claim.metric, base_tables[0])}
     mask = SUBSETS[claim.prompts][claim.subset](base_tables[0]).to_numpy()
     b = pooled_values(base_tables, claim.metric)[mask]
-    pooled = paired_effect(pooled_values(tables[claim.model], claim.metric)[mask], b, n_boot, seed)
+    prompts_only = paired_effect(pooled_values(tables[claim.model], claim.metric)[mask], b, n_boot, seed)
     per_seed = [paired_effect(t[claim.metric].to_numpy(float)[mask], b, n_boot, seed) for t in tables[claim.model]]
-    row.update({
-        "n": pooled["n"], "seeds": len(per_seed),
-        "ours": _fmt(pooled),
-        "per seed": "; ".join(_fmt(e) for e in per_seed),
-        "difference": pooled["difference"], "low": pooled["low"], "high": pooled["high"],
-        "half-width": pooled["half_width"], "MDE": pooled["mde"],
-        "baseline value": float(np.nanmean(b)) if np.isfinite(b).any() else np.nan,
-    })
+    row.update({"n": prompts_only["n"], "seeds": len(per_seed), "per seed": "; ".join(_fmt(e) for e in per_seed),
+                "prompt-only interval": _fmt(prompts_only), "prompt-only low": prompts_only["low"],
+                "prompt-only high": prompts_only["high"],
+                "baseline value": float(np.nanmean(b)) if np.isfinite(b).any() else np.nan,
+                "target half-width": claim.max_half_width, "margin": claim.margin})
+    try:
+        e = _effect(claim, tables, claim.metric, mask)
+    except LookupError as err:
+        return {**row, "ours": "—", "verdict": "not shown", "why": str(err)}
+    row.update({"ours": _interval(e), "difference": e.difference, "low": e.low, "high": e.high,
+                "half-width": (e.high - e.low) / 2, "se": e.se, "df": e.df, "seed sd": e.seed_se,
+                "MDE": inference.t_quantile_mde(e, ALPHA),
+                "test": "difference" if claim.margin is None else f"equivalence within ±{claim.margin:g}",
+                "p": e.p if claim.margin is None else e.equivalence_p(claim.margin)})
     cont = CONTINUOUS.get(claim.metric)
     if cont is not None and cont in base_tables[0]:
-        c = paired_effect(pooled_values(tables[claim.model], cont)[mask], pooled_values(base_tables, cont)[mask],
-                          n_boot, seed)
-        row["continuous"] = f"{cont} {_fmt(c)}"
-        row["continuous verdict"] = verdict(c["difference"], c["low"], c["high"], claim.direction)
+        c = _effect(claim, tables, cont, mask)
+        row["continuous"] = f"{cont} {_interval(c)}"
+        row["continuous verdict"] = verdict(c.difference, c.low, c.high, claim.direction)
     target = claim.max_half_width
-    row["target half-width"] = target
-    row["powered"] = bool(target is None or (np.isfinite(pooled["half_width"]) and pooled["half_width"] <= target))
-    row["verdict"] = verdict(pooled["difference"], pooled["low"], pooled["high"], claim.direction)
-    return row
+    row["powered"] = None if target is None else bool(np.isfinite(row["half-width"]) and row["half-width"] <= target)
+    return {**row, **_adjusted(claim, row, row["p"], ALPHA)}
+
+
+def _adjusted(claim: Claim, row: dict, p_adjusted: float, level: float) -> dict:
+    """The verdict at Holm's adjusted p, and the interval at the row's Holm level: a difference row is
+    *reproduced* when the adjusted test rejects zero on the claimed side (*contradicted*: the other
+    side); a matched (equivalence) row when both one-sided tests reject ±margin, *contradicted* when
+    its adjusted interval lies wholly beyond the margin on the side the claim denies."""
+    if not np.isfinite(p_adjusted):
+        return {"adjusted p": np.nan, "adjusted interval": "—", "verdict": "not shown"}
+    half = scipy_t.ppf(1 - level / 2, row["df"]) * row["se"] if row["se"] > 0 else 0.0
+    lo, hi, d = row["difference"] - half, row["difference"] + half, row["difference"]
+    out = {"adjusted p": p_adjusted, "adjusted interval": f"[{lo:+.3f}, {hi:+.3f}]"}
+    if claim.margin is None:
+        shown = p_adjusted < ALPHA and d != 0
+        return {**out, "verdict": "not shown" if not shown else
+                "reproduced" if np.sign(d) == claim.direction else "contradicted"}
+    if p_adjusted < ALPHA:
+        return {**out, "verdict": "reproduced"}
+    beyond = lo > claim.margin if claim.direction < 0 else hi < -claim.margin
+    return {**out, "verdict": "contradicted" if beyond else "not shown"}
 
 
 def answer_all(tables: dict[str, dict[str, list[pd.DataFrame]]], claims=CLAIMS, n_boot: int = 1000,
                seed: int = 0) -> pd.DataFrame:
-    """Every claim answered: ``tables[prompt_set][model id]`` holds the per-seed judge tables."""
-    answered = pd.DataFrame([answer(c, tables.get(c.prompts, {}), n_boot, seed) for c in claims])
+    """Every claim answered: ``tables[prompt_set][model id]`` holds the per-seed judge tables. The
+    verdicts are adjusted by Holm's method within each family over its measured rows (familywise 5%);
+    each row keeps its unadjusted p beside the adjusted one."""
+    rows = [answer(c, tables.get(c.prompts, {}), n_boot, seed) for c in claims]
+    by_key = {c.key: c for c in claims}
+    for family in FAMILIES:
+        members = [r for r in rows if r["family"] == family and np.isfinite(r.get("p", np.nan))]
+        p = [r["p"] for r in members]
+        for r, p_adj, level in zip(members, inference.holm(p), inference.holm_levels(p, ALPHA)):
+            r.update(_adjusted(by_key[r["key"]], r, float(p_adj), float(level)))
+    answered = pd.DataFrame(rows)
     for count in ("n", "seeds"):  # counts stay integers beside the rows that have none
         if count in answered:
             answered[count] = answered[count].astype("Int64")

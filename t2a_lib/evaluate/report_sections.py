@@ -16,19 +16,28 @@ from pathlib import Path
 
 import pandas as pd
 
-CLAIM_COLUMNS = ["claim", "paper", "measure", "n", "seeds", "ours", "per seed", "MDE", "continuous", "powered",
-                 "verdict", "why"]
-HOW_TO_READ = """Each row is a claim of a paper, answered on this run's held-out prompts as a paired
-difference (the model minus its baseline, on the same prompts and noise), scored by the judges only.
-<b>ours</b> is the pooled difference with its 95% bootstrap interval, <b>per seed</b> each fine-tune seed's
-own; <b>MDE</b> is the smallest effect the row could detect at 80% power; <b>continuous</b> is a continuous
-judge score beside the binary rate. The verdict is
-<span class="verdict v-reproduced">reproduced</span> when the interval excludes zero in the claimed direction,
-<span class="verdict v-contradicted">contradicted</span> when it excludes zero the other way,
-<span class="verdict v-not-shown">not shown</span> when it contains zero, and
-<span class="verdict v-not-measured">not measured</span> when the run had no data for it. A row is
-<b>powered</b> when its interval is as narrow as its target (±0.05 on a rate against the base, ±0.07
-between two methods)."""
+CLAIM_COLUMNS = ["claim", "family", "paper", "measure", "n", "seeds", "ours", "prompt-only interval", "per seed",
+                 "p", "adjusted p", "MDE", "continuous", "powered", "verdict", "why"]
+HOW_TO_READ = """Each row is a claim of a paper (or a control of ours, or a question beyond the papers),
+answered on this run's held-out prompts as a paired difference: the model minus its baseline, on the same
+prompts and noise, scored by the judges only. <b>ours</b> is that difference with its 95% interval, and the
+interval counts both things a re-run would change: which prompts were drawn, and the training seeds (two seeds
+that disagree widen it). <b>prompt-only interval</b> is the narrower interval that treats the trained models as
+fixed; it is shown for comparison, never used for a verdict. <b>per seed</b> is each seed's own difference.
+<b>p</b> is the chance of a difference at least this large if the true one were zero; because a table of many
+rows finds some by luck, the verdicts use <b>adjusted p</b> (Holm's method within each family: the papers'
+claims, our controls, beyond the papers), which keeps the chance of any false <i>reproduced</i> in a family
+at 5%. The verdict is
+<span class="verdict v-reproduced">reproduced</span> when the adjusted p is below 0.05 and the difference lies on
+the claimed side, <span class="verdict v-contradicted">contradicted</span> when it lies on the other side,
+<span class="verdict v-not-shown">not shown</span> otherwise (the data cannot tell the effect from zero after
+the adjustment: an absence of evidence, not evidence of absence; read its MDE), and
+<span class="verdict v-not-measured">not measured</span> when the run had no data for it. A claim that two
+things are <i>matched</i> (the ranker–judge gap) is tested for equivalence: reproduced only when the gap is
+shown to lie within the stated margin. <b>MDE</b> is the smallest effect the row could detect at 80% power;
+<b>continuous</b> a continuous judge score beside the binary rate. <b>powered</b> (blank where a row has no
+target): the interval is as narrow as its target (±0.05 on a rate against the base, ±0.07 between two
+methods). Every verdict is conditional on this run's base model."""
 TABLES = {  # tables/<stem>.csv: title, note
     "table3": ("Tango 2, Table 3: held-out prompts", "First seed of each model."),
     "table4": ("Tango 2, Table 4: multi-event and single-event prompts", "First seed of each model."),
@@ -50,10 +59,11 @@ CAPTIONS = {
     "02_word_attention": "Cross-attention over time for each word of a caption.",
     "03_preference_set": "The preference set: the ranker's margins, and how often its winner is really better.",
     "04_dpo_training": "Diffusion-DPO training: loss, implicit accuracy and errors relative to the reference.",
-    "04_effects": "Fine-tunes against the base: paired effects on held-out prompts (judges; 95% intervals; seeds pooled).",
+    "04_effects": "Fine-tunes against the base: paired effects on held-out prompts (judges; 95% intervals over prompts and seeds).",
     "05_reward_model": "The reward model: training loss, ROC and calibration on held-out prompts.",
-    "06_baton_effects": "BATON: paired effects on held-out prompts (judges; 95% intervals; seeds pooled).",
-    "07_claims": "Every claim: paired difference with its 95% interval (green reproduced, red contradicted).",
+    "06_baton_effects": "BATON: paired effects on held-out prompts (judges; 95% intervals over prompts and seeds).",
+    "07_claims": "Every claim: paired difference with its 95% interval over prompts and seeds (green reproduced, "
+                 "red contradicted, after Holm's adjustment).",
     "07_one_prompt_grid": "One held-out prompt across every model: spectrograms and what the judge hears.",
     "04_dpo_drift": "Plain and safeguarded (SDPO) DPO at the learning rate that broke plain DPO: the winners' and "
                     "losers' errors relative to the reference's, and the loser-gradient scale.",
@@ -86,9 +96,12 @@ def blank(value) -> bool:
 
 
 def readable(value) -> str:
-    """A cell as text: blanks empty, "('a', 'b')" as "a · b", floats to 4 significant figures."""
-    if blank(value):
+    """A cell as text: blanks (and empty containers) empty, booleans yes/no, "('a', 'b')" as "a · b",
+    floats to three decimals (a p-value under 0.001 as "< 0.001")."""
+    if blank(value) or (isinstance(value, (dict, list, tuple)) and not value):
         return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, str) and value.startswith("(") and value.endswith(")"):
         try:
             parts = ast.literal_eval(value)
@@ -97,7 +110,7 @@ def readable(value) -> str:
         except (ValueError, SyntaxError):
             pass
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return "< 0.001" if 0 < value < 0.0005 else f"{value:.3f}"
     return str(value)
 
 
