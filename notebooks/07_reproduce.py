@@ -23,15 +23,20 @@
 # judges only** (never the rankers the methods were trained against):
 #
 # - FAD: Fréchet distance of the judge detector's embeddings, generated vs all test clips;
-#   $\mathrm{FD} = \lVert\mu_1-\mu_2\rVert^2 + \operatorname{tr}\Sigma_1 + \operatorname{tr}\Sigma_2 - 2\operatorname{tr}(\Sigma_1\Sigma_2)^{1/2}$.
-# - KL$(p_\text{ref}\Vert p_\text{gen})$, paired with each prompt's source clip; IS; CLAP score
-#   (the judge audio-text model's cosine).
+#   $\mathrm{FD} = \lVert\mu_1-\mu_2\rVert^2 + \operatorname{tr}\Sigma_1 + \operatorname{tr}\Sigma_2 - 2\operatorname{tr}(\Sigma_1\Sigma_2)^{1/2}$,
+#   bias-corrected, and shown only on sets of at least $2d$ clips for $d$-dimensional embeddings
+#   (below that its bias swamps it: `t2a_lib.scoring.kernel_distance`); "—" elsewhere.
+# - KAD beside it: the unbiased squared MMD with a Gaussian kernel (×1000, as kadtk reports it),
+#   $\mathrm{MMD}^2_u = \frac{1}{m(m-1)}\sum_{i\ne j}k(x_i,x_j) + \frac{1}{n(n-1)}\sum_{i\ne j}k(y_i,y_j) - \frac{2}{mn}\sum_{i,j}k(x_i,y_j)$,
+#   meaningful on a few dozen clips.
+# - KL$(p_\text{ref}\Vert p_\text{gen})$, paired with each prompt's source clip; IS (the mean over
+#   splits, with the splits' t interval); CLAP score (the judge audio-text model's cosine).
 # - **presence**, **all present**, **order** (all prompted events detected, in the prompted order),
 #   event F1 (0.2 s collar) against the source clip's timeline.
 #
-# Each figure comes with a 95% bootstrap interval (FAD: bias-corrected, with a basic bootstrap
-# interval). The papers' numbers stand beside ours for orientation only: they are AudioCaps
-# numbers from real 866M-parameter models, **not comparable in scale**.
+# Each figure comes with a 95% interval inside the metric's range (FAD: a basic bootstrap interval;
+# the others a percentile bootstrap over clips). The papers' numbers stand beside ours for orientation
+# only: they are AudioCaps numbers from real 866M-parameter models, **not comparable in scale**.
 #
 # **The claims table** (first in the report) answers every row of `t2a_lib.evaluate.claims.CLAIMS`: a
 # claim of a paper (or a control of ours, or a question beyond the papers), as a paired difference
@@ -233,10 +238,9 @@ if world_judges:
                 mask = claims.SUBSETS["tango"][sub](base_table).to_numpy()
                 r = reproduce.corpus_metrics(judges, js[0], source_out, ref_embeddings, sources, n_boot, seed, mask=mask)
                 row = {"model": claims.MODEL_NAMES[m], "subset": sub, "clips": int(mask.sum())}
-                row.update({c: "" if np.isnan(r[c][0]) else f"{r[c][0]:.3f} [{r[c][1]:.3f}, {r[c][2]:.3f}]"
-                            for c in ("FAD", "KL", "IS", "CLAP", "presence", "order")})
+                row.update({c: reproduce.cell(r[c]) for c in ("FAD", "KAD", "KL", "IS", "CLAP", "presence", "order")})
                 p = paper.get(reproduce.PAPER_ROW.get(m, ""), {}).get(sub)
-                row["paper FAD/KL/IS/CLAP"] = "/".join(str(x) for x in p) if p else ""
+                row["paper FAD/KL/IS/CLAP"] = "/".join(f"{x:.3f}" for x in p) if p else ""
                 rows.append(row)
         return pd.DataFrame(rows)
 
@@ -261,7 +265,7 @@ if world_judges:
                 est, lo, hi = evaluation.mean_ci(v, n_boot, seed)[:3]
                 ce, cl, ch = evaluation.mean_ci(c, n_boot, seed)[:3]
                 baton_rows.append({"model": claims.MODEL_NAMES[m], "seed": k, "task": task.capitalize(), "judge metric": metric,
-                                   "value": f"{est:.3f} [{lo:.3f}, {hi:.3f}]", "CLAP": f"{ce:.3f} [{cl:.3f}, {ch:.3f}]",
+                                   "value": reproduce.cell((est, lo, hi)), "CLAP": reproduce.cell((ce, cl, ch)),
                                    "paper": reproduce.PAPER_BATON[task] if m == "baton_hd_rd" and k == 0 else ""})
     baton_table = pd.DataFrame(baton_rows)
     display(baton_table)
@@ -276,7 +280,7 @@ if world_judges:
 if not world_judges:
     clap_table = pd.DataFrame([
         {"set": name, "model": claims.MODEL_NAMES[m], "seed": k, "prompts": len(t),
-         "CLAP": "{:.3f} [{:.3f}, {:.3f}]".format(*evaluation.mean_ci(t.clap.to_numpy(float), n_boot, seed)[:3])}
+         "CLAP": reproduce.cell(evaluation.mean_ci(t.clap.to_numpy(float), n_boot, seed)[:3])}
         for name in tables for m, ts in tables[name].items() for k, t in enumerate(ts)])
     display(clap_table)
 

@@ -46,7 +46,9 @@ TABLES = {  # tables/<stem>.csv: title, note
     "clap": ("Real data: every model's CLAP score", "The run's real CLAP judge on each evaluation set; every "
              "seed of each model. Tables 3-5 and BATON's need the world's judges (event timelines)."),
 }
-TABLES_NOTE = """Every figure of ours is an estimate with its 95% bootstrap interval. The papers' columns
+TABLES_NOTE = """Every figure of ours is an estimate with its 95% interval, within the metric's range. FAD is shown
+only on sets of at least twice as many clips as its embedding has dimensions (below that its bias swamps it: "—");
+KAD, an unbiased kernel distance, stands beside it on every set. The papers' columns
 (shaded) are AudioCaps figures from real 866M-parameter models, beside ours for orientation only: they
 are not comparable in scale. A blank cell was not measured."""
 CAPTIONS = {

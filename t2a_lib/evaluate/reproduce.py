@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from scipy.special import softmax
 
-from ..scoring import event_metrics, metrics
+from ..scoring import event_metrics, kernel_distance, metrics
 from .claims import MODEL_NAMES  # model identifier -> display name
 from ..scoring.scorers import require_role
 from ..model.tango import load_unet
@@ -82,13 +83,48 @@ def load_models(run_dir, model_ids=None) -> dict[str, list]:
     return {m: [load_unet(f) for f in folders] for m, folders in model_folders(run_dir, model_ids).items()}
 
 
+# what a metric cannot go below (or above): an interval is clipped to its range
+RANGES = {"FAD": (0.0, np.inf), "KAD": (0.0, np.inf), "KL": (0.0, np.inf), "IS": (1.0, np.inf),
+          "CLAP": (-1.0, 1.0), "presence": (0.0, 1.0), "all present": (0.0, 1.0), "order": (0.0, 1.0),
+          "event F1": (0.0, 1.0)}
+NAN3 = (np.nan, np.nan, np.nan)
+
+
+def inception_score_ci(probs: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """IS as the anchors report it, the mean over splits (up to 10, of at least 5 clips), with a t
+    interval from the splits' spread (NaN bounds with one split). A bootstrap with replacement does
+    not serve a diversity score: duplicated clips lower it, so its interval sat below the estimate."""
+    n_splits = min(10, max(1, len(probs) // 5))
+    mean, sd = metrics.inception_score(probs, n_splits=n_splits, seed=seed)
+    if n_splits < 2:
+        return (mean, np.nan, np.nan)
+    half = stats.t.ppf(0.975, n_splits - 1) * sd * np.sqrt(n_splits / (n_splits - 1)) / np.sqrt(n_splits)
+    return (mean, mean - half, mean + half)
+
+
+def _distances(ref_embeddings, emb, n_boot: int, seed: int) -> dict:
+    """FAD (only from ``fd_minimum_clips`` clips on: NaN below) and KAD, each (estimate, low, high)."""
+    enough = min(len(emb), len(ref_embeddings)) >= kernel_distance.fd_minimum_clips(emb.shape[1])
+    fad = metrics.frechet_distance_ci(ref_embeddings, emb, n_boot=max(50, n_boot // 5), seed=seed) if enough else {}
+    return {"FAD": tuple(fad[k] for k in ("estimate", "low", "high")) if fad else NAN3,
+            "KAD": kernel_distance.kernel_audio_distance_ci(ref_embeddings, emb, n_boot=max(50, n_boot // 5),
+                                                            seed=seed) if len(emb) > 1 else NAN3}
+
+
+def within_range(name: str, value: tuple) -> tuple:
+    """(estimate, low, high) clipped to the metric's :data:`RANGES`."""
+    lo, hi = RANGES.get(name, (-np.inf, np.inf))
+    return tuple(v if np.isnan(v) else float(np.clip(v, lo, hi)) for v in value)
+
+
 def corpus_metrics(judges, judgement, source_out, ref_embeddings, sources, n_boot: int = 1000, seed: int = 0,
                    mask=None) -> dict:
-    """FAD, KL(ref‖gen), IS, CLAP, presence, all present, order, event F1 — each (estimate,
-    low, high) — over the clips selected by ``mask``. ``sources``: each clip's source test
-    record (its timeline scores event F1; its judge outputs ``source_out`` pair KL). FAD is the
-    bias-corrected Fréchet distance with its basic bootstrap interval
-    (:func:`t2a_lib.scoring.metrics.frechet_distance_ci`), so the interval contains its estimate."""
+    """FAD, KAD, KL(ref‖gen), IS, CLAP, presence, all present, order, event F1 — each (estimate,
+    low, high), within the metric's range — over the clips selected by ``mask``. ``sources``: each
+    clip's source test record (its timeline scores event F1; its judge outputs ``source_out`` pair
+    KL). FAD is the bias-corrected Fréchet distance with its basic bootstrap interval
+    (:func:`t2a_lib.scoring.metrics.frechet_distance_ci`), NaN on fewer clips than
+    :func:`t2a_lib.scoring.kernel_distance.fd_minimum_clips`; KAD is beside it on any number."""
     require_role(judges, "judge", "evaluation")
     t, det = judgement.table, judgement.detector
     m = np.ones(len(t), bool) if mask is None else np.asarray(mask, bool)
@@ -97,28 +133,29 @@ def corpus_metrics(judges, judgement, source_out, ref_embeddings, sources, n_boo
     events = judges.detector.events(det.frame_probs[idx])
     f1 = np.array([event_metrics.event_f1(sources[i].events or [], e)["f1"] for i, e in zip(idx, events)])
     kl = metrics.kl_divergence(ref_logits, logits, per_clip=True)
-    out = {
-        "FAD": tuple(metrics.frechet_distance_ci(ref_embeddings, emb, n_boot=max(50, n_boot // 5), seed=seed)[k]
-                     for k in ("estimate", "low", "high")),
-        "KL": metrics.bootstrap_ci(kl, n_boot=n_boot, seed=seed),
-        "IS": metrics.bootstrap_ci_fn(len(idx), lambda s: metrics.inception_score(
-            softmax(logits[s], axis=1), n_splits=min(10, max(1, len(s) // 5)), seed=seed)[0],
-            n_boot=max(50, n_boot // 5), seed=seed),
-        "event F1": metrics.bootstrap_ci(f1, n_boot=n_boot, seed=seed),
-    }
+    out = {**_distances(ref_embeddings, emb, n_boot, seed),
+           "KL": metrics.bootstrap_ci(kl, n_boot=n_boot, seed=seed),
+           "IS": inception_score_ci(softmax(logits, axis=1), seed),
+           "event F1": metrics.bootstrap_ci(f1, n_boot=n_boot, seed=seed)}
     for col, name in (("clap", "CLAP"), ("presence", "presence"), ("all_present", "all present"), ("order", "order")):
         v = t[col].to_numpy(float)[idx]
         v = v[~np.isnan(v)]
-        out[name] = metrics.bootstrap_ci(v, n_boot=n_boot, seed=seed) if len(v) > 1 else (np.nan, np.nan, np.nan)
-    return out
+        out[name] = metrics.bootstrap_ci(v, n_boot=n_boot, seed=seed) if len(v) > 1 else NAN3
+    return {name: within_range(name, value) for name, value in out.items()}
 
 
-def metric_table(results: dict[str, dict], columns=("FAD", "KL", "IS", "CLAP", "presence", "all present", "order",
-                                                    "event F1")) -> pd.DataFrame:
-    """'estimate [low, high]' strings (blank where not measured), one row per model."""
-    def cell(v):
-        return "" if np.isnan(v[0]) else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+def cell(value: tuple) -> str:
+    """'estimate [low, high]' to three decimals; '—' where not measured, the estimate alone without bounds."""
+    if np.isnan(value[0]):
+        return "—"
+    if np.isnan(value[1]):
+        return f"{value[0]:.3f}"
+    return f"{value[0]:.3f} [{value[1]:.3f}, {value[2]:.3f}]"
 
+
+def metric_table(results: dict[str, dict], columns=("FAD", "KAD", "KL", "IS", "CLAP", "presence", "all present",
+                                                    "order", "event F1")) -> pd.DataFrame:
+    """:func:`cell` strings, one row per model."""
     return pd.DataFrame({name: {c: cell(r[c]) for c in columns if c in r} for name, r in results.items()}).T
 
 
