@@ -281,8 +281,9 @@ def test_cli_list_runs_nothing(tmp_path):
 
 
 def test_report_helpers():
-    assert fmt(3.14159265) == "3.142" and fmt(123456.789) == "123500" and fmt(12) == "12"
-    assert fmt(1.23456e-7) == "1.235e-07" and fmt(True) == "True" and fmt([0.123456, 2]) == "[0.1235, 2]"
+    assert fmt(3.14159265) == "3.142" and fmt(123456.789) == "123,457" and fmt(12) == "12"
+    assert fmt(1.23456e-7) == "1.23e-07" and fmt(True) == "yes" and fmt([0.123456, 2]) == "2 values, from 0.123 to 2"
+    assert fmt(None) == fmt({}) == fmt([]) == "" and fmt(["a", "b"]) == "a, b" and fmt(float("nan")) == "—"
     flat, tables = flatten({"a": {"b": 1, "c": {"d": 2.0}}, "rows": [{"k": 1}], "e": []})
     assert flat == {"a.b": 1, "a.c.d": 2.0, "e": []} and tables == {"rows": [{"k": 1}]}
     html_text = markdown_tables("| a | b |\n|:--|--:|\n| 1 | 2 |\n")

@@ -52,18 +52,26 @@ MAX_STAGE_ROWS = 28  # table rows (headers included) shown per stage; the rest s
 
 
 def fmt(value) -> str:
-    """Numbers to 4 significant figures (ints as they are), anything else as short text."""
-    if value is None or isinstance(value, (bool, int, str)):
+    """A value as a reader reads it: floats to three decimals (large ones as whole numbers, tiny ones to
+    three significant figures), booleans
+    yes/no, nothing for None and empty containers, a list of numbers by its count and ends (a list of
+    words joined), anything else as short text."""
+    if value is None or (isinstance(value, (dict, list, tuple)) and not value):
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, str)):
         return str(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            return str(value)
-        if 1e4 <= abs(value) < 1e15:
-            return f"{float(f'{value:.4g}'):.0f}"
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)) and len(value) <= 12 and all(
-            v is None or isinstance(v, (bool, int, float, str)) for v in value):
-        return "[" + ", ".join(fmt(v) for v in value) + "]"
+            return "—"
+        if 0 < abs(value) < 1e-3:  # a learning rate, a small p: three significant figures
+            return f"{value:.3g}"
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.3f}"
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return ", ".join(value) if len(value) <= 12 else ", ".join(value[:12]) + f", … ({len(value)} in all)"
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return fmt(value[0]) if len(value) == 1 else f"{len(value)} values, from {fmt(value[0])} to {fmt(value[-1])}"
     text = json.dumps(value, default=str)
     return text if len(text) <= 200 else text[:197] + "..."
 
@@ -177,7 +185,7 @@ def key_numbers(data) -> list[str]:
             blocks.append((key, value))
         else:
             flat, tabs = flatten({key: value})
-            scalars.update({k: v for k, v in flat.items() if not VOLATILE.search(k)})
+            scalars.update({k: v for k, v in flat.items() if not VOLATILE.search(k) and fmt(v) != ""})
             blocks += list(tabs.items())
     if scalars:
         blocks.insert(0, ("", [{"figure": k, "value": v} for k, v in scalars.items()]))
