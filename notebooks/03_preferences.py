@@ -54,8 +54,9 @@ s3_perturbations = 2
 guidance = 3.0
 listener = "workshop"
 n_listen_pairs = 20
-gold_order = 600  # gold pairs whose loser has two events trading places in time
-gold_presence = 600  # gold pairs whose loser misses one event
+gold_prompts = "ranked"  # "ranked": gold pairs on the ranked set's prompts, as many as it has; "train": every training caption
+gold_order = 600  # with gold_prompts = "train": gold pairs whose loser has two events trading places in time
+gold_presence = 600  # with gold_prompts = "train": gold pairs whose loser misses one event
 workers = 1  # > 1: sample the candidates in that many processes (one thread each on 2 cores)
 audio_alpaca_path = ""  # a local copy of Tango 2's released audio-alpaca: its pairs are read, not sampled
 alpaca_limit = 0  # > 0: read only the first that many released pairs
@@ -188,7 +189,10 @@ plt.show()
 #
 # For training captions with two or more foreground events the world renders the captioned
 # scene (the winner) and a perturbed scene (the loser): two events trading places in time
-# (**order** pairs, temporal captions) or one event removed (**presence** pairs). Both go
+# (**order** pairs, temporal captions) or one event removed (**presence** pairs). With
+# `gold_prompts = "ranked"` they are made on the ranked set's own prompts, as many pairs as the
+# ranked set has, so that DPO on gold and on ranked pairs differs in where the labels come from
+# (and in the winners being renders, not samples), not in the prompts or the number of pairs. Both go
 # through the base model's VAE into the latent space of the ranked pairs, so notebook 04 trains
 # DPO on them unchanged. Their labels are right by construction, so DPO on gold pairs is the
 # ceiling that ranking noise is measured against. The table below measures that noise directly:
@@ -201,9 +205,9 @@ plt.show()
 t0 = time.time()
 gold, gold_accuracy = None, pd.DataFrame()
 if world_judges:
-    gold = gold_pairs.build_gold_set(run_dir / "gold", run_dir / "world", pipe.vae,
-                                     gold_pairs.GoldConfig(n_order=gold_order, n_presence=gold_presence, seed=seed),
-                                     rankers=rankers)
+    gold_config = (gold_pairs.matched_config(pairs.prompt, len(pairs), seed) if gold_prompts == "ranked" else
+                   gold_pairs.GoldConfig(n_order=gold_order, n_presence=gold_presence, seed=seed))
+    gold = gold_pairs.build_gold_set(run_dir / "gold", run_dir / "world", pipe.vae, gold_config, rankers=rankers)
     gold_accuracy = gold_pairs.ranker_accuracy(gold)
     print(f"{len(gold)} gold pairs rendered and encoded in {time.time() - t0:.0f} s:", gold.kind.value_counts().to_dict())
     display(gold_accuracy.style.format({"ranker_accuracy": "{:.3f}", "mean_margin": "{:.4f}"}))

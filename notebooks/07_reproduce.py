@@ -97,6 +97,7 @@ from t2a_lib.audio.features import split_mels
 from t2a_lib.evaluate import claims, evaluation, per_clip, ranker_gap, reproduce
 from t2a_lib.model import base_model
 from t2a_lib.scoring import clap_family, scorers
+from t2a_lib.world import datasets, overlap
 
 run_dir = Path(run_dir)
 tables_dir, fig_dir = run_dir / "tables", run_dir / "figures"
@@ -140,6 +141,12 @@ for name in ("tango", "baton"):  # each family on its paper's prompts; the base 
     judged[name], samples[name] = evaluation.evaluate_models(run_dir, base, judges, fine_tuned, name, sample_steps,
                                                              guidance, eval_output, workers)
 tables = {name: {m: [j.table for j in js] for m, js in family.items()} for name, family in judged.items()}
+train_captions = [r.captions for r in datasets.load_split(run_dir / "world", "train")]
+for judged_seeds in tables["tango"].values():  # the subset of temporal prompts whose order no training caption has
+    for t in judged_seeds:
+        t["novel_order"] = overlap.novel_order(t.caption, train_captions)
+n_novel = int(tables["tango"][reproduce.BASE][0].novel_order.sum())
+print(f"{n_novel} of Tango 2's held-out prompts ask for an order of events no training caption asks for")
 timings["sampling_and_judging"] = time.time() - t0
 
 # %% [markdown]
@@ -340,7 +347,7 @@ results = {
                                                        "ours", "prompt-only interval", "per seed", "half-width", "p",
                                                        "adjusted p", "MDE", "continuous", "powered", "verdict", "why"])
                          .to_json(orient="records")),
-    "n_boot": n_boot, "seed": seed,
+    "n_boot": n_boot, "seed": seed, "novel_order_prompts": n_novel,
     "models": seeds,
     "ranker_judge_gap": json.loads(gap.to_json(orient="records")),
     "results": {m: {c: list(v) for c, v in r.items()} for m, r in table3_results.items()},

@@ -61,6 +61,22 @@ def test_plan_takes_training_scenes_of_the_world(world):
         assert [e["label"] for e in timelines[p.prompt]] == [e["label"] for e in p.winner.timeline()]
 
 
+def test_matched_gold_pairs_use_the_ranked_prompts_and_count(world):
+    """On a ranked set's prompts (here 8 training captions, some single-event), as many pairs as it
+    has: only those prompts, each multi-event scene used evenly, every pair rendered from its own stream."""
+    train = datasets.load_split(world, "train")
+    prompts = [r.captions for r in train[:8]]
+    config = gold_pairs.matched_config(prompts * 3, n_pairs=25, seed=1)  # a set repeats its prompts
+    assert config.prompts == tuple(sorted(set(prompts))) and (config.n_order, config.n_presence) == (12, 13)
+    pairs = plan_gold(world, config)
+    multi = {c for c in prompts if len(parse_caption(c).labels) >= 2}  # two or more foreground events
+    assert {p.prompt for p in pairs} <= multi and {p.prompt for p in pairs if p.kind == "presence"} == multi
+    assert sum(p.kind == "presence" for p in pairs) == 13
+    uses = pd.Series([p.prompt for p in pairs if p.kind == "presence"]).value_counts()
+    assert uses.max() - uses.min() <= 1  # as evenly as 13 pairs over the scenes allow
+    assert len({p.pair_id for p in pairs}) == len(pairs) and len({p.stream for p in pairs}) == len(pairs)
+
+
 def test_rendered_loser_is_silent_where_the_dropped_event_was(world):
     pairs = [p for p in plan_gold(world, GoldConfig(n_order=0, n_presence=6, seed=0))]
     win, lose = render_pairs(pairs, world)

@@ -2,7 +2,8 @@
 
 Tango 2's pairs are ranked by CLAP, and a ranker is sometimes wrong. The world can do what no
 real data set can: render a caption's scene *and* a perturbed scene, so the winner is known.
-For a training caption with two or more foreground events:
+For a training caption with two or more foreground events (every one, or only the ranked
+set's own prompts, as many pairs as it has: ``matched_config``):
 
 - **order** pair (temporal captions): the winner is the scene as captioned; the loser is the
   same scene with two foreground events trading places in time (same onsets, durations, gains);
@@ -38,6 +39,16 @@ class GoldConfig:
     n_order: int = 600  # pairs whose loser has two events trading places in time
     n_presence: int = 600  # pairs whose loser misses one event
     seed: int = 0
+    # only these training captions (the ranked set's prompts), each scene perturbed as often as the
+    # counts need; empty: every training caption once per kind
+    prompts: tuple[str, ...] = ()
+
+
+def matched_config(ranked_prompts, n_pairs: int, seed: int = 0) -> GoldConfig:
+    """Gold pairs matched to a ranked set: on its own prompts, as many pairs as it has (half order,
+    half presence), so DPO on the two differs in the labels' source, not in prompts or pair count."""
+    return GoldConfig(n_order=n_pairs // 2, n_presence=n_pairs - n_pairs // 2, seed=seed,
+                      prompts=tuple(sorted(set(ranked_prompts))))
 
 
 @dataclass
@@ -73,18 +84,30 @@ def plan_gold(world_dir, config: GoldConfig) -> list[GoldPair]:
 
     info = read_json(Path(world_dir) / "world.json", "world record")
     wcfg = WorldConfig(**{**info["config"], "layout_weights": tuple(info["config"]["layout_weights"])})
-    clips = [c for c in plan_world(info["sizes"], info["seed"], wcfg)
-             if c.split == "train" and len(c.scene.foreground) >= 2]
+    wanted = set(config.prompts)
+    clips = [c for c in plan_world(info["sizes"], info["seed"], wcfg) if c.split == "train"
+             and len(c.scene.foreground) >= 2 and (not wanted or c.caption in wanted)]
     rng = np.random.default_rng([config.seed, 7])
     order = [c for c in clips if parse_caption(c.caption).relation in TEMPORAL]
     pairs = []
     for kind, pool, n, perturb in (("order", order, config.n_order, swapped),
                                    ("presence", clips, config.n_presence, dropped)):
-        for k in rng.permutation(len(pool))[:n]:
-            c = pool[k]
-            pairs.append(GoldPair(f"gold_{kind}_{c.index:07d}", kind, c.caption, c.scene, perturb(c.scene, rng),
-                                  stream=c.index))
+        for k in _draws(rng, len(pool), n, repeat=bool(wanted)):
+            c, j = pool[k], len(pairs)
+            stream = c.index if not wanted else c.index * 100_000 + j  # a repeated scene renders anew each time
+            pairs.append(GoldPair(f"gold_{kind}_{c.index:07d}" + (f"_{j:04d}" if wanted else ""), kind, c.caption,
+                                  c.scene, perturb(c.scene, rng), stream=stream))
     return pairs
+
+
+def _draws(rng: np.random.Generator, pool: int, n: int, repeat: bool) -> np.ndarray:
+    """``n`` indices into a pool: distinct (at most the pool) or, with ``repeat``, every index in turn
+    in a shuffled order until ``n`` are drawn (each scene used as evenly as the count allows)."""
+    if pool == 0:
+        return np.array([], int)
+    if not repeat:
+        return rng.permutation(pool)[:n]
+    return np.concatenate([rng.permutation(pool) for _ in range(-(-n // pool))])[:n]
 
 
 def render_pairs(pairs: list[GoldPair], world_dir, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +148,8 @@ def build_gold_set(out_dir, world_dir, vae, config: GoldConfig, rankers=None, n_
     from ..model.fits import fingerprint
 
     out_dir = Path(out_dir)
-    key = {"config": asdict(config), "world": read_json(Path(world_dir) / "world.json", "world record")["key"],
+    key = {"config": json.loads(json.dumps(asdict(config))), "world":  # tuples as gold.json holds them: lists
+           read_json(Path(world_dir) / "world.json", "world record")["key"],
            "vae": fingerprint(vae)}
     if (out_dir / "gold.json").exists() and json.loads((out_dir / "gold.json").read_text()).get("key") == key:
         return pd.read_parquet(out_dir / "preferences.parquet")  # built from the same world, config and VAE

@@ -29,6 +29,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
+from scipy.stats import norm
+
+from ..scoring.metrics import bootstrap_ci
 
 
 @dataclass(frozen=True)
@@ -172,3 +175,31 @@ def t_quantile_mde(effect: SeedPromptEffect, alpha: float = 0.05, power: float =
     if not np.isfinite(effect.se):
         return np.nan
     return float((stats.t.ppf(1 - alpha / 2, effect.df) + stats.t.ppf(power, effect.df)) * effect.se)
+
+
+# ----------------------------------------------------------------------------- prompts only
+
+def minimum_detectable_effect(d, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided test at level ``alpha`` detects with
+    probability ``power``, given the per-prompt differences ``d``:
+    ``(z_{1-α/2} + z_{power}) · sd(d) / √n`` (sd with ddof = 1)."""
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 1 or len(d) < 2:
+        raise ValueError(f"need at least 2 paired differences, got {d.shape}")
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def paired_effect(a, b, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean of a − b over the items where both are defined, with its 95% paired bootstrap
+    interval, half-width, n and minimum detectable effect."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired arrays differ in length: {a.shape} vs {b.shape}")
+    ok = ~(np.isnan(a) | np.isnan(b))
+    d = a[ok] - b[ok]
+    if len(d) < 2:
+        return {"difference": np.nan, "low": np.nan, "high": np.nan, "half_width": np.nan, "n": int(len(d)),
+                "mde": np.nan}
+    diff, lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed)
+    return {"difference": diff, "low": lo, "high": hi, "half_width": (hi - lo) / 2, "n": int(len(d)),
+            "mde": minimum_detectable_effect(d)}

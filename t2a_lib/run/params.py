@@ -44,7 +44,7 @@ RANGES = {
     "grounding_weight": _NONNEG, "guidance": _NONNEG,
     "ema_decay": ("num", 0.0, 1.0), "annotator_flip": ("num", 0.0, 1.0),
     "held_out": ("num", 0.0, 1.0, False),
-    "eval_output": ("choice", {"audio", "mel"}),
+    "eval_output": ("choice", {"audio", "mel"}), "gold_prompts": ("choice", {"ranked", "train"}),
     "sweep_lr": ("list", _POS), "sweep_beta": ("list", _POS), "sweep_steps": ("list", _POS_INT),
     "s11_steps": ("list", _POS_INT),
     "external_manifests": ("manifests",),

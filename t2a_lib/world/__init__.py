@@ -7,4 +7,5 @@ every later stage reads the splits written here.
 - ``captions``  the caption grammar: render, parse back, perturb (swap/drop/add/reorder)
 - ``text``      an offline word-level tokenizer over the world's vocabulary
 - ``datasets``  world splits: wavs + Tango-format JSON-lines manifests (no caption leakage)
+- ``overlap``   how held out a prompt is: text leaks, and test prompts whose ordered events are novel
 """
