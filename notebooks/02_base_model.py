@@ -60,10 +60,12 @@
 #
 # **The released base.** Tango 2 aligns a released Tango; this suite releases its own base too:
 # `releases/base` holds the pipeline this notebook trains on the `default` world (model card:
-# `releases/base/MODEL_CARD.md`; rebuilt by `make base`). With `use_release = True` and a world
-# whose fingerprint matches the release's, every component is loaded from it and each section
-# shows the curves recorded when it was trained; otherwise (another world, or the `scratch`
-# profile) the components train here. Either way the sections below score the model.
+# `releases/base/MODEL_CARD.md`; rebuilt by `make base`). With `use_release = True`, a world
+# whose fingerprint matches the release's and a training recipe (the parameters in
+# `release.RECIPE`) equal to the one the release records, every component is loaded from it and
+# each section shows the curves recorded when it was trained; otherwise (another world, a changed
+# parameter, which the printed reason names, or the `scratch` profile) the components train here.
+# Either way the sections below score the model.
 #
 # **A real model.** With `base_checkpoint` (a Tango / Tango 2 snapshot, or a diffusers AudioLDM
 # folder; nothing is downloaded) that model is the base: it is loaded, saved as this run's
@@ -143,6 +145,10 @@ captions = [r.captions for r in train_recs]
 judges = scorers.load_judges(run_dir)
 print(f"{len(train_recs)} training clips, {len(test_recs)} held-out; judges loaded")
 model_cfg = model_config(model_size)
+recipe = {"seed": seed, "text_epochs": text_epochs, "timeline_bins": timeline_bins, "vae_steps": vae_steps,
+          "vocoder_steps": vocoder_steps, "use_hifigan": use_hifigan, "unet_steps": unet_steps, "batch_size": batch_size,
+          "lr": lr, "min_snr_gamma": min_snr_gamma, "grounding_weight": grounding_weight, "ema_decay": ema_decay,
+          "model_size": model_size}  # what decides the trained base (release.RECIPE): a release is used only if equal
 if base_checkpoint:  # a real model: loaded as it is (sections 1-4, 8 and 9 train or probe the miniature)
     pipe, checkpoint = base_model.install_checkpoint(run_dir, base_checkpoint, base_sample_seconds)
     released, why = None, f"base_checkpoint {base_checkpoint} is the base"
@@ -154,7 +160,7 @@ elif not use_release:
 elif model_size != "default":
     released, why = None, f"model_size is {model_size!r} (the release is the default size)"
 else:
-    released, why = release.matching_release(release.RELEASES / "base", world_dir)
+    released, why = release.matching_release(release.RELEASES / "base", world_dir, recipe)
 if released:
     release_pipe, _ = release.load_base()
     fits = released["components"]
@@ -493,6 +499,7 @@ else:
                  "vae_params": n_params(vae)},
         "bit_exact_reload": bool(np.array_equal(a, b)),
         "release": {"used": bool(released), "why_not": why, "world_fingerprint": released and released["world_fingerprint"]},
+        "recipe": recipe,
         "evaluation_sets": {name: len(t) for name, t in sets.items()},
         "eval_output": eval_output,
         "mel_vs_audio_agreement": agreement,

@@ -78,6 +78,30 @@ def test_default_trains_the_release_recipe_when_it_must():
     assert scratch["notebooks"]["02_base_model"]["use_release"] is False
 
 
+def _default_recipe() -> dict:
+    """Notebook 02's recipe as `default` runs it: the parameters cell's defaults, the profile's values over them."""
+    import ast
+
+    import papermill
+
+    declared = papermill.inspect_notebook("notebooks/02_base_model.ipynb")
+    values = {name: ast.literal_eval(info["default"]) for name, info in declared.items()}
+    default = _profile("default")
+    values.update(seed=default["seed"], **default["notebooks"]["02_base_model"])
+    return {k: values[k] for k in release.RECIPE}
+
+
+def test_the_release_records_the_recipe_default_would_train_and_a_change_is_named():
+    info = release.read_release(RELEASES / "base")
+    recipe = _default_recipe()
+    assert release.recipe_mismatch(info, recipe) == []
+    changed = {**recipe, "unet_steps": recipe["unet_steps"] + 200}
+    assert release.recipe_mismatch(info, changed) == [
+        f"unet_steps: the release {recipe['unet_steps']}, this notebook {recipe['unet_steps'] + 200}"]
+    assert release.recipe_mismatch({k: v for k, v in info.items() if k != "recipe"}, recipe) == [
+        "the release records no training recipe"]
+
+
 def test_another_world_is_refused_with_the_reason(tmp_path):
     run = tmp_path / "run"
     datasets.build_world(run / "world", 30, 6, 6, seed=5, progress=False, workers=1)

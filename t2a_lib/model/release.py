@@ -107,13 +107,29 @@ def read_release(folder) -> dict:
         raise ReleaseError(f"{path}: unreadable ({e}); rebuild it with `{COMMAND}`") from None
 
 
-def matching_release(folder, world_dir) -> tuple[dict | None, str]:
-    """(release.json, "") when the release in ``folder`` was trained on this world, else
-    (None, why not)."""
+# notebook 02's parameters that decide the trained base (evaluation sizes, workers and the like do not)
+RECIPE = ("seed", "text_epochs", "timeline_bins", "vae_steps", "vocoder_steps", "use_hifigan", "unet_steps",
+          "batch_size", "lr", "min_snr_gamma", "grounding_weight", "ema_decay", "model_size")
+
+
+def recipe_mismatch(info: dict, recipe: dict) -> list[str]:
+    """Each :data:`RECIPE` parameter whose value in ``recipe`` (notebook 02's, now) differs from the
+    release's record, named with both values; empty when they agree."""
+    if "recipe" not in info:
+        return ["the release records no training recipe"]
+    return [f"{k}: the release {info['recipe'].get(k)!r}, this notebook {recipe.get(k)!r}" for k in RECIPE
+            if info["recipe"].get(k) != recipe.get(k)]
+
+
+def matching_release(folder, world_dir, recipe: dict | None = None) -> tuple[dict | None, str]:
+    """(release.json, "") when the release in ``folder`` was trained on this world (and, with
+    ``recipe``, by notebook 02's parameters as they are now), else (None, why not)."""
     try:
         info = read_release(folder)
     except ReleaseError as e:
         return None, str(e)
+    if recipe is not None and (differ := recipe_mismatch(info, recipe)):
+        return None, f"the release in {_rel(folder)} was trained by another recipe: {'; '.join(differ)}"
     mine = world_fingerprint(world_dir)
     if info.get("world_fingerprint") != mine:
         return None, (f"the release in {_rel(folder)} was trained on world {info.get('world_fingerprint')} "
@@ -193,7 +209,7 @@ def export(run_dir, out=RELEASES) -> dict:
             "held_out": {k: stage[k] for k in ("by_kind", "text_order_probe", "vocoder", "order_sensitivity",
                                                "eval_output", "mel_vs_audio_agreement")
                          if k in stage},
-            "parameters": _stage_parameters(run_dir, "02_base_model")}
+            "parameters": _stage_parameters(run_dir, "02_base_model"), "recipe": stage["recipe"]}
     (base_dir / "release.json").write_text(json.dumps(base, indent=1, default=float))
     (base_dir / "MODEL_CARD.md").write_text(base_card(base))
     sc_dir = out / "scorers"
