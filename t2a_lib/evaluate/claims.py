@@ -21,6 +21,7 @@ averaged per prompt). For each row:
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -362,7 +363,7 @@ def answer_all(tables: dict[str, dict[str, list[pd.DataFrame]]], claims=CLAIMS, 
 
 
 def plot_effects(answered: pd.DataFrame, title: str, path=None):
-    """Each answered row's pooled difference with its 95% interval, one line per measure (rows
+    """Each answered row's difference with its 95% interval, one line per claim (rows
     without an interval left out); saved to ``path`` when given. Returns the figure."""
     import matplotlib.pyplot as plt
 
@@ -373,7 +374,7 @@ def plot_effects(answered: pd.DataFrame, title: str, path=None):
     y = np.arange(len(show))
     ax.errorbar(show.difference, y, xerr=[show.difference - show.low, show.high - show.difference], fmt="o", capsize=3)
     ax.axvline(0, color="k", linestyle=":")
-    ax.set_yticks(y, show.measure, fontsize=7)
+    ax.set_yticks(y, [textwrap.shorten(c, 70) for c in show.claim], fontsize=7)
     ax.invert_yaxis()
     ax.set(title=title, xlabel="difference")
     fig.tight_layout()
