@@ -42,7 +42,23 @@ def weights_named(path):
         if isinstance(e, FileNotFoundError):
             raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CorruptFileError(f"{path}: corrupt weights ({first}); delete it to retrain") from None
+        raise CorruptFileError(f"{path}: corrupt weights ({first}); {repair_advice(path)}") from None
+
+
+RELEASES = Path(__file__).resolve().parents[2] / "releases"
+
+
+def repair_advice(path) -> str:
+    """What to do about a damaged file: a committed release file is restored with git (deleting
+    it would lose the release); anything a run wrote is deleted and rebuilt."""
+    path = Path(path).resolve()
+    if path.is_relative_to(RELEASES):
+        return "it is a release file: " + git_restore_advice(path.relative_to(RELEASES.parent).as_posix())
+    return "delete it to retrain"
+
+
+def git_restore_advice(rel: str) -> str:
+    return f"restore it with `git checkout -- {rel}` (or rebuild the release with `make base`)"
 
 
 def load_safetensors(path) -> dict:
