@@ -91,3 +91,87 @@ def test_a_damaged_release_header_advises_git_not_delete(tmp_path, monkeypatch):
     shutil.copy(weights, run_copy)
     with pytest.raises(CorruptFileError, match="delete it to retrain"):
         load_safetensors(run_copy)
+
+
+# -- profiles and sources: parsed strictly ---------------------------------------------------
+
+def paired_project(tmp_path, stems=("00_a", "01_b")):
+    """A notebooks folder of jupytext pairs (.py source, .ipynb made from it) and a profile."""
+    import jupytext
+
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    for stem in stems:
+        src = ('# %% [markdown]\n# A stage.\n\n# %% tags=["parameters"]\nrun_dir = ""\nprofile = ""\nseed = 0\n'
+               'x = 1\n\n# %%\nprint(x)\n')
+        (nbs / f"{stem}.py").write_text(src)
+        nb = jupytext.read(nbs / f"{stem}.py")
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        jupytext.write(nb, nbs / f"{stem}.ipynb")
+    (tmp_path / "p.yaml").write_text("seed: 0\n")
+    return nbs, tmp_path / "p.yaml"
+
+
+@pytest.mark.parametrize("text, where", [
+    ("seed: 0\nnotebooks:\n  01_b: {x: 1}\n  01_b: {x: 2}\n", "duplicate key '01_b' (first at line 3)"),
+    ("seed: 0\nparameters:\n  x: 1\n  x: 2\n", "duplicate key 'x'"),
+    ("seed: [1,\n", "bad YAML at line 2"),
+    ("seed: 0\n  description: x\n", "bad YAML at line 2"),
+    ("", "the profile is empty"),
+    ("# only a comment\n", "the profile is empty"),
+    ("{}\n", "the profile is empty"),
+])
+def test_bad_profiles_exit_2_naming_the_file_and_line(tmp_path, capsys, text, where):
+    from t2a_lib.run import runner
+
+    nbs, prof = paired_project(tmp_path)
+    prof.write_text(text)
+    code = runner.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(prof) in err and where in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_notebook_that_differs_from_its_py_is_refused_before_running(tmp_path):
+    from t2a_lib.run import profiles
+    from t2a_lib.run.runner import RunnerError
+
+    nbs, prof = paired_project(tmp_path)
+    assert list(profiles.plan(prof, None, nbs)[2]) == ["00_a", "01_b"]  # in agreement: accepted
+    src = nbs / "01_b.py"
+    src.write_text(src.read_text().replace("print(x)", "print(x + 1)"))
+    with pytest.raises(RunnerError) as err:
+        profiles.plan(prof, None, nbs)
+    msg = str(err.value)
+    assert "01_b.ipynb is out of date with its source" in msg and "cell 3 differs" in msg and "00_a" not in msg
+    assert "jupytext --to ipynb" in msg and err.value.exit_code == 2
+
+
+def test_committed_notebooks_agree_with_their_sources():
+    from t2a_lib.run import sources
+
+    found = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert found and sources.check_pairs({p.stem: p for p in found}) == []
+
+
+def test_a_stray_notebook_copy_is_not_a_stage(tmp_path, capsys):
+    from t2a_lib.run import profiles
+
+    nbs, prof = paired_project(tmp_path)
+    shutil.copy(nbs / "01_b.ipynb", nbs / "01_b_copy.ipynb")
+    assert list(profiles.discover_notebooks(nbs)) == ["00_a", "01_b"]
+    capsys.readouterr()
+    assert list(profiles.plan(prof, None, nbs)[2]) == ["00_a", "01_b"]
+    err = capsys.readouterr().err
+    assert "warning: ignoring" in err and "01_b_copy.ipynb" in err and "not a stage" in err
+
+
+@pytest.mark.parametrize("run_dir", ["notebooks", "t2a_lib/run", ".", "papermill_runs/profiles", "releases/base"])
+def test_a_run_dir_in_the_source_tree_is_refused(capsys, run_dir):
+    from t2a_lib.run import runner
+
+    before = sorted(p.name for p in (ROOT / run_dir).iterdir())
+    code = runner.main(["--profile", "smoke", "--run-dir", run_dir, "--only", "00"])
+    err = capsys.readouterr().err
+    assert code == 2 and "lies in the source tree" in err and "--run-dir" in err, err
+    assert sorted(p.name for p in (ROOT / run_dir).iterdir()) == before  # nothing written there

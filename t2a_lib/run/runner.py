@@ -75,6 +75,7 @@ def run_profile(profile, run_dir=None, report_dir=None, start=None, only=None, o
     todo = _stages_to_run(stems, start, only)
     run_dir = resolve_path(run_dir or f"papermill_runs/{prof.name}")
     report_dir = resolve_path(report_dir or f"reports/{prof.name}")
+    _check_outside_sources(run_dir, report_dir, notebooks_dir)
     _check_writable(run_dir)
     records = RunRecords(run_dir, prof, stems, seed, overrides, notebooks_dir)
     failure, stem, t_all = None, None, time.perf_counter()
@@ -222,6 +223,17 @@ def _check_writable(run_dir: Path) -> None:
     except OSError as e:
         raise RunnerError(f"cannot write the run folder {run_dir}: {e.strerror or e}; make it writable "
                             f"or choose another with --run-dir") from None
+
+
+def _check_outside_sources(run_dir: Path, report_dir: Path, notebooks_dir) -> None:
+    """Refuse (exit 2) a run or report folder in the source tree: its outputs would overwrite sources."""
+    from .sources import inside_sources
+
+    for option, folder in (("--run-dir", run_dir), ("--report-dir", report_dir)):
+        source = inside_sources(folder, ROOT, resolve_path(notebooks_dir))
+        if source:
+            raise RunnerError(f"{option} {folder} lies in the source tree ({relative(source)}); its outputs would "
+                              f"overwrite source files: choose a folder under papermill_runs/ or outside the repository")
 
 
 def _resume_command(profile, run_dir, stem, overrides, notebooks_dir) -> str:
