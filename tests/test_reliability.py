@@ -175,3 +175,123 @@ def test_a_run_dir_in_the_source_tree_is_refused(capsys, run_dir):
     err = capsys.readouterr().err
     assert code == 2 and "lies in the source tree" in err and "--run-dir" in err, err
     assert sorted(p.name for p in (ROOT / run_dir).iterdir()) == before  # nothing written there
+
+
+# -- failing cleanly -------------------------------------------------------------------------
+
+def bare_project(tmp_path):
+    """Two bare notebooks (no .py sources) and a profile: enough for the runner, papermill faked."""
+    import nbformat
+
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    for stem in ("00_a", "01_b"):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        cell = nbformat.v4.new_code_cell('run_dir = ""\nprofile = ""\nseed = 0\nx = 1')
+        cell.metadata["tags"] = ["parameters"]
+        nb.cells = [cell, nbformat.v4.new_code_cell("open('big', 'w').write('x' * 10**9)")]
+        nbformat.write(nb, nbs / f"{stem}.ipynb")
+    (tmp_path / "p.yaml").write_text("seed: 0\n")
+    return nbs, tmp_path / "p.yaml"
+
+
+class _FullDisk:
+    """``open`` for t2a_lib.run.files on a full disk: a write raises ENOSPC unless it overwrites
+    bytes an existing file already holds (as on a real full disk: no new blocks are needed)."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def __call__(self, file, mode="r", *args, **kwargs):
+        import errno
+        import os
+
+        f = self.real(file, mode, *args, **kwargs)
+        room = os.fstat(f.fileno()).st_size if "r+" in mode else 0
+        write = f.write
+
+        def full_write(data):
+            if f.tell() + len(data) > room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return write(data)
+        f.write = full_write
+        return f
+
+
+def test_a_full_disk_shows_the_stage_error_first_and_leaves_runner_json_failed(tmp_path, capsys, monkeypatch):
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from t2a_lib.run import files, runner
+
+    def execute(src, out, **kw):
+        if "01_b" in src:
+            monkeypatch.setattr(files, "open", _FullDisk(open), raising=False)  # the disk fills up here
+            raise PapermillExecutionError(1, 1, "open('big', 'w').write('x' * 10**9)", "OSError",
+                                          "[Errno 28] No space left on device", [])
+        Path(out).write_text(Path(src).read_text())
+        Path(out).with_suffix(".json").write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    nbs, prof = bare_project(tmp_path)
+    run_dir = tmp_path / "run"
+    code = runner.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(run_dir),
+                        "--report-dir", str(tmp_path / "rep")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[0].startswith("error: stage 01_b failed in cell 2"), err  # the real error, first
+    assert "No space left on device" in "\n".join(lines[:4])
+    assert any(line.startswith("warning: cannot write") and "runner.json" in line for line in lines)
+    state = json.loads((run_dir / "runner.json").read_text())
+    assert state["status"] == "failed" and [s["status"] for s in state["stages"]] == ["ok", "failed"]
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]  # no temporary left behind
+
+
+def test_atomic_writes_use_a_temporary_name_unique_to_the_process_and_call(tmp_path, monkeypatch):
+    import os
+
+    from t2a_lib.run import files
+
+    seen = []
+    real = os.replace
+    monkeypatch.setattr(files.os, "replace", lambda a, b: (seen.append(Path(a).name), real(a, b)))
+    files.write_json(tmp_path / "r.json", {"a": 1})
+    files.write_json(tmp_path / "r.json", {"a": 2})
+    assert len(set(seen)) == 2 and all(f".r.json.{os.getpid()}." in name for name in seen)
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 2}
+
+
+def _old_report(report_dir: Path) -> None:
+    (report_dir / "notebooks").mkdir(parents=True)
+    (report_dir / "index.html").write_text("old index")
+    (report_dir / "summary.json").write_text('{"old": true}')
+    (report_dir / "notebooks" / "00_gone.html").write_text("a page of a stage no longer run")
+
+
+def test_the_report_is_swapped_in_whole_or_not_at_all(tmp_path, monkeypatch, capsys):
+    from t2a_lib.evaluate import report
+    from t2a_lib.run import runner
+
+    run_dir, report_dir = tmp_path / "run", tmp_path / "rep"
+    run_dir.mkdir()
+    _old_report(report_dir)
+
+    def dies_half_way(run, out, name):  # notebook pages written, then the build fails
+        (Path(out) / "notebooks").mkdir(parents=True)
+        (Path(out) / "notebooks" / "00_a.html").write_text("new page")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "build_report", dies_half_way)
+    assert runner._build_report(run_dir, report_dir, "p") is None
+    assert "the report could not be built" in capsys.readouterr().err
+    assert sorted(p.relative_to(report_dir).as_posix() for p in report_dir.rglob("*")) == \
+        ["index.html", "notebooks", "notebooks/00_gone.html", "summary.json"]  # the old report, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep", "run"]  # no half-built folder left
+    monkeypatch.undo()
+    path = runner._build_report(run_dir, report_dir, "p")
+    assert path == report_dir / "index.html" and "old index" not in path.read_text()
+    assert not (report_dir / "notebooks" / "00_gone.html").exists()  # nothing of the old one left beside it
+    assert json.loads((report_dir / "summary.json").read_text())["profile"] == "p"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep", "run"]

@@ -29,10 +29,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from .files import rewrite_in_place, swap_in_folder, write_text_atomic
 from .profiles import (PROFILES_DIR, ROOT, Profile, RunnerError, parse_sets, plan, print_plan, relative,
                        resolve_path, resolve_stage)
 
 STATE_FILE = "runner.json"  # the runner's records in the run folder (report and release read it)
+RESERVE = 4096  # trailing blanks in runner.json: on a full disk its final status is rewritten in their place
 
 
 class Interrupted(RunnerError):
@@ -147,9 +149,15 @@ class RunRecords:
         order = self.stems + [s for s in self.records if s not in self.stems]
         self.state.update(updated=datetime.now().astimezone().isoformat(timespec="seconds"),
                           stages=[self.records[s] for s in order if s in self.records])
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.state, indent=2, default=str) + "\n")
-        tmp.replace(self.path)
+        try:
+            text = json.dumps(self.state, indent=2, default=str) + "\n"
+            write_text_atomic(self.path, text + " " * RESERVE + "\n")  # room for a last status, in place
+        except OSError as e:  # a full disk: the status must still not stay "running"
+            compact = json.dumps(self.state, default=str, separators=(",", ":"))
+            kept = rewrite_in_place(self.path, compact)
+            print(f"warning: cannot write {relative(self.path)} ({e.strerror or e}); "
+                  + ("its status was rewritten in place" if kept else "its records are out of date"),
+                  file=sys.stderr, flush=True)
 
 
 def _run_stage(stem: str, notebook: Path, parameters: dict, records: RunRecords, kernel_name: str,
@@ -178,9 +186,10 @@ def _run_stage(stem: str, notebook: Path, parameters: dict, records: RunRecords,
     except Exception as e:  # kernel missing or died, unreadable notebook, ...
         failure = f"stage {stem} could not run {relative(notebook)}: {type(e).__name__}: {e}"
     rec["seconds"] = round(time.perf_counter() - t0, 3)
-    if failure:
-        rec.update(status="failed", error=failure)
+    if failure:  # the stage's own error first, before any bookkeeping that might fail too
         print(f"{n} {stem} FAILED after {rec['seconds']:.1f} s", flush=True)
+        print(f"error: {failure}", file=sys.stderr, flush=True)
+        rec.update(status="failed", error=failure)
         return failure
     _record_results(stem, run_dir, rec)
     records.save()
@@ -203,11 +212,19 @@ def _build_report(run_dir: Path, report_dir: Path, name: str):
     """The report's path, or None with a warning: a broken report must not hide the stage results."""
     from ..evaluate.report import build_report
 
-    try:
-        path = build_report(run_dir, report_dir, name)
+    import os
+    import shutil
+
+    building = report_dir.with_name(f".{report_dir.name}.building-{os.getpid()}")
+    try:  # built whole in a folder beside it, then swapped in: never half old, half new
+        shutil.rmtree(building, ignore_errors=True)
+        path = build_report(run_dir, building, name)
+        swap_in_folder(building, report_dir)
+        path = report_dir / Path(path).relative_to(building)
         print(f"report: {path}", flush=True)
         return path
     except Exception as e:
+        shutil.rmtree(building, ignore_errors=True)
         print(f"warning: the report could not be built: {type(e).__name__}: {e}", file=sys.stderr)
         return None
 
@@ -282,6 +299,8 @@ def _main(argv=None) -> int:
             return 0
         run_profile(args.profile, args.run_dir, args.report_dir, args.start, args.only, overrides,
                      args.notebooks_dir)
+    except StageFailed as e:  # its error was printed when the stage failed
+        return e.exit_code
     except RunnerError as e:
         print(e if isinstance(e, Interrupted) else f"error: {e}", file=sys.stderr)
         return e.exit_code
