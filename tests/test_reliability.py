@@ -295,3 +295,59 @@ def test_the_report_is_swapped_in_whole_or_not_at_all(tmp_path, monkeypatch, cap
     assert not (report_dir / "notebooks" / "00_gone.html").exists()  # nothing of the old one left beside it
     assert json.loads((report_dir / "summary.json").read_text())["profile"] == "p"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep", "run"]
+
+
+# -- one runner per run folder ---------------------------------------------------------------
+
+def _fake_papermill(monkeypatch):
+    import papermill
+
+    def execute(src, out, **kw):
+        Path(out).write_text(Path(src).read_text())
+        Path(out).with_suffix(".json").write_text("{}")
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+
+
+def test_a_second_runner_on_a_folder_in_use_exits_2_naming_the_holder(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from t2a_lib.run import runner
+    from t2a_lib.run.lock import LOCK_FILE
+
+    _fake_papermill(monkeypatch)
+    nbs, prof = bare_project(tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen(  # the first runner, holding the folder
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from t2a_lib.run.lock import acquire; "
+         "acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        argv = ["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(run_dir), "--report-dir",
+                str(tmp_path / "rep")]
+        code = runner.main(argv)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert f"in use by another runner (pid {holder.pid} on this host" in err
+        assert not (run_dir / "runner.json").exists()  # it wrote nothing
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (run_dir / LOCK_FILE).exists()  # left by the killed runner: stale
+    assert runner.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "taking over the stale lock" in err and f"pid {holder.pid}" in err
+    assert json.loads((run_dir / "runner.json").read_text())["status"] == "ok"
+    assert not (run_dir / LOCK_FILE).exists()  # released when the run ended
+
+
+def test_a_lock_held_on_another_host_is_not_taken_over(tmp_path):
+    from t2a_lib.run.lock import LOCK_FILE, FolderInUse, acquire
+
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "then"}))
+    with pytest.raises(FolderInUse, match="pid 1 on host elsewhere"):
+        acquire(tmp_path)

@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .files import rewrite_in_place, swap_in_folder, write_text_atomic
+from .lock import run_folder_lock
 from .profiles import (PROFILES_DIR, ROOT, Profile, RunnerError, parse_sets, plan, print_plan, relative,
                        resolve_path, resolve_stage)
 
@@ -79,25 +80,26 @@ def run_profile(profile, run_dir=None, report_dir=None, start=None, only=None, o
     report_dir = resolve_path(report_dir or f"reports/{prof.name}")
     _check_outside_sources(run_dir, report_dir, notebooks_dir)
     _check_writable(run_dir)
-    records = RunRecords(run_dir, prof, stems, seed, overrides, notebooks_dir)
-    failure, stem, t_all = None, None, time.perf_counter()
-    for stem in todo:
-        full = {"run_dir": relative(run_dir), "profile": prof.name, "seed": seed, **params[stem]}
-        failure = _run_stage(stem, notebooks[stem], full, records, kernel_name,
-                             lambda s=stem: _resume_command(profile, run_dir, s, overrides, notebooks_dir))
+    with run_folder_lock(run_dir):  # one runner per run folder (a second one exits 2)
+        records = RunRecords(run_dir, prof, stems, seed, overrides, notebooks_dir)
+        failure, stem, t_all = None, None, time.perf_counter()
+        for stem in todo:
+            full = {"run_dir": relative(run_dir), "profile": prof.name, "seed": seed, **params[stem]}
+            failure = _run_stage(stem, notebooks[stem], full, records, kernel_name,
+                                 lambda s=stem: _resume_command(profile, run_dir, s, overrides, notebooks_dir))
+            if failure:
+                records.not_run(todo[todo.index(stem) + 1:], f"{stem} failed")
+                break
+        records.finish("failed" if failure else "ok")
+        result = {"profile": prof.name, "status": records.state["status"], "failed": stem if failure else None,
+                  "seconds": round(time.perf_counter() - t_all, 3), "run_dir": run_dir,
+                  "report_dir": report_dir, "report": None, "stages": records.state["stages"]}
+        if report:
+            result["report"] = _build_report(run_dir, report_dir, prof.name)
         if failure:
-            records.not_run(todo[todo.index(stem) + 1:], f"{stem} failed")
-            break
-    records.finish("failed" if failure else "ok")
-    result = {"profile": prof.name, "status": records.state["status"], "failed": stem if failure else None,
-              "seconds": round(time.perf_counter() - t_all, 3), "run_dir": run_dir,
-              "report_dir": report_dir, "report": None, "stages": records.state["stages"]}
-    if report:
-        result["report"] = _build_report(run_dir, report_dir, prof.name)
-    if failure:
-        raise StageFailed(failure, result)
-    print(f"done: {len(todo)} stage(s) in {result['seconds']:.1f} s; records in {relative(records.path)}")
-    return result
+            raise StageFailed(failure, result)
+        print(f"done: {len(todo)} stage(s) in {result['seconds']:.1f} s; records in {relative(records.path)}")
+        return result
 
 
 def _stages_to_run(stems: list[str], start, only) -> list[str]:
