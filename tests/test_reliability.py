@@ -351,3 +351,49 @@ def test_a_lock_held_on_another_host_is_not_taken_over(tmp_path):
     (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "then"}))
     with pytest.raises(FolderInUse, match="pid 1 on host elsewhere"):
         acquire(tmp_path)
+
+
+# -- workers bound to their parent -----------------------------------------------------------
+
+ORPHAN_SCRIPT = """
+import os, sys, time
+from t2a_lib.run.parallel import start_pool
+pool = start_pool(2, 1)
+pids = [f.result() for f in [pool.submit(os.getpid) for _ in range(4)]]  # workers started and initialised
+[pool.submit(time.sleep, 120) for _ in range(2)]  # then busy for two minutes
+print(" ".join(str(p) for p in sorted(set(pool._processes))), flush=True)
+time.sleep(120)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")  # a zombie has ended
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_workers_of_a_sigkilled_parent_end_within_10_s():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_running(p) for p in workers)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    orphans = [p for p in workers if _running(p)]
+    for p in orphans:  # leave nothing behind, then fail
+        os.kill(p, signal.SIGKILL)
+    assert not orphans, f"workers {orphans} outlived their SIGKILLed parent by 10 s"
