@@ -397,3 +397,112 @@ def test_workers_of_a_sigkilled_parent_end_within_10_s():
     for p in orphans:  # leave nothing behind, then fail
         os.kill(p, signal.SIGKILL)
     assert not orphans, f"workers {orphans} outlived their SIGKILLed parent by 10 s"
+
+
+# -- weights that lie ------------------------------------------------------------------------
+
+def _retype(path: Path, key: str, dtype: str = "I32") -> None:
+    """Rewrite one tensor's dtype in a safetensors header (same byte size: F32 -> I32)."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header[key]["dtype"] = dtype
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert len(text) <= n
+    path.write_bytes(data[:8] + text.ljust(n, b" ") + data[8 + n:])
+
+
+@pytest.fixture(scope="module")
+def tiny_tango(tmp_path_factory):
+    from checkpoint_fixtures import make_tiny_tango
+
+    return make_tiny_tango(tmp_path_factory.mktemp("tango"), seed=0)
+
+
+def test_a_tango_header_calling_a_float_tensor_i32_is_refused_naming_it(tiny_tango, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from t2a_lib.model.checkpoints import CheckpointError
+    from t2a_lib.model.tango_checkpoint import load_tango
+
+    folder = Path(shutil.copytree(tiny_tango, tmp_path / "t"))
+    main = torch.load(folder / "pytorch_model_main.bin", weights_only=True)
+    (folder / "pytorch_model_main.bin").unlink()
+    save_file({k: v.clone().contiguous() for k, v in main.items()}, str(folder / "pytorch_model_main.safetensors"))
+    assert load_tango(folder)["unet"] is not None  # the safetensors copy as written loads
+    _retype(folder / "pytorch_model_main.safetensors", "unet.conv_in.weight")
+    with pytest.raises(CheckpointError) as err:
+        load_tango(folder)
+    msg = str(err.value)
+    assert "conv_in.weight: file torch.int32 vs model torch.float32" in msg and "pytorch_model_main.safetensors" in msg
+
+
+def test_nan_tango_vocoder_weights_are_refused_naming_the_tensor(tiny_tango, tmp_path):
+    import torch
+
+    from t2a_lib.model.checkpoints import CheckpointError
+    from t2a_lib.model.tango_checkpoint import load_tango
+
+    folder = Path(shutil.copytree(tiny_tango, tmp_path / "t"))
+    vae = torch.load(folder / "pytorch_model_vae.bin", weights_only=True)
+    key = next(k for k in sorted(vae) if k.startswith("vocoder.") and k.endswith("weight"))
+    vae[key].view(-1)[0] = float("nan")
+    torch.save(vae, folder / "pytorch_model_vae.bin")
+    with pytest.raises(CheckpointError) as err:
+        load_tango(folder)
+    assert key in str(err.value) and "NaN or Inf" in str(err.value) and "pytorch_model_vae.bin" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def tiny_audioldm(tmp_path_factory):
+    from checkpoint_fixtures import make_tiny_audioldm
+
+    return make_tiny_audioldm(tmp_path_factory.mktemp("audioldm"), seed=0)
+
+
+@pytest.mark.parametrize("fault", ["I32", "NaN"])
+def test_audioldm_weights_that_lie_are_refused_naming_them(tiny_audioldm, tmp_path, fault):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from t2a_lib.model.audioldm_checkpoint import load_audioldm
+    from t2a_lib.model.checkpoints import CheckpointError
+
+    folder = Path(shutil.copytree(tiny_audioldm, tmp_path / "a"))
+    weights = next((folder / "vocoder").glob("*.safetensors"))
+    key = "conv_post.weight"
+    if fault == "I32":
+        _retype(weights, key)
+    else:
+        sd = load_file(str(weights))
+        sd[key].view(-1)[0] = float("inf")
+        save_file(sd, str(weights), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError) as err:
+        load_audioldm(folder)
+    assert key in str(err.value) and "vocoder" in str(err.value)
+    assert ("torch.int32" if fault == "I32" else "NaN or Inf") in str(err.value)
+
+
+def test_dpo_from_a_nan_base_names_the_cause_and_claims_no_checkpoint(tmp_path):
+    import torch
+
+    from t2a_lib.align.dpo import DPOConfig, PairBank, train_dpo
+    from t2a_lib.model.components import MiniTangoConfig, make_train_scheduler, make_unet
+    from t2a_lib.model.diffusion import TextBank
+
+    tiny = MiniTangoConfig(unet_channels=(16, 16, 16), unet_head_dim=8, text_dim=32)
+    torch.manual_seed(0)
+    unet = make_unet(tiny)
+    with torch.no_grad():
+        unet.conv_in.weight.view(-1)[0] = float("nan")
+    g = torch.Generator().manual_seed(0)
+    text = TextBank(torch.randn(4, 5, 32, generator=g), torch.ones(4, 5, dtype=torch.long),
+                    torch.zeros(1, 5, 32), torch.tensor([[1, 0, 0, 0, 0]]))
+    pairs = PairBank(torch.randn(4, 8, 64, 16, generator=g), torch.randn(4, 8, 64, 16, generator=g), text)
+    with pytest.raises(FloatingPointError) as err:
+        train_dpo(unet, make_train_scheduler(tiny), pairs, DPOConfig(steps=2, batch_size=4, lr=1e-3, warmup=1),
+                  out_dir=tmp_path / "dpo", progress=False)
+    msg = str(err.value)
+    assert "at step 0" in msg and "already hold NaN/Inf" in msg and "conv_in.weight" in msg
+    assert "no checkpoint was written" in msg and not (tmp_path / "dpo" / "checkpoint").exists()
