@@ -506,3 +506,113 @@ def test_dpo_from_a_nan_base_names_the_cause_and_claims_no_checkpoint(tmp_path):
     msg = str(err.value)
     assert "at step 0" in msg and "already hold NaN/Inf" in msg and "conv_in.weight" in msg
     assert "no checkpoint was written" in msg and not (tmp_path / "dpo" / "checkpoint").exists()
+
+
+# -- the run folder holds only what the last run's parameters produce ------------------------
+
+def _tiny_unet():
+    import torch
+
+    from t2a_lib.model.components import MiniTangoConfig, make_unet
+
+    torch.manual_seed(0)
+    return make_unet(MiniTangoConfig(unet_channels=(16, 16, 16), unet_head_dim=8, text_dim=32))
+
+
+def _trainer(value: float, calls: list):
+    """A 'training' that sets every weight to ``value`` (so the saved weights say which fit made them)."""
+    import torch
+
+    def train(unet):
+        calls.append(value)
+        with torch.no_grad():
+            for p in unet.parameters():
+                p.fill_(value)
+        return {"seconds": 0.0, "history": [{"loss": value}]}
+    return train
+
+
+def _weight(unet) -> float:
+    return float(next(unet.parameters()).detach().flatten()[0])
+
+
+def test_stale_seed_folders_are_moved_aside_and_never_read(tmp_path, capsys):
+    from t2a_lib.evaluate import reproduce
+    from t2a_lib.model.fits import fit_finetuned
+
+    base, run, calls = _tiny_unet(), tmp_path / "run", []
+    for k in (0, 1):  # the first run: n_seeds 2
+        fit_finetuned(reproduce.model_dir(run, "dpo", k), base, {"seed": k}, _trainer(0.1 + k, calls))
+    assert [len(f) for f in reproduce.model_folders(run).values()] == [2]
+    jobs = {("dpo", 0): None}  # the rerun: n_seeds 1 (as notebook 04 calls it, with its jobs)
+    moved = reproduce.retire_stale_models(run, ("dpo", "gold"), jobs)
+    assert [p.relative_to(run).as_posix() for p in moved] == ["models/dpo/superseded-s1"]
+    assert "models/dpo/s1 -> superseded-s1" in capsys.readouterr().out
+    assert reproduce.model_folders(run) == {"dpo": [run / "models" / "dpo" / "s0" / "unet"]}  # what 07 reads
+    assert [_weight(u) for u in reproduce.load_models(run)["dpo"]] == pytest.approx([0.1])
+    (run / "models" / "dpo" / "s2" / "unet").mkdir(parents=True)  # weights without a fit record
+    assert len(reproduce.model_folders(run)["dpo"]) == 1
+
+
+def test_a_fit_killed_between_weights_and_record_never_passes_for_another(tmp_path, monkeypatch):
+    from t2a_lib.model import fits
+    from t2a_lib.model.tango import load_unet
+
+    base, folder, calls = _tiny_unet(), tmp_path / "dpo" / "s0", []
+    unet, _ = fits.fit_finetuned(folder, base, {"lr": 1}, _trainer(0.25, calls))  # setting A, done
+    real_save = fits.save_fit
+
+    def killed(*a, **kw):  # setting B dies after its UNet is saved, before its fit.json
+        raise KeyboardInterrupt
+    monkeypatch.setattr(fits, "save_fit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        fits.fit_finetuned(folder, base, {"lr": 2}, _trainer(0.75, calls))
+    monkeypatch.setattr(fits, "save_fit", real_save)
+    unet, history = fits.fit_finetuned(folder, base, {"lr": 1}, _trainer(-1.0, calls))  # back to A
+    assert calls == [0.25, 0.75] and _weight(unet) == pytest.approx(0.25) and history == [{"loss": 0.25}]
+    assert _weight(load_unet(folder / "unet")) == pytest.approx(0.25)  # A's own weights came back
+    assert [p.name for p in folder.glob("unet.unrecorded*")] == ["unet.unrecorded"]  # B's, moved aside
+    unet, _ = fits.fit_finetuned(folder, base, {"lr": 2}, _trainer(0.75, calls))  # B again: trained, not trusted
+    assert calls == [0.25, 0.75, 0.75] and _weight(unet) == pytest.approx(0.75)
+
+
+def test_a_truncated_sample_cache_is_named(tmp_path, monkeypatch):
+    import numpy as np
+
+    from t2a_lib.audio.features import CacheError
+    from t2a_lib.evaluate import evaluation
+
+    path = tmp_path / "cache" / "0123abcd.npy"
+    path.parent.mkdir()
+    np.save(path, np.ones((4, 4000), np.float32))
+    path.write_bytes(path.read_bytes()[:5000])  # cut short (a full disk, a kill)
+    monkeypatch.setattr(evaluation, "sample_cache_path", lambda *a: path)
+    with pytest.raises(CacheError, match=f"{path}: corrupt cache file"):
+        evaluation.generate(None, ["a dog barks"], 0, 2, 1.0, cache_dir=path.parent)
+
+
+def test_import_then_sampled_then_import_gives_the_releases_pairs(tmp_path):
+    import pandas as pd
+    import torch
+    from safetensors.torch import save_file
+
+    from checkpoint_fixtures import make_tiny_tango
+    from real_smoke_fixtures import write_alpaca_shard
+    from t2a_lib.align.audio_alpaca import import_audio_alpaca
+    from t2a_lib.align.preferences import PreferenceConfig, write_preference_set
+    from t2a_lib.model.tango import pipeline_from_checkpoint
+    from test_audio_alpaca import _cell, _clip
+
+    pipe = pipeline_from_checkpoint(make_tiny_tango(tmp_path / "tango", seed=0))
+    rows = [{"prompt": "A dog barks", "chosen": _cell(_clip(440)), "rejected": _cell(_clip(300)), "strategy": "x"},
+            {"prompt": "Rain falls", "chosen": _cell(_clip(550)), "rejected": _cell(_clip(660)), "strategy": "y"}]
+    write_alpaca_shard(tmp_path / "copy" / "data" / "train-00000-of-00001.parquet", rows)
+    out = tmp_path / "run" / "preferences"
+    first = import_audio_alpaca(tmp_path / "copy", out, pipe.vae, 32)
+    # the sampled set of notebook 03, written into the same folder
+    sampled = pd.DataFrame({"prompt": ["Wind blows"], "chosen_id": ["c0"], "rejected_id": ["c1"], "strategy": ["S1.1"]})
+    write_preference_set(out, sampled, {}, PreferenceConfig())
+    save_file({"c0": torch.zeros(8, 8, 16), "c1": torch.ones(8, 8, 16)}, out / "latents.safetensors")
+    again = import_audio_alpaca(tmp_path / "copy", out, pipe.vae, 32)
+    assert again.prompt.tolist() == first.prompt.tolist() == ["A dog barks", "Rain falls"]
+    assert pd.read_parquet(out / "preferences.parquet").prompt.tolist() == ["A dog barks", "Rain falls"]
