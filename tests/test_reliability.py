@@ -277,6 +277,7 @@ def test_the_report_is_swapped_in_whole_or_not_at_all(tmp_path, monkeypatch, cap
     run_dir, report_dir = tmp_path / "run", tmp_path / "rep"
     run_dir.mkdir()
     _old_report(report_dir)
+    (tmp_path / ".rep.building-999999999").mkdir()  # a build SIGKILLed half way (no such pid now)
 
     def dies_half_way(run, out, name):  # notebook pages written, then the build fails
         (Path(out) / "notebooks").mkdir(parents=True)

@@ -20,7 +20,8 @@ class FolderInUse(RunnerError):
     """Another live runner holds the run folder (exit status 2)."""
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -62,7 +63,7 @@ def acquire(run_dir: Path) -> dict:
         held = _holder(path)
         if held is None:
             continue
-        if held and (held.get("host") != mine["host"] or _alive(held["pid"])):
+        if held and (held.get("host") != mine["host"] or alive(held["pid"])):
             where = "this host" if held.get("host") == mine["host"] else f"host {held.get('host')}"
             raise FolderInUse(f"the run folder {relative(run_dir)} is in use by another runner (pid {held['pid']} on "
                               f"{where}, since {held.get('started')}); wait for it, or use another --run-dir "

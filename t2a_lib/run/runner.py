@@ -19,6 +19,12 @@ so a notebook can use ``run_dir`` (e.g. ``papermill_runs/smoke``) exactly as it 
 The executed copy of each stage goes to ``<run_dir>/<stem>.ipynb``; the notebook itself
 writes ``<run_dir>/<stem>.json``; the runner keeps ``<run_dir>/runner.json`` (status, wall
 time, start time and parameters of each stage). Nothing in run_dir is ever deleted.
+
+One runner per run folder: a second one exits 2 naming the first (``t2a_lib.run.lock``). A run or
+report folder inside the source tree, a profile with a duplicate key, and a notebook that differs
+from its ``.py`` source are refused before anything runs (``t2a_lib.run.sources``). A failed stage's
+error is printed first; ``runner.json`` then says "failed" even on a full disk (it is rewritten in
+room it reserves), and the report is built beside ``report_dir`` and swapped in whole.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .files import rewrite_in_place, swap_in_folder, write_text_atomic
-from .lock import run_folder_lock
+from .lock import alive, run_folder_lock
 from .profiles import (PROFILES_DIR, ROOT, Profile, RunnerError, parse_sets, plan, print_plan, relative,
                        resolve_path, resolve_stage)
 
@@ -218,8 +224,10 @@ def _build_report(run_dir: Path, report_dir: Path, name: str):
     import shutil
 
     building = report_dir.with_name(f".{report_dir.name}.building-{os.getpid()}")
+    for left in report_dir.parent.glob(f".{report_dir.name}.building-*"):  # of a killed runner
+        if left.name.rpartition("-")[2].isdigit() and not alive(int(left.name.rpartition("-")[2])):
+            shutil.rmtree(left, ignore_errors=True)
     try:  # built whole in a folder beside it, then swapped in: never half old, half new
-        shutil.rmtree(building, ignore_errors=True)
         path = build_report(run_dir, building, name)
         swap_in_folder(building, report_dir)
         path = report_dir / Path(path).relative_to(building)
