@@ -180,20 +180,10 @@ def test_a_run_dir_in_the_source_tree_is_refused(capsys, run_dir):
 # -- failing cleanly -------------------------------------------------------------------------
 
 def bare_project(tmp_path):
-    """Two bare notebooks (no .py sources) and a profile: enough for the runner, papermill faked."""
-    import nbformat
+    """Two bare notebooks (no .py sources) and a profile: the runner's fixture of the first catalogue."""
+    from test_bad_input import fixture_project
 
-    nbs = tmp_path / "notebooks"
-    nbs.mkdir()
-    for stem in ("00_a", "01_b"):
-        nb = nbformat.v4.new_notebook()
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        cell = nbformat.v4.new_code_cell('run_dir = ""\nprofile = ""\nseed = 0\nx = 1')
-        cell.metadata["tags"] = ["parameters"]
-        nb.cells = [cell, nbformat.v4.new_code_cell("open('big', 'w').write('x' * 10**9)")]
-        nbformat.write(nb, nbs / f"{stem}.ipynb")
-    (tmp_path / "p.yaml").write_text("seed: 0\n")
-    return nbs, tmp_path / "p.yaml"
+    return fixture_project(tmp_path)
 
 
 class _FullDisk:
@@ -220,20 +210,15 @@ class _FullDisk:
 
 
 def test_a_full_disk_shows_the_stage_error_first_and_leaves_runner_json_failed(tmp_path, capsys, monkeypatch):
-    import papermill
     from papermill.exceptions import PapermillExecutionError
 
     from t2a_lib.run import files, runner
 
-    def execute(src, out, **kw):
-        if "01_b" in src:
-            monkeypatch.setattr(files, "open", _FullDisk(open), raising=False)  # the disk fills up here
-            raise PapermillExecutionError(1, 1, "open('big', 'w').write('x' * 10**9)", "OSError",
-                                          "[Errno 28] No space left on device", [])
-        Path(out).write_text(Path(src).read_text())
-        Path(out).with_suffix(".json").write_text("{}")
+    def fill_the_disk():
+        monkeypatch.setattr(files, "open", _FullDisk(open), raising=False)
+        raise PapermillExecutionError(1, 1, "pass", "OSError", "[Errno 28] No space left on device", [])
 
-    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    _fake_papermill(monkeypatch, on_01_b=fill_the_disk)
     nbs, prof = bare_project(tmp_path)
     run_dir = tmp_path / "run"
     code = runner.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(run_dir),
@@ -300,10 +285,14 @@ def test_the_report_is_swapped_in_whole_or_not_at_all(tmp_path, monkeypatch, cap
 
 # -- one runner per run folder ---------------------------------------------------------------
 
-def _fake_papermill(monkeypatch):
+def _fake_papermill(monkeypatch, on_01_b=None):
+    """papermill.execute_notebook copying the notebook and writing its results; ``on_01_b()`` runs
+    in place of stage 01_b when given (to make it fail)."""
     import papermill
 
     def execute(src, out, **kw):
+        if on_01_b is not None and "01_b" in src:
+            on_01_b()
         Path(out).write_text(Path(src).read_text())
         Path(out).with_suffix(".json").write_text("{}")
     monkeypatch.setattr(papermill, "execute_notebook", execute)
