@@ -364,6 +364,7 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has ended
 
 
+@pytest.mark.slow  # spawns two workers that import torch, diffusers and transformers (~20 s on 2 busy cores)
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
 def test_workers_of_a_sigkilled_parent_end_within_10_s():
     import os
