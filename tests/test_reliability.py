@@ -216,11 +216,12 @@ def test_a_full_disk_shows_the_stage_error_first_and_leaves_runner_json_failed(t
 
     def fill_the_disk():
         monkeypatch.setattr(files, "open", _FullDisk(open), raising=False)
+        (run_dir / "01_b.ipynb").write_text('{"cells": [{"cell_type": "co')  # papermill's copy, cut short
         raise PapermillExecutionError(1, 1, "pass", "OSError", "[Errno 28] No space left on device", [])
 
+    run_dir = tmp_path / "run"
     _fake_papermill(monkeypatch, on_01_b=fill_the_disk)
     nbs, prof = bare_project(tmp_path)
-    run_dir = tmp_path / "run"
     code = runner.main(["--profile", str(prof), "--notebooks-dir", str(nbs), "--run-dir", str(run_dir),
                         "--report-dir", str(tmp_path / "rep")])
     err = capsys.readouterr().err
@@ -228,6 +229,7 @@ def test_a_full_disk_shows_the_stage_error_first_and_leaves_runner_json_failed(t
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines[0].startswith("error: stage 01_b failed in cell 2"), err  # the real error, first
     assert "No space left on device" in "\n".join(lines[:4])
+    assert "01_b.ipynb (cut short, not readable" in err  # the truncated executed copy is named as such
     assert any(line.startswith("warning: cannot write") and "runner.json" in line for line in lines)
     state = json.loads((run_dir / "runner.json").read_text())
     assert state["status"] == "failed" and [s["status"] for s in state["stages"]] == ["ok", "failed"]

@@ -68,7 +68,16 @@ def _describe_failure(stem, src, out, err) -> str:
     lines = [line for line in err.source.splitlines() if line.strip()][:3]
     return (f"stage {stem} failed in {where} of {relative(src)}:\n"
             + "".join(f"      | {line}\n" for line in lines)
-            + f"    {err.ename}: {err.evalue}\n    executed notebook: {relative(out)}")
+            + f"    {err.ename}: {err.evalue}\n    executed notebook: {relative(out)}{_cut_short(out)}")
+
+
+def _cut_short(path: Path) -> str:
+    """' (cut short: ...)' when the executed copy is not whole JSON (a full disk), else ''."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f" (cut short, not readable: {type(e).__name__}; the error above is the stage's own)"
+    return ""
 
 
 def run_profile(profile, run_dir=None, report_dir=None, start=None, only=None, overrides=None,
