@@ -146,7 +146,8 @@ print(f"DPO settings used below: lr {lr:g}, β {beta:g}, {dpo_steps} steps of {b
 # CRPO runs online rounds: each samples `crpo_samples` clips for each of `crpo_prompts` training
 # prompts from the current model, pairs the rankers' best with their worst, and trains on them.
 # The fine-tunes are independent: with `workers = 2` they train side by side, one thread each
-# (`t2a_lib.run.parallel`).
+# (`t2a_lib.run.parallel`). A model or seed these parameters do not train (say `s1` after
+# `n_seeds = 1`) is moved aside to `superseded-s1`, so notebook 07 and the claims never read it.
 
 # %%
 t0 = time.time()
@@ -171,6 +172,7 @@ for k in range(n_seeds if safeguard else 0):
 for name, extra in (("plain", {}), ("safeguarded", guarded)) if drift else ():
     cfg = dpo.DPOConfig(steps=dpo_steps, beta=beta, lr=drift_lr, seed=seed, **common, **extra)
     jobs[f"drift_{name}", 0] = (dpo.fit_from_run, run_dir, run_dir / "models" / "drift" / name, cfg, "preferences")
+reproduce.retire_stale_models(run_dir, ("dpo", "gold", "crpo", "sft", "dpo_safe"), jobs)  # seeds not asked for
 histories = parallel.run_fine_tunes(jobs, workers)
 crpo_log = histories.pop(("crpo", 0), [])
 drift_runs = {m.removeprefix("drift_"): histories.pop((m, k)) for m, k in list(histories) if m.startswith("drift_")}

@@ -120,6 +120,7 @@ for model_id in kto.KTO_MODELS if with_kto else ():
                             lambda_desirable=kto_lambda_desirable, lambda_undesirable=kto_lambda_undesirable,
                             seed=seed + k, mixed_precision=precision)
         jobs[model_id, k] = (kto.fit_from_run, run_dir, reproduce.model_dir(run_dir, model_id, k), model_id, cfg)
+reproduce.retire_stale_models(run_dir, [*baton.FEEDBACK, *kto.KTO_MODELS], jobs)  # seeds not asked for
 histories = parallel.run_fine_tunes(jobs, workers)
 kto_histories = {key: histories.pop(key) for key in list(histories) if key[0] in kto.KTO_MODELS}
 timings["train"] = time.time() - t0

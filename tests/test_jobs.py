@@ -16,6 +16,7 @@ from t2a_lib.feedback.reward import baton_prompts, sample_set, write_feedback
 from t2a_lib.model.base_model import assemble, load_pipeline, text_bank
 from t2a_lib.model.components import MiniTangoConfig, make_text_encoder, make_unet, make_vae
 from t2a_lib.model.tango import load_unet
+from t2a_lib.run.files import save_fit
 from t2a_lib.world.datasets import build_world
 from t2a_lib.world.text import build_world_tokenizer
 
@@ -58,6 +59,7 @@ def _perturbed_unet(run, folder):
         for p in unet.parameters():
             p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     unet.save_pretrained(folder)
+    save_fit(folder.parent, {"perturbed": True})  # as fit_finetuned records it: model_folders reads recorded seeds
     return folder
 
 

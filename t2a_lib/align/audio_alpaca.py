@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..run.files import read_json, write_json
+
 ALPACA_HOW_TO = ("On a machine with internet run `huggingface-cli download declare-lab/audio-alpaca "
                  "--repo-type dataset --local-dir <folder>` (20 parquet shards under data/, about 9.7 GB), copy "
                  "<folder> here and pass its path; or pass a JSON / JSON-lines file with prompt, chosen and "
@@ -264,8 +266,9 @@ def import_audio_alpaca(source, out_dir, vae, n_frames: int, normalize: bool = T
     out_dir = Path(out_dir)
     key = _source_key(source, vae, n_frames, normalize, limit)
     record = out_dir / "alpaca.json"
-    if record.is_file() and json.loads(record.read_text()).get("key") == key:
-        return pd.read_parquet(out_dir / "preferences.parquet")
+    done = read_json(record, "import record") if record.is_file() else {}
+    if done.get("key") == key and done.get("written") == _written(out_dir):
+        return pd.read_parquet(out_dir / "preferences.parquet")  # this import, and nothing written over it
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = _Encoder(vae, n_frames * 160, normalize, batch_size)
     rows = _encode_all(read_alpaca(source, limit), encoder, out_dir, n_listen)
@@ -275,9 +278,16 @@ def import_audio_alpaca(source, out_dir, vae, n_frames: int, normalize: bool = T
     df["chosen_score"] = df["rejected_score"] = df["margin"] = np.nan  # the release publishes no scores
     save_file(encoder.latents, out_dir / "latents.safetensors")
     df.to_parquet(out_dir / "preferences.parquet", index=False)
-    record.write_text(json.dumps({"key": key, "pairs": len(df), "clips": len(encoder.latents),
-                                  "by_strategy": df.strategy.value_counts().to_dict()}, indent=2))
+    write_json(record, {"key": key, "pairs": len(df), "clips": len(encoder.latents), "written": _written(out_dir),
+                        "by_strategy": df.strategy.value_counts().to_dict()}, indent=2)
     return df
+
+
+def _written(out_dir: Path) -> dict:
+    """sha256 of the files an import writes: a sampled set written into the same folder since (notebook
+    03 with the other source) changes them, so the import's record no longer vouches for them."""
+    return {name: hashlib.sha256((out_dir / name).read_bytes()).hexdigest() if (out_dir / name).is_file() else None
+            for name in ("preferences.parquet", "latents.safetensors")}
 
 
 def import_into_run(source, run_dir, pairs: str = "preferences", n_frames: int | None = None, **kw) -> pd.DataFrame:

@@ -314,7 +314,7 @@ def fit_crpo(folder, base_pipe, rankers, prompts: list[str], rounds: int, n_samp
     settings). Returns ``(unet, per-round log)``."""
     from dataclasses import asdict
 
-    from ..model.fits import cached_fit, fingerprint
+    from ..model.fits import cached_fit, fingerprint, save_unet
     from ..run.files import save_fit
     from ..model.tango import load_unet
 
@@ -327,7 +327,7 @@ def fit_crpo(folder, base_pipe, rankers, prompts: list[str], rounds: int, n_samp
         return load_unet(folder / "unet"), fit["log"]
     pipe = with_unet(base_pipe, copy.deepcopy(base_pipe.unet))
     log = run_crpo(pipe, rankers, prompts, rounds, n_samples, config, steps, guidance, folder, progress)
-    pipe.unet.save_pretrained(folder / "unet")
+    save_unet(pipe.unet, folder / "unet")
     save_fit(folder, key, log=log)
     return pipe.unet.eval(), log
 

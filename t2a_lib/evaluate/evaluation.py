@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 import torch
 
 from ..world.captions import FREE_KIND, caption_kind
-from ..audio.features import waves_to_mel
+from ..audio.features import load_array, waves_to_mel
 from ..scoring.metrics import bootstrap_ci
 from ..scoring.cache import content_key
 from ..scoring.scorers import Judgement, judge_clips, require_role
@@ -55,14 +56,14 @@ def generate(pipe, prompts: list[str], seed: int, steps: int, guidance: float, b
     if cache_dir is not None:
         path = sample_cache_path(pipe, prompts, seed, steps, guidance, output, cache_dir)
         if path.exists():
-            return np.load(path)
+            return load_array(path)  # a truncated cache file is named, never half-read
     g = torch.Generator().manual_seed(seed)
     out = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=g,
                batch_size=batch_size, progress=progress, output=output)
     result = out.audios if output == "audio" else out.mels
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npy")
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")  # unique per process
         np.save(tmp, result)
         tmp.replace(path)
     return result

@@ -10,6 +10,7 @@ interval over prompts.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -66,12 +67,30 @@ def train_ablations(run_dir, settings: dict, seed: int, workers: int = 1) -> Non
                       workers, names=list(ABLATIONS), desc="ablations")
 
 
+def retire_stale_models(run_dir, model_ids, kept) -> list[Path]:
+    """Move aside every ``models/<id>/s<k>`` of ``model_ids`` (the models a notebook trains) that
+    ``kept`` (its ``(id, k)`` jobs this time) does not name, to ``models/<id>/superseded-s<k>``: a
+    seed (or a model) no longer requested is never read by :func:`model_folders`, the claims or 07;
+    nothing is deleted. Returns the new names, each also printed."""
+    from ..model.fits import _free_name
+
+    kept, moved = {(m, int(k)) for m, k in kept}, []
+    for model_id in model_ids:
+        for folder in sorted((Path(run_dir) / "models" / model_id).glob("s[0-9]*")):
+            if folder.name[1:].isdigit() and (model_id, int(folder.name[1:])) not in kept:
+                moved.append(_free_name(folder.with_name(f"superseded-{folder.name}")))
+                os.replace(folder, moved[-1])
+                print(f"moved aside (not requested by these parameters): {folder} -> {moved[-1].name}")
+    return moved
+
+
 def model_folders(run_dir, model_ids=None) -> dict[str, list[Path]]:
     """The saved UNet folders under ``run_dir/models``: ``{model id: [unet of seed 0, seed 1, ...]}``,
-    for ``model_ids`` (default: every fine-tuned model)."""
+    for ``model_ids`` (default: every fine-tuned model); only ``s<k>`` folders with their fit record."""
     out = {}
     for model_id in model_ids or MODEL_NAMES:
-        folders = sorted((Path(run_dir) / "models" / model_id).glob("s[0-9]*/unet")) if model_id != BASE else []
+        folders = [f for f in (Path(run_dir) / "models" / model_id).glob("s[0-9]*/unet")  # a record vouches for it
+                   if f.parent.name[1:].isdigit() and (f.parent / "fit.json").is_file()] if model_id != BASE else []
         if folders:
             out[model_id] = sorted(folders, key=lambda f: int(f.parent.name[1:]))
     return out

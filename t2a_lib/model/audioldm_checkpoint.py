@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .autoencoder import frames_per_latent
-from .checkpoints import AUDIOLDM_HOW_TO, CheckpointError, WeightsNotFoundError, few, read_config, resolve_folder
+from .checkpoints import (AUDIOLDM_HOW_TO, CheckpointError, WeightsNotFoundError, check_dtypes, check_finite, few,
+                          read_config, resolve_folder)
 
 # AudioLDM's HIFIGAN_16K_64 (audioldm/hifigan/utilities.py) in SpeechT5HifiGanConfig's names.
 AUDIOLDM_VOCODER_CONFIG = {"model_in_dim": 64, "sampling_rate": 16000, "upsample_initial_channel": 1024,
@@ -207,6 +208,27 @@ def _audioldm_index(folder: Path):
     return index, sched_name, sched_cls
 
 
+def _check_loaded(module, part_dir: Path) -> None:
+    """from_pretrained casts what it reads to the model's dtype: check each safetensors header's
+    dtypes against the model (an ``I32`` float weight is refused) and the loaded values for NaN/Inf."""
+    from safetensors import safe_open
+
+    expected = module.state_dict()
+    for path in sorted(part_dir.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            headers = {k: torch.empty(0, dtype=_dtype(f.get_slice(k).get_dtype())) for k in f.keys()}
+        check_dtypes(expected, headers, part_dir.name, path)
+    check_finite(expected, part_dir)
+
+
+def _dtype(name: str) -> torch.dtype:
+    """A safetensors header dtype name (``F32``, ``I32``, ``BF16``...) as a torch dtype."""
+    table = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+             "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+             "BOOL": torch.bool}
+    return table.get(name, torch.uint8)
+
+
 def load_audioldm(folder) -> dict:
     """Load a diffusers AudioLDM folder (e.g. cvssp/audioldm-s-full-v2) with local_files_only=True.
 
@@ -238,6 +260,8 @@ def load_audioldm(folder) -> dict:
             raise CheckpointError(f"Could not load {part} from '{folder / part}' ({files or 'its files'}): they are "
                                   f"corrupt, or a .bin holds pickled objects other than tensors, which are never "
                                   f"unpickled here (torch.load weights_only=True): {first}") from None
+    for part in ("vae", "unet", "text_encoder", "vocoder"):
+        _check_loaded(parts[part], folder / part)
     unet, te = parts["unet"], parts["text_encoder"]
     if unet.config.class_embed_type != "simple_projection":
         raise CheckpointError(f"AudioLDM's UNet should take the text embedding as a simple_projection class "

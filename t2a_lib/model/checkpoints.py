@@ -44,7 +44,8 @@ from torch import nn
 
 from ..scoring.clap_real import WeightsNotFoundError
 
-__all__ = ["WeightsNotFoundError", "CheckpointError", "load_real_checkpoint", "load_weights_file"]
+__all__ = ["WeightsNotFoundError", "CheckpointError", "load_real_checkpoint", "load_weights_file", "check_finite",
+           "check_dtypes"]
 
 TANGO_REQUIRED = ("main_config.json", "pytorch_model_main.bin", "vae_config.json", "pytorch_model_vae.bin")
 
@@ -86,7 +87,28 @@ def load_weights_file(path) -> dict[str, torch.Tensor]:
         sd = sd["state_dict"]  # a Lightning-style checkpoint
     if not isinstance(sd, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
         raise CheckpointError(f"'{path}' is not a flat dict of named tensors (got {type(sd).__name__}).")
+    check_finite(sd, path)
     return dict(sd)
+
+
+def check_finite(sd: dict, source) -> None:
+    """Refuse a checkpoint with NaN or Inf in any floating tensor, naming the tensors (a model built
+    from it would fail far downstream, in whichever module first meets the NaN)."""
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"'{source}' holds NaN or Inf values in {len(bad)} tensor(s) ({few(bad)}): the "
+                              f"weights are damaged; download the checkpoint again.")
+
+
+def check_dtypes(expected: dict, sd: dict, what: str, source) -> None:
+    """Refuse a file tensor whose dtype is of another kind (integer vs floating) than the model's, naming
+    it: load_state_dict would silently copy int32 numbers into float weights."""
+    wrong = [f"{k}: file {sd[k].dtype} vs model {expected[k].dtype}" for k in sorted(set(sd) & set(expected))
+             if sd[k].is_floating_point() != expected[k].is_floating_point()
+             or (sd[k].dtype == torch.bool) != (expected[k].dtype == torch.bool)]
+    if wrong:
+        raise CheckpointError(f"The {what} weights from '{source}' have {len(wrong)} tensor(s) of the wrong dtype "
+                              f"({few(wrong, 3)}): the file's header does not describe float weights.")
 
 
 def weights_path(folder: Path, stem: str) -> Path | None:
@@ -137,6 +159,8 @@ def load_checked(module: nn.Module, sd: dict, what: str, source, hint: str = "")
                  f"{len(shapes)} of another shape ({few(shapes, 3)})" if shapes else ""]
         raise CheckpointError(f"The {what} weights from '{source}' do not fit the model built for them: "
                               f"{'; '.join(p for p in parts if p)}.{' ' + hint if hint else ''}")
+    check_dtypes(expected, sd, what, source)
+    check_finite(sd, source)  # the tensors as converted (a folded weight norm can make NaN too)
     module.load_state_dict(sd, strict=True)
 
 

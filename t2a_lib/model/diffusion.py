@@ -275,6 +275,22 @@ def _update_ema(ema: dict, unet, decay: float) -> None:
         ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
 
 
+def _nonfinite_loss(unet, loss, step: int, start: int, ckpt, lr: float) -> str:
+    """Why the loss is NaN/Inf (weights damaged before training, or a divergence) and which checkpoint,
+    if any, holds the last good state."""
+    bad = [n for n, p in unet.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad and step == start:
+        why = (f"the weights it starts from already hold NaN/Inf ({len(bad)} tensor(s), e.g. {', '.join(bad[:3])}): "
+               f"the model it was given is damaged, not the training")
+    else:
+        why = f"the training diverged at learning rate {lr:.3g} (lower the lr)" if step > start else \
+            "the weights are finite, so the batch or the reference model gave it (check the inputs)"
+    state = Path(ckpt) / "state.json" if ckpt is not None else None
+    kept = (f"the last checkpoint (step {read_json(state, 'checkpoint state').get('step')}) is kept in {ckpt}"
+            if state is not None and state.is_file() else "no checkpoint was written")
+    return f"loss is {loss.item()} at step {step}: {why}; {kept}"
+
+
 def train_loop(unet, n_items: int, config, step_loss, out_dir=None, progress: bool = True, desc: str = "UNet") -> dict:
     """The one training loop (base model, SFT, DPO, CRPO, BATON): AdamW on the trainable
     parameters, warm-up + cosine LR, gradient clipping, optional EMA, accelerate, checkpoints in
@@ -306,7 +322,7 @@ def train_loop(unet, n_items: int, config, step_loss, out_dir=None, progress: bo
         with acc.autocast():
             loss, logs = step_loss(unet, idx, g, step, acc.device, shard)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; last checkpoint kept in {ckpt}")
+            raise FloatingPointError(_nonfinite_loss(acc.unwrap_model(unet), loss, step, start, ckpt, config.lr_at(step)))
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         if config.grad_clip:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
 
-from ..run.files import load_fit, read_json, save_fit, write_json
+from ..run.files import load_fit, plain, read_json, save_fit, swap_in_folder, write_json
 
 
 def fingerprint(*items) -> str:
@@ -67,11 +68,46 @@ def claim_folder(folder, key: dict) -> None:
 
 def cached_fit(folder, key: dict) -> dict | None:
     """``folder/fit.json`` when it records ``key`` (the model in ``folder/unet`` is then the one
-    asked for); otherwise None, and the folder is claimed for training that model."""
+    asked for); otherwise None, and the folder is claimed for training that model.
+
+    The record and its weights are one unit: another key's pair is moved aside together
+    (``fit.superseded-<hash of its key>/``) and comes back when its key is asked for again; weights
+    without a record (a fit killed between the two) are moved aside as ``unet.unrecorded``, never read."""
+    folder = Path(folder)
     fit = load_fit(folder, key, ("unet",))
+    kept = folder / f"fit.superseded-{_key_hash(json.dumps(plain(key)))}"
+    if fit is None and kept.is_dir() and load_fit(kept, key, ("unet",)) is not None:
+        _set_aside_fit(folder)  # going back to an earlier setting: its own weights come back
+        os.replace(kept / "unet", folder / "unet")
+        os.replace(kept / "fit.json", folder / "fit.json")  # last: the pair is whole again
+        kept.rmdir()
+        fit = load_fit(folder, key, ("unet",))
     if fit is None:
+        _set_aside_fit(folder)
         claim_folder(folder, key)
     return fit
+
+
+def _set_aside_fit(folder: Path) -> None:
+    """Move ``fit.json`` and ``unet`` (another key's pair, or weights without a record) out of the way."""
+    record, unet = folder / "fit.json", folder / "unet"
+    if record.is_file():
+        old = read_json(record, "fit record").get("key")
+        aside = _free_name(folder / f"fit.superseded-{_key_hash(json.dumps(old))}")
+        aside.mkdir(parents=True)
+        os.replace(record, aside / "fit.json")  # first: from here on nothing vouches for ./unet
+        if unet.exists():
+            os.replace(unet, aside / "unet")
+    elif unet.exists():
+        os.replace(unet, _free_name(folder / "unet.unrecorded"))
+
+
+def save_unet(unet, target: Path) -> None:
+    """``unet.save_pretrained(target)`` written whole beside it, then renamed into place."""
+    building = target.with_name(f".{target.name}.saving-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    unet.save_pretrained(building)
+    swap_in_folder(building, target)
 
 
 def fit_finetuned(folder, base_unet, key: dict, train_fn, fuse_lora: bool = False):
@@ -93,6 +129,6 @@ def fit_finetuned(folder, base_unet, key: dict, train_fn, fuse_lora: bool = Fals
     if fuse_lora:
         unet.fuse_lora()
         unet.unload_lora()
-    unet.save_pretrained(folder / "unet")
-    save_fit(folder, key, seconds=out["seconds"], history=out["history"])
+    save_unet(unet, folder / "unet")
+    save_fit(folder, key, seconds=out["seconds"], history=out["history"])  # last: the record vouches for it
     return unet.eval(), out["history"]

@@ -9,6 +9,9 @@
   notebook 01 saves it (``config.json``, ``model.safetensors``, ``model_card.json``,
   ``losses.json``, and an audio-text model's ``tokenizer/``).
 
+``release.json`` lists the sha256 of every other file of its release (``files``); loading a release
+checks them and refuses a changed file, naming it (restore it with ``git checkout``).
+
 A run uses a release only when its own world has the same fingerprint (``world_fingerprint``:
 every split's ids, captions, timelines and relations, and the audio of the first clips of each
 split, so a changed synthesiser shows too). Otherwise the notebooks train, saying why.
@@ -17,6 +20,7 @@ split, so a changed synthesiser shows too). Otherwise the notebooks train, sayin
 
     python -m t2a_lib.model.release export papermill_runs/scratch     # what `make base` runs after 00-02
     python -m t2a_lib.model.release check papermill_runs/default/world
+    python -m t2a_lib.model.release hash releases/base                # rewrite its file hashes
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..run.files import read_json
+from ..run.files import git_restore_advice, read_json
 from ..run.runner import STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,18 +97,61 @@ def planned_world_fingerprint(n_train: int, n_val: int, n_test: int, seed: int, 
     return _fingerprint(splits, audio)
 
 
+# ----------------------------------------------------------------------------- content hashes
+
+
+def file_hashes(folder) -> dict[str, str]:
+    """``{path relative to folder: sha256}`` of every file of a release but its ``release.json``."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "release.json"}
+
+
+def write_hashes(folder) -> dict:
+    """Record the current files of the release in ``folder`` in its ``release.json`` (``files``)."""
+    path = Path(folder) / "release.json"
+    info = {k: v for k, v in read_release(folder).items() if k != "files"}
+    info["files"] = file_hashes(folder)
+    path.write_text(json.dumps(info, indent=1, default=float))
+    return info
+
+
+def verify_release(folder, info: dict) -> None:
+    """Refuse (ReleaseError naming the file) a release file whose bytes differ from its hash."""
+    listed = info.get("files")
+    if not isinstance(listed, dict) or not listed:
+        raise ReleaseError(f"{_rel(Path(folder) / 'release.json')}: lists no file hashes; rebuild the release "
+                           f"with `{COMMAND}`")
+    for name, digest in listed.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise ReleaseError(f"{_rel(path)}: missing from the release; {restore_advice(path)}")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise ReleaseError(f"{_rel(path)}: its content differs from the sha256 in release.json (changed "
+                               f"or damaged); {restore_advice(path)}")
+
+
+def restore_advice(path) -> str:
+    """What to do about a damaged release file: restore it from git, never delete it."""
+    return git_restore_advice(_rel(path))
+
+
 # ----------------------------------------------------------------------------- reading a release
 
 
-def read_release(folder) -> dict:
-    """``release.json`` of a release folder (a clear error when it is missing or unreadable)."""
+def read_release(folder, verify: bool = False) -> dict:
+    """``release.json`` of a release folder (a clear error when it is missing or unreadable); with
+    ``verify`` every file it lists is checked against its sha256."""
     path = Path(folder) / "release.json"
     if not path.is_file():
         raise ReleaseError(f"no release in {folder} ({path.name} missing): run `{COMMAND}` to build one")
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except ValueError as e:
-        raise ReleaseError(f"{path}: unreadable ({e}); rebuild it with `{COMMAND}`") from None
+        raise ReleaseError(f"{path}: unreadable ({e}); {restore_advice(path)}") from None
+    if verify:
+        verify_release(folder, info)
+    return info
 
 
 # notebook 02's parameters that decide the trained base (evaluation sizes, workers and the like do not)
@@ -123,11 +170,13 @@ def recipe_mismatch(info: dict, recipe: dict) -> list[str]:
 
 def matching_release(folder, world_dir, recipe: dict | None = None) -> tuple[dict | None, str]:
     """(release.json, "") when the release in ``folder`` was trained on this world (and, with
-    ``recipe``, by notebook 02's parameters as they are now), else (None, why not)."""
+    ``recipe``, by notebook 02's parameters as they are now), else (None, why not). A release whose
+    files differ from their hashes is refused (ReleaseError)."""
     try:
         info = read_release(folder)
     except ReleaseError as e:
         return None, str(e)
+    verify_release(folder, info)
     if recipe is not None and (differ := recipe_mismatch(info, recipe)):
         return None, f"the release in {_rel(folder)} was trained by another recipe: {'; '.join(differ)}"
     mine = world_fingerprint(world_dir)
@@ -163,7 +212,8 @@ def load_base(folder=RELEASES / "base"):
     """(TangoPipeline, release.json) of the released base model."""
     from .base_model import load_pipeline
 
-    return load_pipeline(Path(folder) / "pipeline"), read_release(folder)
+    info = read_release(folder, verify=True)
+    return load_pipeline(Path(folder) / "pipeline"), info
 
 
 # ----------------------------------------------------------------------------- building a release
@@ -210,8 +260,9 @@ def export(run_dir, out=RELEASES) -> dict:
                                                "eval_output", "mel_vs_audio_agreement")
                          if k in stage},
             "parameters": _stage_parameters(run_dir, "02_base_model"), "recipe": stage["recipe"]}
-    (base_dir / "release.json").write_text(json.dumps(base, indent=1, default=float))
     (base_dir / "MODEL_CARD.md").write_text(base_card(base))
+    (base_dir / "release.json").write_text(json.dumps(base, indent=1, default=float))
+    base = write_hashes(base_dir)
     sc_dir = out / "scorers"
     shutil.rmtree(sc_dir, ignore_errors=True)
     cards = {}
@@ -220,8 +271,9 @@ def export(run_dir, out=RELEASES) -> dict:
             shutil.copytree(model, sc_dir / role / model.name)
             cards[f"{role}/{model.name}"] = json.loads((model / "model_card.json").read_text())
     scorers = {**common, "models": cards, "parameters": _stage_parameters(run_dir, "01_judges")}
-    (sc_dir / "release.json").write_text(json.dumps(scorers, indent=1, default=float))
     (sc_dir / "MODEL_CARD.md").write_text(scorers_card(scorers))
+    (sc_dir / "release.json").write_text(json.dumps(scorers, indent=1, default=float))
+    scorers = write_hashes(sc_dir)
     return {"base": base, "scorers": scorers}
 
 
@@ -280,12 +332,16 @@ def main(argv=None) -> int:
     e.add_argument("--out", default=str(RELEASES))
     c = sub.add_parser("check", help="does the release match this world?")
     c.add_argument("world_dir")
+    h = sub.add_parser("hash", help="rewrite the file hashes in a release folder's release.json")
+    h.add_argument("folder")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "export":
             info = export(args.run_dir, args.out)
             size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
             print(f"release written to {args.out} ({size / 2**20:.1f} MiB); world {info['base']['world_fingerprint']}")
+        elif args.cmd == "hash":
+            print(f"{args.folder}: {len(write_hashes(args.folder)['files'])} file hashes written")
         else:
             for part in ("base", "scorers"):
                 info, why = matching_release(RELEASES / part, args.world_dir)

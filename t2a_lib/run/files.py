@@ -23,11 +23,49 @@ def read_json(path, what: str = "record"):
 
 def write_json(path, obj, indent: int | None = None) -> None:
     """Write ``obj`` as JSON atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=indent))
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write ``text`` to a temporary file unique to this process and call, then rename it over
+    ``path``; on any failure (a full disk) the temporary file is removed and ``path`` is untouched."""
+    import tempfile
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=indent))
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def rewrite_in_place(path, text: str) -> bool:
+    """Overwrite an existing ``path`` with ``text`` in its own blocks (no new file, so it works on a
+    full disk) when ``text`` is no longer than the file; True when written."""
+    path = Path(path)
+    data = text.encode("utf-8")
+    if not path.is_file() or len(data) > path.stat().st_size:
+        return False
+    with open(path, "r+b") as f:
+        f.write(data)
+        f.truncate(len(data))
+    return True
+
+
+def swap_in_folder(built: Path, final: Path) -> None:
+    """Replace the folder ``final`` by the complete folder ``built`` (renames in one parent, so a
+    reader never sees half of each); the old folder is removed after."""
+    import shutil
+
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(built, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
@@ -42,7 +80,23 @@ def weights_named(path):
         if isinstance(e, FileNotFoundError):
             raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CorruptFileError(f"{path}: corrupt weights ({first}); delete it to retrain") from None
+        raise CorruptFileError(f"{path}: corrupt weights ({first}); {repair_advice(path)}") from None
+
+
+RELEASES = Path(__file__).resolve().parents[2] / "releases"
+
+
+def repair_advice(path) -> str:
+    """What to do about a damaged file: a committed release file is restored with git (deleting
+    it would lose the release); anything a run wrote is deleted and rebuilt."""
+    path = Path(path).resolve()
+    if path.is_relative_to(RELEASES):
+        return "it is a release file: " + git_restore_advice(path.relative_to(RELEASES.parent).as_posix())
+    return "delete it to retrain"
+
+
+def git_restore_advice(rel: str) -> str:
+    return f"restore it with `git checkout -- {rel}` (or rebuild the release with `make base`)"
 
 
 def load_safetensors(path) -> dict:

@@ -52,10 +52,28 @@ def threads_per_worker(workers: int) -> int:
     return max(1, cpu_count() // max(1, workers))
 
 
-def _init_worker(threads: int) -> None:
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """End this worker as soon as ``parent`` (the process that started it) is gone: a killed
+    parent's workers are re-parented, so a thread watches the parent pid and exits the process."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    if os.getppid() != parent:  # it died while this worker was starting
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
+    if parent is not None:
+        _exit_with_parent(parent)
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     for lib in (diffusers_logging, transformers_logging):  # a worker's output lands in the caller's cell
@@ -63,9 +81,10 @@ def _init_worker(threads: int) -> None:
 
 
 def start_pool(workers: int, threads: int | None = None) -> ProcessPoolExecutor:
-    """``workers`` spawned processes, each at ``threads`` threads (default: ``threads_per_worker``)."""
+    """``workers`` spawned processes, each at ``threads`` threads (default: ``threads_per_worker``),
+    each ending itself when this process dies (a SIGKILL included), so none is left orphaned."""
     return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(threads or threads_per_worker(workers),))
+                               initargs=(threads or threads_per_worker(workers), os.getpid()))
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .params import check_values, numbers, parse_value
+from .sources import check_pairs, paired_only
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES_DIR = ROOT / "papermill_runs" / "profiles"
@@ -58,10 +59,7 @@ def load_profile(name_or_path) -> Profile:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))) or "none"
         raise RunnerError(f"profile file not found: {path} (profiles in {relative(PROFILES_DIR)}: {known})")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise RunnerError(f"{path}: bad YAML: {e}") from None
+    data = _read_yaml(path)
     where = relative(path)
 
     def check(ok, message):
@@ -87,10 +85,41 @@ def load_profile(name_or_path) -> Profile:
     return Profile(path.stem, path, str(data.get("description") or ""), seed, dict(params), notebooks, stages)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1}); YAML would silently "
+                                f"keep only the last one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(path: Path):
+    """The profile's YAML: a syntax error or a duplicate key names the file and line, an empty file is refused."""
+    try:
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        why = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise RunnerError(f"{path}: bad YAML{line}: {why}") from None
+    if data is None or data == {}:
+        raise RunnerError(f"{path}: the profile is empty; give at least a seed or a description "
+                          f"(an empty profile would silently run every notebook's defaults)")
+    return data
+
+
 def discover_notebooks(notebooks_dir) -> dict[str, Path]:
-    """The ordered stages available: ``{stem: path}`` of the sorted ``NN_*.ipynb`` files."""
+    """The ordered stages available: ``{stem: path}`` of the sorted ``NN_*.ipynb`` files (in a folder of
+    paired notebooks, only those with their ``.py`` source: a stray copy is ignored with a warning)."""
     paths = sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))
-    return {p.stem: p for p in paths if STEM.match(p.stem)}
+    return paired_only({p.stem: p for p in paths if STEM.match(p.stem)}, Path(notebooks_dir), relative)
 
 
 def resolve_stage(ref: str, stages: list[str]) -> str:
@@ -195,6 +224,9 @@ def plan(profile, overrides=None, notebooks_dir="notebooks"):
         raise RunnerError(f"{relative(prof.path)}: stages {', '.join(missing)} not found in {relative(nb_dir)} "
                             f"(notebooks: {', '.join(available)})")
     notebooks = {s: available[s] for s in stems}
+    stale = check_pairs(notebooks, relative)
+    if stale:
+        raise RunnerError("refusing to run a notebook that differs from its .py source:\n  " + "\n  ".join(stale))
     params = check_parameters(prof, declared_parameters(notebooks), overrides)
     return prof, seed, notebooks, params
 

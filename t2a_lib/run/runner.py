@@ -19,6 +19,12 @@ so a notebook can use ``run_dir`` (e.g. ``papermill_runs/smoke``) exactly as it 
 The executed copy of each stage goes to ``<run_dir>/<stem>.ipynb``; the notebook itself
 writes ``<run_dir>/<stem>.json``; the runner keeps ``<run_dir>/runner.json`` (status, wall
 time, start time and parameters of each stage). Nothing in run_dir is ever deleted.
+
+One runner per run folder: a second one exits 2 naming the first (``t2a_lib.run.lock``). A run or
+report folder inside the source tree, a profile with a duplicate key, and a notebook that differs
+from its ``.py`` source are refused before anything runs (``t2a_lib.run.sources``). A failed stage's
+error is printed first; ``runner.json`` then says "failed" even on a full disk (it is rewritten in
+room it reserves), and the report is built beside ``report_dir`` and swapped in whole.
 """
 from __future__ import annotations
 
@@ -29,10 +35,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from .files import rewrite_in_place, swap_in_folder, write_text_atomic
+from .lock import alive, run_folder_lock
 from .profiles import (PROFILES_DIR, ROOT, Profile, RunnerError, parse_sets, plan, print_plan, relative,
                        resolve_path, resolve_stage)
 
 STATE_FILE = "runner.json"  # the runner's records in the run folder (report and release read it)
+RESERVE = 4096  # trailing blanks in runner.json: on a full disk its final status is rewritten in their place
 
 
 class Interrupted(RunnerError):
@@ -59,7 +68,16 @@ def _describe_failure(stem, src, out, err) -> str:
     lines = [line for line in err.source.splitlines() if line.strip()][:3]
     return (f"stage {stem} failed in {where} of {relative(src)}:\n"
             + "".join(f"      | {line}\n" for line in lines)
-            + f"    {err.ename}: {err.evalue}\n    executed notebook: {relative(out)}")
+            + f"    {err.ename}: {err.evalue}\n    executed notebook: {relative(out)}{_cut_short(out)}")
+
+
+def _cut_short(path: Path) -> str:
+    """' (cut short: ...)' when the executed copy is not whole JSON (a full disk), else ''."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f" (cut short, not readable: {type(e).__name__}; the error above is the stage's own)"
+    return ""
 
 
 def run_profile(profile, run_dir=None, report_dir=None, start=None, only=None, overrides=None,
@@ -75,26 +93,28 @@ def run_profile(profile, run_dir=None, report_dir=None, start=None, only=None, o
     todo = _stages_to_run(stems, start, only)
     run_dir = resolve_path(run_dir or f"papermill_runs/{prof.name}")
     report_dir = resolve_path(report_dir or f"reports/{prof.name}")
+    _check_outside_sources(run_dir, report_dir, notebooks_dir)
     _check_writable(run_dir)
-    records = RunRecords(run_dir, prof, stems, seed, overrides, notebooks_dir)
-    failure, stem, t_all = None, None, time.perf_counter()
-    for stem in todo:
-        full = {"run_dir": relative(run_dir), "profile": prof.name, "seed": seed, **params[stem]}
-        failure = _run_stage(stem, notebooks[stem], full, records, kernel_name,
-                             lambda s=stem: _resume_command(profile, run_dir, s, overrides, notebooks_dir))
+    with run_folder_lock(run_dir):  # one runner per run folder (a second one exits 2)
+        records = RunRecords(run_dir, prof, stems, seed, overrides, notebooks_dir)
+        failure, stem, t_all = None, None, time.perf_counter()
+        for stem in todo:
+            full = {"run_dir": relative(run_dir), "profile": prof.name, "seed": seed, **params[stem]}
+            failure = _run_stage(stem, notebooks[stem], full, records, kernel_name,
+                                 lambda s=stem: _resume_command(profile, run_dir, s, overrides, notebooks_dir))
+            if failure:
+                records.not_run(todo[todo.index(stem) + 1:], f"{stem} failed")
+                break
+        records.finish("failed" if failure else "ok")
+        result = {"profile": prof.name, "status": records.state["status"], "failed": stem if failure else None,
+                  "seconds": round(time.perf_counter() - t_all, 3), "run_dir": run_dir,
+                  "report_dir": report_dir, "report": None, "stages": records.state["stages"]}
+        if report:
+            result["report"] = _build_report(run_dir, report_dir, prof.name)
         if failure:
-            records.not_run(todo[todo.index(stem) + 1:], f"{stem} failed")
-            break
-    records.finish("failed" if failure else "ok")
-    result = {"profile": prof.name, "status": records.state["status"], "failed": stem if failure else None,
-              "seconds": round(time.perf_counter() - t_all, 3), "run_dir": run_dir,
-              "report_dir": report_dir, "report": None, "stages": records.state["stages"]}
-    if report:
-        result["report"] = _build_report(run_dir, report_dir, prof.name)
-    if failure:
-        raise StageFailed(failure, result)
-    print(f"done: {len(todo)} stage(s) in {result['seconds']:.1f} s; records in {relative(records.path)}")
-    return result
+            raise StageFailed(failure, result)
+        print(f"done: {len(todo)} stage(s) in {result['seconds']:.1f} s; records in {relative(records.path)}")
+        return result
 
 
 def _stages_to_run(stems: list[str], start, only) -> list[str]:
@@ -146,9 +166,15 @@ class RunRecords:
         order = self.stems + [s for s in self.records if s not in self.stems]
         self.state.update(updated=datetime.now().astimezone().isoformat(timespec="seconds"),
                           stages=[self.records[s] for s in order if s in self.records])
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.state, indent=2, default=str) + "\n")
-        tmp.replace(self.path)
+        try:
+            text = json.dumps(self.state, indent=2, default=str) + "\n"
+            write_text_atomic(self.path, text + " " * RESERVE + "\n")  # room for a last status, in place
+        except OSError as e:  # a full disk: the status must still not stay "running"
+            compact = json.dumps(self.state, default=str, separators=(",", ":"))
+            kept = rewrite_in_place(self.path, compact)
+            print(f"warning: cannot write {relative(self.path)} ({e.strerror or e}); "
+                  + ("its status was rewritten in place" if kept else "its records are out of date"),
+                  file=sys.stderr, flush=True)
 
 
 def _run_stage(stem: str, notebook: Path, parameters: dict, records: RunRecords, kernel_name: str,
@@ -177,9 +203,10 @@ def _run_stage(stem: str, notebook: Path, parameters: dict, records: RunRecords,
     except Exception as e:  # kernel missing or died, unreadable notebook, ...
         failure = f"stage {stem} could not run {relative(notebook)}: {type(e).__name__}: {e}"
     rec["seconds"] = round(time.perf_counter() - t0, 3)
-    if failure:
-        rec.update(status="failed", error=failure)
+    if failure:  # the stage's own error first, before any bookkeeping that might fail too
         print(f"{n} {stem} FAILED after {rec['seconds']:.1f} s", flush=True)
+        print(f"error: {failure}", file=sys.stderr, flush=True)
+        rec.update(status="failed", error=failure)
         return failure
     _record_results(stem, run_dir, rec)
     records.save()
@@ -202,11 +229,21 @@ def _build_report(run_dir: Path, report_dir: Path, name: str):
     """The report's path, or None with a warning: a broken report must not hide the stage results."""
     from ..evaluate.report import build_report
 
-    try:
-        path = build_report(run_dir, report_dir, name)
+    import os
+    import shutil
+
+    building = report_dir.with_name(f".{report_dir.name}.building-{os.getpid()}")
+    for left in report_dir.parent.glob(f".{report_dir.name}.building-*"):  # of a killed runner
+        if left.name.rpartition("-")[2].isdigit() and not alive(int(left.name.rpartition("-")[2])):
+            shutil.rmtree(left, ignore_errors=True)
+    try:  # built whole in a folder beside it, then swapped in: never half old, half new
+        path = build_report(run_dir, building, name)
+        swap_in_folder(building, report_dir)
+        path = report_dir / Path(path).relative_to(building)
         print(f"report: {path}", flush=True)
         return path
     except Exception as e:
+        shutil.rmtree(building, ignore_errors=True)
         print(f"warning: the report could not be built: {type(e).__name__}: {e}", file=sys.stderr)
         return None
 
@@ -222,6 +259,17 @@ def _check_writable(run_dir: Path) -> None:
     except OSError as e:
         raise RunnerError(f"cannot write the run folder {run_dir}: {e.strerror or e}; make it writable "
                             f"or choose another with --run-dir") from None
+
+
+def _check_outside_sources(run_dir: Path, report_dir: Path, notebooks_dir) -> None:
+    """Refuse (exit 2) a run or report folder in the source tree: its outputs would overwrite sources."""
+    from .sources import inside_sources
+
+    for option, folder in (("--run-dir", run_dir), ("--report-dir", report_dir)):
+        source = inside_sources(folder, ROOT, resolve_path(notebooks_dir))
+        if source:
+            raise RunnerError(f"{option} {folder} lies in the source tree ({relative(source)}); its outputs would "
+                              f"overwrite source files: choose a folder under papermill_runs/ or outside the repository")
 
 
 def _resume_command(profile, run_dir, stem, overrides, notebooks_dir) -> str:
@@ -270,6 +318,8 @@ def _main(argv=None) -> int:
             return 0
         run_profile(args.profile, args.run_dir, args.report_dir, args.start, args.only, overrides,
                      args.notebooks_dir)
+    except StageFailed as e:  # its error was printed when the stage failed
+        return e.exit_code
     except RunnerError as e:
         print(e if isinstance(e, Interrupted) else f"error: {e}", file=sys.stderr)
         return e.exit_code
