@@ -54,9 +54,9 @@ s3_perturbations = 2
 guidance = 3.0
 listener = "workshop"
 n_listen_pairs = 20
-gold_prompts = "ranked"  # "ranked": gold pairs on the ranked set's prompts, as many as it has; "train": every training caption
-gold_order = 600  # with gold_prompts = "train": gold pairs whose loser has two events trading places in time
-gold_presence = 600  # with gold_prompts = "train": gold pairs whose loser misses one event
+gold_prompts = "ranked"  # "ranked" makes gold pairs on the ranked set's prompts, as many as it has; "train" on every training caption
+gold_order = 600  # with "train" gold prompts, gold pairs whose loser has two events trading places in time
+gold_presence = 600  # with "train" gold prompts, gold pairs whose loser misses one event
 workers = 1  # > 1: sample the candidates in that many processes (one thread each on 2 cores)
 audio_alpaca_path = ""  # a local copy of Tango 2's released audio-alpaca: its pairs are read, not sampled
 alpaca_limit = 0  # > 0: read only the first that many released pairs

@@ -131,6 +131,11 @@ def test_notebooks_have_one_parameters_cell_with_the_runner_parameters():
         missing = [p for p in REQUIRED_PARAMS if p not in declared]
         if missing:
             problems.append(f"{path.name}: parameters cell does not declare {missing}")
+        # every assignment is declared: papermill skips a line it cannot parse (a comment holding " = ")
+        assigned = {line.split("=")[0].strip() for line in tagged[0].source.splitlines()
+                    if line and not line.startswith(("#", " ")) and "=" in line}
+        if assigned - declared:
+            problems.append(f"{path.name}: papermill cannot read {sorted(assigned - declared)} in the parameters cell")
     assert not problems, "\n".join(problems)
 
 
