@@ -50,10 +50,12 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 # listening and labelling pages for participants' browsers, and a live teacher's page, over a run
-# folder (its preference pairs and BATON clips); answers land in $(RUN)/workshop/<name>/
+# folder (its preference pairs and BATON clips); answers land in $(RUN)/workshop/people/<id>/.
+# HOST=0.0.0.0 serves the room's network: participants join by the printed URL or QR code
 RUN ?= papermill_runs/$(PROFILE)
+HOST ?= 127.0.0.1
 workshop: setup
-	$(BIN)/python -m t2a_lib.feedback.workshop_server --run-dir $(RUN)
+	$(BIN)/python -m t2a_lib.feedback.workshop_server --run-dir $(RUN) --host $(HOST)
 
 # regenerate every .ipynb from its percent-format .py (the .py is the source of truth)
 notebooks: setup

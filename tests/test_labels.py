@@ -33,9 +33,9 @@ def test_locations_are_stored_relative_to_the_file_and_resolve_from_any_folder(t
     monkeypatch.chdir(run / "baton" / "hd")  # any other working folder
     rec = read_manifest(run / "baton" / "hd_labels.jsonl", kind="feedback")[0]
     assert rec.location == str(run / "baton" / "hd" / "audio" / "x.wav") and os.path.isfile(rec.location)
-    # two folders up stays relative (a workshop file reaching the run's audio); three goes absolute
-    folder = run / "workshop" / "ana"
-    assert portable_location(str(run / "baton" / "hd" / "audio" / "x.wav"), folder) == "../../baton/hd/audio/x.wav"
+    # three folders up stays relative (a workshop log reaching the run audio); further goes absolute
+    folder = run / "workshop" / "people" / "ana"
+    assert portable_location(str(run / "baton" / "hd" / "audio" / "x.wav"), folder) == "../../../baton/hd/audio/x.wav"
     assert portable_location("/elsewhere/x.wav", folder) == "/elsewhere/x.wav"
     write_manifest(folder / "m.jsonl", [ManifestRecord("w", str(run / "baton" / "hd" / "audio" / "x.wav"), "c")])
     assert read_manifest(folder / "m.jsonl")[0].location == str(run / "baton" / "hd" / "audio" / "x.wav")
@@ -139,7 +139,7 @@ def test_widgets_from_a_run_folder_write_where_the_workshop_writes_and_merge_per
             assert ui.status.value.endswith(f"Now: {ui._ids[3]}.")  # names the clip shown
     # the same files a workshop participant writes; one merge per question
     root = run / "workshop"
-    assert (root / "ana" / "feedback_integrity.events.jsonl").is_file()
+    assert (root / "people" / "ana" / "feedback_integrity.events.jsonl").is_file()
     merged = labels.merge_feedback(root)
     assert set(merged) == {"integrity", "temporal"}
     for task, (m, agr) in merged.items():
@@ -148,15 +148,15 @@ def test_widgets_from_a_run_folder_write_where_the_workshop_writes_and_merge_per
         assert fb.iloc[0] == 1 and math.isnan(fb.iloc[1]) and len(fb) == 3  # 2 votes yes; 1-1 tie; 1 vote
         assert all(os.path.isfile(p) for p in m.location)
     with pytest.raises(ValueError, match="different questions"):
-        labels.merge_labellers([root / "ana" / "feedback_integrity.jsonl", root / "ana" / "feedback_temporal.jsonl"])
+        labels.merge_labellers([root / "people" / "ana" / "feedback_integrity.jsonl", root / "people" / "ana" / "feedback_temporal.jsonl"])
     # a log's relative locations resolve from its own folder, not the working folder
-    line = labels.read_jsonl(root / "ana" / "feedback_integrity.events.jsonl")[0]
-    assert line["location"].startswith("../../baton/hd/audio/")
+    line = labels.read_jsonl(root / "people" / "ana" / "feedback_integrity.events.jsonl")[0]
+    assert line["location"].startswith("../../../baton/hd/audio/")
 
 
 def test_pair_widget_from_a_run_hides_its_players_when_done(run):
     pl = pair_listener_from_run(run, "cy")
-    assert pl.out_path == run / "workshop" / "cy" / "pairs.jsonl"
+    assert pl.out_path == run / "workshop" / "people" / "cy" / "pairs.jsonl"
     for _ in range(len(pl._ids)):
         pl.answer("A")
     assert pl.done and all(c.box.layout.display == "none" for c in pl.clips)

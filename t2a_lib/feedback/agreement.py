@@ -3,8 +3,6 @@ summary the merges, the notebook and the workshop's teacher page report."""
 
 from __future__ import annotations
 
-from itertools import combinations
-
 import numpy as np
 import pandas as pd
 
@@ -42,12 +40,15 @@ def agreement(votes: pd.DataFrame) -> dict:
     items_rated (by anyone) and items_multi (by two or more)."""
     nan, names = float("nan"), list(votes.columns)
     out = {"labellers": names, "pairwise": {}}
-    for a, b in combinations(names, 2):
-        both = votes[[a, b]].dropna()
-        if len(both):
-            out["pairwise"][f"{a} vs {b}"] = {
-                "n": len(both), "percent_agreement": 100.0 * float((both[a] == both[b]).mean()),
-                "cohen_kappa": cohen_kappa(both[a], both[b])}
+    values = votes.to_numpy(dtype=float)
+    rated = ~np.isnan(values)
+    shared = rated.T.astype(np.int64) @ rated.astype(np.int64)  # items each pair both rated
+    for i, j in zip(*np.nonzero(np.triu(shared, 1))):  # only pairs that share items (linear, not quadratic, in practice)
+        both = rated[:, i] & rated[:, j]
+        a, b = values[both, i], values[both, j]
+        out["pairwise"][f"{names[i]} vs {names[j]}"] = {
+            "n": int(both.sum()), "percent_agreement": 100.0 * float(np.mean(a == b)),
+            "cohen_kappa": cohen_kappa(a, b)}
     pct = [v["percent_agreement"] for v in out["pairwise"].values()]
     kap = [v["cohen_kappa"] for v in out["pairwise"].values() if np.isfinite(v["cohen_kappa"])]
     out["mean_percent_agreement"] = float(np.mean(pct)) if pct else nan

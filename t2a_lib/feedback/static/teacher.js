@@ -1,6 +1,12 @@
-// The teacher's page: follows every participant's files through /api/teacher, every two seconds.
+// The teacher's page: follows every participant's files through /api/teacher, two seconds after
+// the last answer came back (a slow server never gets a pile of polls). Every request carries the
+// teacher's token from this page's URL (/teacher?token=...).
 "use strict";
 const $ = (id) => document.getElementById(id);
+const TOKEN = new URLSearchParams(location.search).get("token") || "";
+const HEADERS = {"X-Teacher-Token": TOKEN};
+const POLL_MS = 2000;
+const pct = (x) => (x === null || x === undefined ? "–" : `${Math.round(100 * x)}%`);
 const fmt = (x, digits = 2) => (x === null || x === undefined ? "–" : Number(x).toFixed(digits));
 
 function cell(tag, text, data = {}) {
@@ -13,13 +19,19 @@ function cell(tag, text, data = {}) {
 function renderPeople(data) {
   const tasks = Object.keys(data.tasks);
   const head = document.createElement("tr");
+  const truth = (data.tasks.pairs || {}).truth;
   head.append(cell("th", "participant"), ...tasks.map((t) => cell("th", t)));
+  if (truth) head.append(cell("th", "agrees with the truth"));
   const rows = data.participants.map((p) => {
     const tr = document.createElement("tr");
     tr.append(cell("td", p.name));
     for (const t of tasks) {
       const {done, n} = p.progress[t];
-      tr.append(cell("td", `${done} / ${n}`, {person: p.slug, task: t, done: String(done)}));
+      tr.append(cell("td", `${done} / ${n}`, {person: p.id, task: t, done: String(done)}));
+    }
+    if (truth) {
+      const mine = truth.people[p.name];
+      tr.append(cell("td", mine && mine.n ? `${pct(mine.agree)} of ${mine.n}` : "–", {truth: p.id}));
     }
     return tr;
   });
@@ -42,6 +54,12 @@ function renderTask(name, t) {
     ["merged", Object.entries(merged).map(([k, v]) => `${k} ${v}`).join(", ") || "nothing yet"],
   ];
   if (t.kind === "pairs") facts.push(["verdicts agreeing with the ranker", a.verdicts ? `${fmt(100 * a.agree_with_ranker, 0)}% of ${a.verdicts}` : "–"]);
+  if (t.truth) {
+    const {room, ranker} = t.truth;
+    facts.push(["pairs whose truth is known (gold)", `${t.truth.heard} heard of ${t.truth.items}`],
+               ["the room's majority agrees with the truth", room.n ? `${pct(room.agree)} of ${room.n}` : "–"],
+               ["the ranker agrees with the truth", ranker.n ? `${pct(ranker.agree)} of ${ranker.n}` : "no ranker scores in this run"]);
+  }
   const dl = document.createElement("dl");
   for (const [key, value] of facts) dl.append(cell("dt", key), cell("dd", String(value), {fact: key}));
   card.append(dl);
@@ -64,7 +82,7 @@ function renderTask(name, t) {
 
 async function refresh() {
   try {
-    const response = await fetch("/api/teacher");
+    const response = await fetch("/api/teacher", {headers: HEADERS});
     const data = await response.json();
     if (!response.ok) throw new Error(data.error);
     renderPeople(data);
@@ -74,14 +92,14 @@ async function refresh() {
   } catch (error) {
     $("error").textContent = `cannot reach the workshop server: ${error.message}`;
   }
+  setTimeout(refresh, POLL_MS);  // the next poll only once this one has its answer
 }
 
 $("merge").addEventListener("click", async () => {
-  const response = await fetch("/api/merge", {method: "POST"});
+  const response = await fetch("/api/merge", {method: "POST", headers: {...HEADERS, "Content-Type": "application/json"}, body: "{}"});
   const written = await response.json();
   $("written").replaceChildren(...Object.entries(written).map(([task, w]) =>
     cell("li", w.path ? `${task}: ${w.rows} merged rows in ${w.path}` : `${task}: ${w.note}`, {task})));
 });
 
 refresh();
-setInterval(refresh, 2000);
