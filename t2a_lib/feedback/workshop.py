@@ -144,7 +144,7 @@ class Workshop:
 
     def _task(self, task) -> Task:
         if not isinstance(task, str) or task not in self.tasks:
-            raise AnswerError(f"unknown task {task!r}; tasks: {list(self.tasks)}", 404)
+            raise AnswerError(f"unknown task {task!r}; tasks: {list(self.tasks)}", 404 if isinstance(task, str) else 400)
         return self.tasks[task]
 
     def state(self, token, task, message: str = "") -> dict:
