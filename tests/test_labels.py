@@ -163,3 +163,25 @@ def test_pair_widget_from_a_run_hides_its_players_when_done(run):
     assert pl.undo() is not None and all(c.box.layout.display is None for c in pl.clips)
     merged, agr = labels.merge_pairs(labels.pair_files(run / "workshop"))
     assert agr["verdicts"] == len(pl._ids) - 1 and set(merged.pair_id) < set(pl._ids)
+
+
+def test_pairwise_agreement_at_once_equals_cohen_kappa_pair_by_pair():
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 2, (40, 9)).astype(float)
+    values[rng.random(values.shape) < 0.6] = np.nan  # an assigned design: most people hear few items
+    names = [f"r{k}" for k in range(9)]
+    agr = agreement(pd.DataFrame(values, columns=names))
+    expected = {}
+    for i in range(9):
+        for j in range(i + 1, 9):
+            both = ~np.isnan(values[:, i]) & ~np.isnan(values[:, j])
+            if both.any():
+                a, b = values[both, i], values[both, j]
+                expected[f"r{i} vs r{j}"] = (int(both.sum()), 100 * float(np.mean(a == b)), cohen_kappa(a, b))
+    assert list(agr["pairwise"]) == list(expected)
+    for key, (n, pct, kappa) in expected.items():
+        got = agr["pairwise"][key]
+        assert got["n"] == n and got["percent_agreement"] == pytest.approx(pct)
+        assert got["cohen_kappa"] == pytest.approx(kappa, nan_ok=True)
+    with pytest.raises(ValueError, match="0/1"):
+        agreement(pd.DataFrame({"a": [2.0], "b": [1.0]}))

@@ -21,6 +21,7 @@ so it can be stopped and restarted at any time.
 
 from __future__ import annotations
 
+import json
 import threading
 from functools import lru_cache
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import pandas as pd
 
 from . import label_items, labels
 from .workshop_people import AnswerError, Person, Roster, check_secret, load_session
-from .workshop_summary import LogCache, TaskSummary
+from .workshop_summary import LogCache, TaskSummary, jsonable
 from ..audio.manifest import ManifestRecord
 
 KEYS = {"pairs": {"a": "A", "b": "B", "s": "skip", "u": "undo"},
@@ -74,6 +75,7 @@ class Workshop:
         self.logs = LogCache()
         self.summaries = {name: TaskSummary(t.kind, t.items, self.logs) for name, t in self.tasks.items()}
         self.lock = threading.Lock()
+        self._teacher_lock, self._teacher = threading.Lock(), (None, b"")
 
     def _load_tasks(self) -> dict[str, Task]:
         tasks, problems = {}, []
@@ -118,6 +120,7 @@ class Workshop:
                                               c.raters, c.seed)
         return tuple(str(pools[pool][i]) for pool, i in picks)
 
+    @lru_cache(maxsize=None)
     def _log(self, person: Person, task: str) -> Path:
         """A person's append-only file for a task (for a BATON question: the feedback file's log)."""
         files = labels.participant_files(self.out_dir, person.name, (task,) if task != "pairs" else (), key=person.id)
@@ -224,15 +227,28 @@ class Workshop:
 
     # ------------------------------------------------------------------ the teacher
 
-    def teacher(self) -> dict:
+    def _answer_files(self) -> dict[str, list[Path]]:
+        return {"pairs": labels.pair_files(self.out_dir), **labels.feedback_files(self.out_dir)}
+
+    def teacher(self, files: dict[str, list[Path]] | None = None) -> dict:
         """Progress per person and task, and per task the agreement, the merge so far and, where
         the truth is known, everyone's agreement with it (each recomputed only when its logs grew)."""
+        files = self._answer_files() if files is None else files
         people = [{"name": p.name, "id": p.id, "progress": {name: self._progress(p, name) for name in self.tasks}}
                   for p in self.roster.people().values()]
-        files = {"pairs": labels.pair_files(self.out_dir), **labels.feedback_files(self.out_dir)}
         tasks = {name: {"question": t.question, "kind": t.kind, "items": len(t.items),
                         **self.summaries[name](files.get(name, []))} for name, t in self.tasks.items()}
         return {"participants": people, "out_dir": str(self.out_dir), "tasks": tasks}
+
+    def teacher_json(self) -> bytes:
+        """``teacher()`` as JSON, rebuilt only when the roster or an answer log changed size."""
+        files = self._answer_files()
+        logs = [p if p.name == "pairs.jsonl" else labels.events_path(p) for paths in files.values() for p in paths]
+        key = (self.logs.size(self.roster.path), tuple((str(p), self.logs.size(p)) for p in logs))
+        with self._teacher_lock:
+            if key != self._teacher[0]:
+                self._teacher = key, json.dumps(jsonable(self.teacher(files)), allow_nan=False).encode()
+            return self._teacher[1]
 
     def _merges(self) -> dict[str, tuple[pd.DataFrame, dict]]:
         out = {k: v for k, v in labels.merge_feedback(self.out_dir).items() if k in self.tasks}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import mimetypes
 import socket
 from http import HTTPStatus
@@ -25,11 +24,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-import numpy as np
 import segno
 
 from ..audio.media import clip_media
 from .workshop import Workshop, WorkshopConfig
+from .workshop_summary import jsonable
 from .workshop_people import AnswerError
 
 STATIC = Path(__file__).with_name("static")
@@ -37,19 +36,6 @@ STATIC = Path(__file__).with_name("static")
 
 PAGES = {"/": "workshop.html", "/teacher": "teacher.html"}
 MAX_BODY = 16 * 1024  # bytes: an answer is about 100
-
-
-def jsonable(obj):
-    """NaN and infinities as null, numpy scalars as Python ones (JSON has neither)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -106,7 +92,7 @@ class Handler(BaseHTTPRequestHandler):
             self._json(w.state(self.headers.get("X-Workshop-Token"), q.get("task", "")))
         elif url.path == "/api/teacher":
             w.check_teacher(self.headers.get("X-Teacher-Token"))
-            self._json(w.teacher())
+            self._bytes(w.teacher_json(), "application/json")
         else:
             raise AnswerError(f"no page {url.path}", 404)
 

@@ -12,6 +12,7 @@ majority and for the rankers.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from pathlib import Path
 
@@ -20,6 +21,19 @@ import pandas as pd
 
 from . import labels
 from .agreement import agreement
+
+
+def jsonable(obj):
+    """NaN and infinities as null, numpy scalars as Python ones (JSON has neither)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 class LogCache:
@@ -122,17 +136,18 @@ def ranker_shares(verdicts: list[dict]) -> dict:
 def truth_scores(table: pd.DataFrame, truth: pd.Series, ranker_right: pd.Series) -> dict:
     """Agreement with the known truth (1: the chosen clip is truly better) on the items that have
     one: per person {n, agree}, the room's majority (ties left out) and the rankers' own verdict."""
-    known = table.loc[table.index.isin(truth.index)]
-    right = known.eq(truth.reindex(known.index), axis=0).where(known.notna())
-    people = {name: {"n": int(col.notna().sum()), "agree": float(col.mean()) if col.notna().any() else None}
-              for name, col in right.items()}
+    rows = table.index.isin(truth.index)
+    known, right_answer = table.to_numpy()[rows], truth.reindex(table.index[rows]).to_numpy()
+    rated = ~np.isnan(known)
+    n, agree = rated.sum(axis=0), ((known == right_answer[:, None]) & rated).sum(axis=0)
+    people = {name: {"n": int(k), "agree": float(a / k) if k else None} for name, k, a in zip(table.columns, n, agree)}
     n_yes, n_no = (known == 1).sum(axis=1), (known == 0).sum(axis=1)
-    majority = pd.Series(np.where(n_yes > n_no, 1.0, np.where(n_no > n_yes, 0.0, np.nan)), index=known.index)
-    decided = majority.dropna()
-    room = float((decided == truth.reindex(decided.index)).mean()) if len(decided) else None
+    majority = np.where(n_yes > n_no, 1.0, np.where(n_no > n_yes, 0.0, np.nan))
+    decided = ~np.isnan(majority)
+    room = float(np.mean(majority[decided] == right_answer[decided])) if decided.any() else None
     rank = ranker_right.dropna()
     return {"items": int(len(truth)), "heard": int(len(known)), "people": people,
-            "room": {"n": int(len(decided)), "agree": room},
+            "room": {"n": int(decided.sum()), "agree": room},
             "ranker": {"n": int(len(rank)), "agree": float(rank.mean()) if len(rank) else None}}
 
 
