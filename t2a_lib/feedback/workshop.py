@@ -4,19 +4,24 @@
 (``python -m t2a_lib.feedback.workshop_server --run-dir papermill_runs/default``, ``make workshop``) from a
 run folder:
 
-- ``/``: a participant enters a name and gets an assigned share of each task: Tango 2's blind
-  A/B pairs (preference and gold sets) and BATON's yes/no questions (one task per question),
+- ``/?code=<session code>``: a participant enters a display name (any Unicode) and gets a token
+  (``workshop_people``; their browser keeps it) and an assigned share of each task: Tango 2's
+  blind A/B pairs, about one in four a gold pair whose better clip is known
+  (``label_items.assign_with_truth``), and BATON's yes/no questions (one task per question),
   with players, spectrograms, buttons and keys (a/b or y/n, s skip, u undo). Every answer is
-  appended to the participant's own file before the page moves on; a reload resumes.
-- ``/teacher``: every participant's progress, agreement (pairwise Cohen's kappa, Fleiss' kappa
-  on the items the same number of people heard) and the merges, kept per question, refreshed
-  every two seconds; a button writes the merged files to ``<out>/merged/``.
+  appended to the participant's own file before the page moves on; a reload resumes. When a
+  share is done the page says how often they picked the known better clip.
+- ``/teacher?token=<teacher token>``: every participant's progress, agreement (pairwise Cohen's
+  kappa, Fleiss' kappa on the items the same number of people heard), the merges kept per
+  question, and the agreement with the truth of each person, the room and the rankers
+  (``workshop_summary``, recomputed only when a log grew); a button writes the merged files.
 
-Files (``t2a_lib.feedback.labels``, the same the notebook widgets write): ``<out>/<name>/pairs.jsonl``,
-``<out>/<name>/feedback_<task>.events.jsonl``, and ``<out>/roster.jsonl`` (who joined, in order:
-a participant's position picks their share, ``label_items.assign``). ``<out>`` defaults to
-``<run_dir>/workshop``. Nothing is ever rewritten; the server keeps no state but these files,
-so it can be stopped and restarted at any time.
+Files (``t2a_lib.feedback.labels``, the same the notebook widgets write):
+``<out>/people/<id>/pairs.jsonl``, ``<out>/people/<id>/feedback_<task>.events.jsonl``,
+``<out>/roster.jsonl`` (who joined, in order: a participant's position picks their share) and
+``<out>/session.json`` (the code and the teacher's token); merges go to ``<out>/merged/``,
+outside the people's folders. ``<out>`` defaults to ``<run_dir>/workshop``. Nothing is ever
+rewritten; the server keeps no state but these files, so it can be stopped and restarted.
 """
 
 from __future__ import annotations
