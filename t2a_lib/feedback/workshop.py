@@ -27,6 +27,8 @@ rewritten; the server keeps no state but these files, so it can be stopped and r
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from functools import lru_cache
 from dataclasses import dataclass
@@ -81,6 +83,7 @@ class Workshop:
         self.summaries = {name: TaskSummary(t.kind, t.items, self.logs) for name, t in self.tasks.items()}
         self.lock = threading.Lock()
         self._teacher_lock, self._teacher = threading.Lock(), (None, b"")
+        self.trainer: subprocess.Popen | None = None
 
     def _load_tasks(self) -> dict[str, Task]:
         tasks, problems = {}, []
@@ -254,6 +257,41 @@ class Workshop:
             if key != self._teacher[0]:
                 self._teacher = key, json.dumps(jsonable(self.teacher(files)), allow_nan=False).encode()
             return self._teacher[1]
+
+    # ------------------------------------------------------------------ the room's models
+
+    def start_training(self) -> dict:
+        """Start ``workshop_train`` on the room's labels in its own process (one at a time)."""
+        with self.lock:
+            if self.trainer is not None and self.trainer.poll() is None:
+                raise AnswerError("the room's models are already training", 409)
+            room = self.out_dir / "room"
+            room.mkdir(parents=True, exist_ok=True)
+            with open(room / "train.log", "ab") as log:
+                self.trainer = subprocess.Popen(
+                    [sys.executable, "-m", "t2a_lib.feedback.workshop_train", "--run-dir", str(self.run_dir),
+                     "--out-dir", str(self.out_dir)], stdout=log, stderr=subprocess.STDOUT)
+        return {"started": True, "pid": self.trainer.pid}
+
+    def room(self) -> dict:
+        """The training's progress (``<out>/room/progress.json``) and, when done, the before / after clips."""
+        from .workshop_train import read_progress
+
+        progress = read_progress(self.out_dir)
+        running = self.trainer is not None and self.trainer.poll() is None
+        if progress and not running and not progress.get("finished") and self.trainer is not None:
+            progress["error"] = f"the training process ended early (exit {self.trainer.poll()}); see room/train.log"
+        return {"running": running, "progress": progress}
+
+    def room_clip(self, model: str, name: str) -> Path:
+        """A before / after clip: ``<out>/room/listen/<model>/<k>.wav``, names checked, never a request path."""
+        k, _, ext = name.partition(".")
+        if model not in ("before", "dpo", "baton_hd") or not k.isdigit() or ext != "wav":
+            raise AnswerError("no such clip", 404)
+        path = self.out_dir / "room" / "listen" / model / f"{int(k)}.wav"
+        if not path.is_file():
+            raise AnswerError("no such clip", 404)
+        return path
 
     def _merges(self) -> dict[str, tuple[pd.DataFrame, dict]]:
         out = {k: v for k, v in labels.merge_feedback(self.out_dir).items() if k in self.tasks}

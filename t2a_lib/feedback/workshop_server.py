@@ -90,6 +90,10 @@ class Handler(BaseHTTPRequestHandler):
             self._json(w.overview(self.headers.get("X-Workshop-Token")))
         elif url.path == "/api/state":
             self._json(w.state(self.headers.get("X-Workshop-Token"), q.get("task", "")))
+        elif parts[0] == "room" and len(parts) == 3:
+            self._bytes(w.room_clip(parts[1], parts[2]).read_bytes(), "audio/wav")
+        elif url.path == "/api/room":
+            self._json(w.room())
         elif url.path == "/api/teacher":
             w.check_teacher(self.headers.get("X-Teacher-Token"))
             self._bytes(w.teacher_json(), "application/json")
@@ -106,9 +110,9 @@ class Handler(BaseHTTPRequestHandler):
             self._json(w.answer(token, body.get("task"), body.get("id"), body.get("answer")))
         elif url.path == "/api/undo":
             self._json(w.undo(token, body.get("task")))
-        elif url.path == "/api/merge":
+        elif url.path in ("/api/merge", "/api/train"):
             w.check_teacher(self.headers.get("X-Teacher-Token"))
-            self._json(w.write_merges())
+            self._json(w.write_merges() if url.path == "/api/merge" else w.start_training())
         else:
             raise AnswerError(f"no endpoint {url.path}", 404)
 

@@ -88,6 +88,7 @@ async function refresh() {
     renderPeople(data);
     $("tasks").replaceChildren(...Object.entries(data.tasks).map(([name, t]) => renderTask(name, t)));
     $("updated").textContent = `answers in ${data.out_dir}; updated ${new Date().toLocaleTimeString()}`;
+    renderRoom(await fetchRoom());
     $("error").textContent = "";
   } catch (error) {
     $("error").textContent = `cannot reach the workshop server: ${error.message}`;
@@ -100,6 +101,30 @@ $("merge").addEventListener("click", async () => {
   const written = await response.json();
   $("written").replaceChildren(...Object.entries(written).map(([task, w]) =>
     cell("li", w.path ? `${task}: ${w.rows} merged rows in ${w.path}` : `${task}: ${w.note}`, {task})));
+});
+
+function renderRoom(room) {
+  $("room-status").textContent = roomProgress(room);
+  $("train").disabled = room.running;
+  const result = room.progress && room.progress.result;
+  const verdict = (result && result.listen && result.listen.verdict) || {};
+  const rows = Object.entries(verdict).flatMap(([model, metrics]) => Object.entries(metrics).map(([metric, e]) =>
+    [model, metric, e.n ? `${fmt(e.difference)} [${fmt(e.low)}, ${fmt(e.high)}]` : "–", String(e.n)]));
+  const head = document.createElement("tr");
+  head.append(...["model", "judged", "after − before [95% interval]", "prompts"].map((h) => cell("th", h)));
+  $("verdict").replaceChildren(...(rows.length ? [head] : []), ...rows.map((r) => {
+    const tr = document.createElement("tr");
+    tr.append(...r.map((x, i) => cell("td", x, i === 2 ? {verdict: `${r[0]}:${r[1]}`} : {})));
+    return tr;
+  }));
+  if (!$("room-players").childElementCount) $("room-players").replaceChildren(...roomPlayers(room));
+}
+
+$("train").addEventListener("click", async () => {
+  $("train").disabled = true;
+  const response = await fetch("/api/train", {method: "POST", headers: {...HEADERS, "Content-Type": "application/json"}, body: "{}"});
+  const answer = await response.json();
+  $("room-status").textContent = response.ok ? "Training started…" : answer.error;
 });
 
 refresh();

@@ -58,6 +58,16 @@ async function start() {
   }
 }
 
+async function followRoom() {
+  if ($("tasks").hidden) return setTimeout(followRoom, 5000);
+  try {
+    const room = await fetchRoom();
+    $("room-status").textContent = roomProgress(room);
+    if (!$("room-players").childElementCount) $("room-players").replaceChildren(...roomPlayers(room));
+  } catch (error) { /* the next look will tell */ }
+  setTimeout(followRoom, 5000);  // only after this answer: never a pile of requests
+}
+
 function renderTasks(overview) {
   const list = $("task-list");
   list.replaceChildren();
@@ -173,11 +183,13 @@ $("back").addEventListener("click", (event) => {
   event.preventDefault();
   task = null;
   state = null;
-  $("code").value = params.get("code") || "";
+  followRoom();
+$("code").value = params.get("code") || "";
 $("code-label").hidden = Boolean(params.get("code"));
 start();
 });
 
+followRoom();
 $("code").value = params.get("code") || "";
 $("code-label").hidden = Boolean(params.get("code"));
 start();
