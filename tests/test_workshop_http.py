@@ -101,6 +101,9 @@ def test_tokens_code_and_origin_are_enforced(served):
     # the teacher's page and actions need the teacher's token
     assert request(port, "GET", "/api/teacher")[0] == 403
     assert request(port, "POST", "/api/merge", {})[0] == 403
+    assert request(port, "POST", "/api/train", {})[0] == 403  # training starts only from the teacher
+    assert request(port, "GET", "/api/room") == (200, {"running": False, "progress": None})
+    assert request(port, "GET", "/room/before/..%2f..%2fsession.json")[0] == 404
     assert request(port, "GET", "/teacher?token=wrong")[0] == 403
     status, view = request(port, "GET", "/api/teacher", headers={"X-Teacher-Token": w.session["teacher_token"]})
     assert status == 200 and [p["name"] for p in view["participants"]] == ["Dora"]
