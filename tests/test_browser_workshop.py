@@ -92,14 +92,16 @@ def act(page, how: str) -> None:
 
 
 def assigned(run, task, index):
-    if task == "pairs":  # the ranker's pairs with a gold pair mixed in
+    """A share, as the server cuts it: the run's items with, last, one whose truth is known."""
+    if task == "pairs":
         items = label_items.pair_items(run)
         pools = {"items": items[items.set != "gold"].pair_id, "truth": items[items.set == "gold"].pair_id}
-        picks = label_items.assign_with_truth(len(pools["items"]), len(pools["truth"]), index,
-                                              SHARES["pairs_per_person"], SHARES["raters"], 0)
-        return [pools[pool].iloc[i] for pool, i in picks]
-    items = label_items.feedback_items(run).query(f"task == '{task}'")
-    return [items.id.iloc[i] for i in label_items.assign(len(items), index, SHARES["clips_per_person"], SHARES["raters"], 0)]
+    else:
+        pools = {"items": label_items.feedback_items(run).query(f"task == '{task}'").id,
+                 "truth": label_items.truth_clips(run).query(f"task == '{task}'").id}
+    per = SHARES["pairs_per_person"] if task == "pairs" else SHARES["clips_per_person"]
+    picks = label_items.assign_with_truth(len(pools["items"]), len(pools["truth"]), index, per, SHARES["raters"], 0)
+    return [pools[pool].iloc[i] for pool, i in picks]
 
 
 def test_two_participants_label_at_once_and_merge_on_the_teacher_page(browser, server):  # noqa: F811
@@ -135,15 +137,17 @@ def test_two_participants_label_at_once_and_merge_on_the_teacher_page(browser, s
     teacher.goto(urls["teacher"])
     teacher.wait_for_selector("td[data-person='p.002'][data-task=integrity][data-done='4']")
     card = teacher.locator("section.card[data-task=integrity]")
-    # by hand: ana on o0..o3 = y n y n, bo on o1..o4 = n y y skip -> o0 yes, o1 no, o2 yes, o3 tie
-    assert card.locator("dd[data-fact=merged]").inner_text() == "yes 2, no 1, tie 1"
-    # on o1..o3 ana 0 1 0, bo 0 1 1: p_o = 2/3, p_e = 1/3*2/3 + 2/3*1/3 = 4/9 -> (2/3 - 4/9)/(5/9) = 0.40
-    assert card.locator("td[data-kappa='Ana vs Bo']").inner_text() == "0.40"
+    # by hand: ana on o0..o2 = y n y and her gold clip n, bo on o1..o3 = n y y and his gold clip skipped
+    # -> o0 yes, o1 no, o2 yes, o3 yes, ana's gold clip no
+    assert card.locator("dd[data-fact=merged]").inner_text() == "yes 3, no 2, tie 0"
+    # on o1, o2 both said n, y: p_o = 1, p_e = 1/2*1/2 + 1/2*1/2 = 1/2 -> kappa 1
+    assert card.locator("td[data-kappa='Ana vs Bo']").inner_text() == "1.00"
     assert teacher.locator("section.card[data-task=temporal] dd[data-fact=merged]").inner_text() == "nothing yet"
     teacher.click("#merge")
     teacher.wait_for_selector("#written li[data-task=integrity]")
     merged = labels.load_labels(ws / "merged" / "feedback_integrity.jsonl")
-    assert dict(zip(merged.id, merged.feedback)) == {ids[0]: 1, ids[1]: 0, ids[2]: 1}
+    bo_ids = assigned(run, "integrity", 1)
+    assert dict(zip(merged.id, merged.feedback)) == {ids[0]: 1, ids[1]: 0, ids[2]: 1, bo_ids[2]: 1, ids[3]: 0}
 
 
 def test_pairs_resume_after_a_reload_and_merge(browser, server):  # noqa: F811

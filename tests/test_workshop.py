@@ -70,6 +70,25 @@ def test_shares_mix_one_gold_pair_in_four_and_rotate(workshop):
     assert [pool for pool, _ in big].count("truth") == 3 and [k for k, (pool, _) in enumerate(big) if pool == "truth"] == [3, 7, 11]
 
 
+def test_gold_clips_carry_the_worlds_answer_to_each_question(run, workshop):
+    clips = label_items.truth_clips(run)
+    # g0 is an "order" pair (its loser swaps two events), g1 a "presence" pair (its loser misses one)
+    assert {(r.task, r.id): r.truth for r in clips.itertuples()} == {
+        ("integrity", "gold-g0_w"): 1, ("integrity", "gold-g0_l"): 1, ("integrity", "gold-g1_w"): 1,
+        ("integrity", "gold-g1_l"): 0, ("temporal", "gold-g0_w"): 1, ("temporal", "gold-g0_l"): 0,
+        ("temporal", "gold-g1_w"): 1}
+    token = join(workshop, "Ana")
+    for answer in ("no", "no", "no", "no"):
+        workshop.answer(token, "temporal", workshop.state(token, "temporal")["item"]["id"], answer)
+    share = workshop.assigned(workshop.roster.by_token(token), "temporal")
+    gold = share[3]
+    assert gold.startswith("gold-") and not any(i.startswith("gold-") for i in share[:3])
+    truth = {(r.task, r.id): r.truth for r in clips.itertuples()}[("temporal", gold)]
+    assert workshop.state(token, "temporal")["truth"] == {"n": 1, "agree": int(truth == 0)}
+    view = workshop.teacher()["tasks"]["temporal"]["truth"]
+    assert view["people"]["Ana"] == {"n": 1, "agree": float(truth == 0)} and view["items"] == 3
+
+
 def test_answers_are_appended_and_stale_ones_refused(workshop):
     ana = join(workshop, "ana")
     s = workshop.state(ana, "integrity")
@@ -180,8 +199,9 @@ def test_merging_twice_gives_the_same_files_and_a_person_named_merged_keeps_hers
     assert workshop.state(tokens["Merged"], "integrity")["done"] == 4
     assert all(labels.MERGED not in p.parts for p in labels.pair_files(workshop.out_dir))
     merged = labels.load_labels(first["integrity"]["path"])
-    # Merged on o0..o3 = y n y n, bo on o1..o4 = n n y skip: o0 yes, o1 no, o2 and o3 ties (left out)
-    assert sorted(merged.feedback.tolist()) == [0, 1] and len(merged) == 2
+    # shares: 3 run clips then 1 gold clip. Merged on o0..o2 = y n y and gold g = n; bo on o1..o3 = n n y,
+    # her gold clip skipped: o0 yes, o1 no, o2 a tie (left out), o3 yes, g no
+    assert sorted(merged.feedback.tolist()) == [0, 0, 1, 1] and len(merged) == 4
 
 
 def test_make_workshop_serves_the_run_folder():

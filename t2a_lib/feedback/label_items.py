@@ -104,6 +104,32 @@ def feedback_items(run_dir, folder: str = "baton/hd") -> pd.DataFrame:
     return items
 
 
+# the answer the world knows to each BATON question, for a gold pair's winner ("chosen") and for its
+# loser by the gold kind: a "presence" loser misses an event, an "order" loser has two trade places
+GOLD_ANSWERS = {"integrity": {"chosen": 1.0, "presence": 0.0, "order": 1.0}, "temporal": {"chosen": 1.0, "order": 0.0}}
+
+
+def truth_clips(run_dir) -> pd.DataFrame:
+    """Clips whose answer to BATON's questions is known: the gold pairs' rendered audio (notebook
+    03), the winner and the loser each asked the questions ``GOLD_ANSWERS`` answers. Columns of
+    ``feedback_items`` plus ``truth`` (1 yes / 0 no); empty without gold audio."""
+    from .reward import TASKS
+
+    path = resolve_run_dir(run_dir) / "gold" / "preferences.parquet"
+    columns = ["id", "task", "question", "dataset", "captions", "location", "truth"]
+    df = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    if "kind" not in df:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for r in df[(df.chosen != "") & (df.rejected != "")].itertuples():
+        for task, answers in GOLD_ANSWERS.items():
+            for clip_id, clip, key in ((r.chosen_id, r.chosen, "chosen"), (r.rejected_id, r.rejected, r.kind)):
+                if key in answers:
+                    rows.append({"id": f"gold-{clip_id}", "task": task, "question": TASKS[task], "dataset": "world-gold",
+                                 "captions": str(r.prompt), "location": _absolute(path.parent, clip), "truth": answers[key]})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def records(items: pd.DataFrame) -> list[ManifestRecord]:
     """Feedback items as manifest records (what ``FeedbackLabeller`` takes)."""
     return [ManifestRecord(r.dataset, r.location, r.captions, id=r.id) for r in items.itertuples()]

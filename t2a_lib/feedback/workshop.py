@@ -94,7 +94,8 @@ class Workshop:
         except FileNotFoundError as e:
             problems.append(str(e))
         try:
-            clips = label_items.feedback_items(self.run_dir).set_index("id", drop=False)
+            clips = label_items.feedback_items(self.run_dir).assign(truth=float("nan"))
+            clips = pd.concat([clips, label_items.truth_clips(self.run_dir)], ignore_index=True).set_index("id", drop=False)
             for task, group in clips.groupby("task", sort=False):
                 tasks[task] = Task(task, "feedback", group.question.iloc[0], group, self.config.clips_per_person)
         except FileNotFoundError as e:
@@ -119,11 +120,10 @@ class Workshop:
 
     @lru_cache(maxsize=4096)
     def _assigned(self, task: str, index: int) -> tuple[str, ...]:
-        """A share: for the pairs about one in four is a gold pair (its truth known), the rest the ranker's."""
+        """A share: about one in four an item whose truth is known (a gold pair, a gold clip), the rest the run's."""
         t, c = self.tasks[task], self.config
-        if t.kind != "pairs" or "set" not in t.items:
-            return tuple(str(t.items.index[i]) for i in label_items.assign(len(t.items), index, t.per_person, c.raters, c.seed))
-        pools = {"items": t.items.index[t.items.set != "gold"], "truth": t.items.index[t.items.set == "gold"]}
+        known = self.summaries[task].truth.index
+        pools = {"items": t.items.index[~t.items.index.isin(known)], "truth": t.items.index[t.items.index.isin(known)]}
         picks = label_items.assign_with_truth(len(pools["items"]), len(pools["truth"]), index, t.per_person,
                                               c.raters, c.seed)
         return tuple(str(pools[pool][i]) for pool, i in picks)
@@ -179,9 +179,12 @@ class Workshop:
                 "keys": KEYS[t.kind], "truth": self._own_truth(person, task, answers) if item is None else None}
 
     def _own_truth(self, person: Person, task: str, answers: dict) -> dict | None:
+        """{n, agree}: this person's answers to the items whose truth is known, and how many match it."""
         truth = self.summaries[task].truth
-        verdicts = [a["choice"] == "chosen" for k, a in answers.items() if k in truth.index and a["choice"] != "skip"]
-        return {"n": len(verdicts), "agree": sum(verdicts)} if len(truth) else None
+        vote = ((lambda a: {"chosen": 1.0, "rejected": 0.0}.get(a["choice"])) if self.tasks[task].kind == "pairs"
+                else (lambda a: a["feedback"]))
+        votes = [(vote(a), truth[k]) for k, a in answers.items() if k in truth.index and vote(a) is not None]
+        return {"n": len(votes), "agree": int(sum(v == right for v, right in votes))} if len(truth) else None
 
     def answer(self, token, task, item_id, answer) -> dict:
         """Append one answer for the item the page showed; refuse a stale one (409)."""

@@ -156,9 +156,13 @@ class TaskSummary:
 
     def __init__(self, kind: str, items: pd.DataFrame, cache: LogCache):
         self.kind, self.cache, self._key, self._value = kind, cache, None, None
-        gold = items[items.get("set", pd.Series(dtype=str)) == "gold"] if kind == "pairs" else items.iloc[:0]
-        self.truth = pd.Series(1.0, index=gold.index.astype(str))
-        self.ranker_right = gold.get("ranker_right", pd.Series(dtype=float)).astype(float)
+        if kind == "pairs":  # a gold pair's chosen clip is the better one
+            gold = items[items.get("set", pd.Series(dtype=str)) == "gold"]
+            self.truth = pd.Series(1.0, index=gold.index.astype(str))
+            self.ranker_right = gold.get("ranker_right", pd.Series(dtype=float)).astype(float)
+        else:  # a gold clip's answer is known (label_items.truth_clips); the rankers give no yes/no of their own
+            known = items.get("truth", pd.Series(dtype=float)).dropna()
+            self.truth, self.ranker_right = known.set_axis(known.index.astype(str)), pd.Series(dtype=float)
 
     def __call__(self, paths: list[Path]) -> dict:
         logs = paths if self.kind == "pairs" else [labels.events_path(p) for p in paths]
@@ -191,6 +195,8 @@ class TaskSummary:
             elif len(names) > 2:
                 agr["n_items_all"] = int(table.notna().all(axis=1).sum())
             out["merged"] = counts
+            if len(self.truth):
+                out["truth"] = truth_scores(table, self.truth, self.ranker_right)
         if not len(table):
             out.pop("merged")
         return out

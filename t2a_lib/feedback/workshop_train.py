@@ -122,9 +122,11 @@ def room_feedback(run_dir: Path, merges: dict) -> tuple[list[str], list[str], to
             decided = merged[merged.feedback.notna()]
             ids += decided.id.astype(str).tolist()
             rewards += decided.feedback.tolist()
+    clips = pd.read_parquet(run_dir / "baton" / "hd" / "clips.parquet").set_index("id")
+    keep = [k for k, i in enumerate(ids) if i in clips.index]  # the gold clips (known truth) have no HD latents
+    ids, rewards = [ids[k] for k in keep], [rewards[k] for k in keep]
     if not ids:
         raise ValueError("the room decided no yes/no label yet")
-    clips = pd.read_parquet(run_dir / "baton" / "hd" / "clips.parquet").set_index("id")
     return ids, clips.loc[ids, "caption"].tolist(), torch.tensor(rewards, dtype=torch.float32)
 
 
