@@ -196,7 +196,7 @@ def test_pairs_resume_after_a_reload_and_merge(browser, server):  # noqa: F811
     for who in pressed:
         gold = labels.read_jsonl(run / "workshop" / "people" / who / "pairs.jsonl")[-1]
         text = "–" if gold["choice"] == "skip" else f"{100 if gold['choice'] == 'chosen' else 0}% of 1"
-        assert teacher.inner_text(f"td[data-truth='{who}']") == text
+        assert teacher.inner_text(f"td[data-truth='{who}'][data-truth-task=pairs]") == text
     card = teacher.locator("section.card[data-task=pairs]")
     assert card.locator("dd[data-fact='the ranker agrees with the truth']").inner_text() == "50% of 2"
     teacher.screenshot(path=str(ARTIFACTS / "workshop_teacher.png"), full_page=True)

@@ -19,9 +19,9 @@ function cell(tag, text, data = {}) {
 function renderPeople(data) {
   const tasks = Object.keys(data.tasks);
   const head = document.createElement("tr");
-  const truth = (data.tasks.pairs || {}).truth;
-  head.append(cell("th", "participant"), ...tasks.map((t) => cell("th", t)));
-  if (truth) head.append(cell("th", "agrees with the truth"));
+  const known = tasks.filter((t) => data.tasks[t].truth);  // tasks with items whose truth is known
+  head.append(cell("th", "participant"), ...tasks.map((t) => cell("th", t)),
+              ...known.map((t) => cell("th", `${t}: agrees with the truth`)));
   const rows = data.participants.map((p) => {
     const tr = document.createElement("tr");
     tr.append(cell("td", p.name));
@@ -29,9 +29,9 @@ function renderPeople(data) {
       const {done, n} = p.progress[t];
       tr.append(cell("td", `${done} / ${n}`, {person: p.id, task: t, done: String(done)}));
     }
-    if (truth) {
-      const mine = truth.people[p.name];
-      tr.append(cell("td", mine && mine.n ? `${pct(mine.agree)} of ${mine.n}` : "–", {truth: p.id}));
+    for (const t of known) {
+      const mine = data.tasks[t].truth.people[p.name];
+      tr.append(cell("td", mine && mine.n ? `${pct(mine.agree)} of ${mine.n}` : "–", {truth: p.id, truthTask: t}));
     }
     return tr;
   });
@@ -56,7 +56,7 @@ function renderTask(name, t) {
   if (t.kind === "pairs") facts.push(["verdicts agreeing with the ranker", a.verdicts ? `${fmt(100 * a.agree_with_ranker, 0)}% of ${a.verdicts}` : "–"]);
   if (t.truth) {
     const {room, ranker} = t.truth;
-    facts.push(["pairs whose truth is known (gold)", `${t.truth.heard} heard of ${t.truth.items}`],
+    facts.push(["items whose truth is known (gold)", `${t.truth.heard} heard of ${t.truth.items}`],
                ["the room's majority agrees with the truth", room.n ? `${pct(room.agree)} of ${room.n}` : "–"],
                ["the ranker agrees with the truth", ranker.n ? `${pct(ranker.agree)} of ${ranker.n}` : "no ranker scores in this run"]);
   }

@@ -123,7 +123,9 @@ function render(s) {
     $("prompt").append(b, item.prompt);
   } else {
     const t = s.truth;
-    const truth = t && t.n ? ` On the ${t.n} pairs whose better clip is known, you picked it ${t.agree} times.` : "";
+    const truth = !(t && t.n) ? "" : s.kind === "pairs"
+      ? ` On the ${t.n} pairs whose better clip is known, you picked it ${t.agree} times.`
+      : ` On the ${t.n} clips whose answer is known, yours matched it ${t.agree} times.`;
     $("prompt").textContent = `All ${s.n} done, thank you.${truth} (Undo still works.)`;
   }
   $("players").replaceChildren(...(item ? item.players.map(player) : []));
