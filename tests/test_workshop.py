@@ -210,3 +210,12 @@ def test_make_workshop_serves_the_run_folder():
     assert recipe, "Makefile has no workshop target"
     assert "-m t2a_lib.feedback.workshop_server --run-dir" in recipe.group(1)
     assert "workshop" in re.search(r"^\.PHONY:(.*)$", make, re.M).group(1)
+
+
+def test_the_teacher_lists_the_pairs_of_people_that_agree_least():
+    from t2a_lib.feedback.workshop_summary import shown_pairs
+
+    kappas = {"a vs b": 0.5, "a vs c": float("nan"), "b vs c": -0.2, "c vs d": 0.9}
+    agr = shown_pairs({"pairwise": {k: {"cohen_kappa": v} for k, v in kappas.items()}}, limit=3)
+    assert list(agr["pairwise"]) == ["b vs c", "a vs b", "c vs d"] and agr["pairs_total"] == 4
+    assert list(shown_pairs({"pairwise": {"a vs b": {"cohen_kappa": 1.0}}})["pairwise"]) == ["a vs b"]

@@ -39,7 +39,7 @@ import pandas as pd
 
 from . import label_items, labels
 from .workshop_people import AnswerError, Person, Roster, check_secret, load_session
-from .workshop_summary import LogCache, TaskSummary, jsonable
+from .workshop_summary import LogCache, TaskSummary, jsonable, log_of
 from ..audio.manifest import ManifestRecord
 
 KEYS = {"pairs": {"a": "A", "b": "B", "s": "skip", "u": "undo"},
@@ -254,7 +254,7 @@ class Workshop:
     def teacher_json(self) -> bytes:
         """``teacher()`` as JSON, rebuilt only when the roster or an answer log changed size."""
         files = self._answer_files()
-        logs = [p if p.name == "pairs.jsonl" else labels.events_path(p) for paths in files.values() for p in paths]
+        logs = [p if p.name == "pairs.jsonl" else log_of(p) for paths in files.values() for p in paths]
         key = (self.logs.size(self.roster.path), tuple((str(p), self.logs.size(p)) for p in logs))
         with self._teacher_lock:
             if key != self._teacher[0]:

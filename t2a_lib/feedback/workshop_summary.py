@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ class LogCache:
             return 0
 
     def lines(self, path: Path) -> list[dict]:
-        path = Path(path)
+        path = path if isinstance(path, Path) else Path(path)
         size = self.size(path)
         with self._lock:
             offset, lines, folds = self._logs.get(path, (0, [], {}))
@@ -68,11 +69,18 @@ class LogCache:
 
     def folded(self, path: Path, key: str) -> tuple[dict, list]:
         """``labels.fold`` of the log, kept until the log grows."""
+        path = path if isinstance(path, Path) else Path(path)
         lines = self.lines(path)
-        folds = self._logs.get(Path(path), (0, [], {}))[2]
+        folds = self._logs.get(path, (0, [], {}))[2]
         if key not in folds:
             folds[key] = labels.fold(lines, key)
         return folds[key]
+
+
+@lru_cache(maxsize=8192)
+def log_of(path: Path) -> Path:
+    """A feedback file's log (``labels.events_path``), remembered: the teacher asks every poll."""
+    return labels.events_path(path)
 
 
 def _standing(answers: dict, history: list) -> list[dict]:
@@ -87,7 +95,7 @@ def feedback_votes(paths: list[Path], cache: LogCache) -> tuple[list[str], dict[
     """Every labeller's 0/1 votes (skips are no vote), named as ``merge_labellers`` names them."""
     names, votes = [], {}
     for p in paths:
-        rows = [r for r in _standing(*cache.folded(labels.events_path(p), "id")) if r.get("action") != "skip"]
+        rows = [r for r in _standing(*cache.folded(log_of(p), "id")) if r.get("action") != "skip"]
         name = _name(rows, "labeller", Path(p).stem)
         name = f"{name}@{Path(p).parent.name}/{Path(p).stem}" if name in names else name
         names.append(name)
@@ -151,6 +159,20 @@ def truth_scores(table: pd.DataFrame, truth: pd.Series, ranker_right: pd.Series)
             "ranker": {"n": int(len(rank)), "agree": float(rank.mean()) if len(rank) else None}}
 
 
+PAIRS_SHOWN = 30  # a room of 60 shares items in hundreds of pairs: the page lists those that agree least
+
+
+def shown_pairs(agr: dict, limit: int = PAIRS_SHOWN) -> dict:
+    """``agr`` with at most ``limit`` pairwise entries, the lowest Cohen's kappa first (undefined
+    last); ``pairs_total`` says how many pairs share items (the means are over all of them)."""
+    pairs = agr["pairwise"]
+    agr["pairs_total"] = len(pairs)
+    if len(pairs) > limit:
+        order = sorted(pairs, key=lambda k: (not math.isfinite(pairs[k]["cohen_kappa"]), pairs[k]["cohen_kappa"]))
+        agr["pairwise"] = {k: pairs[k] for k in order[:limit]}
+    return agr
+
+
 class TaskSummary:
     """One task's merge counts, agreement and truth scores, recomputed when a log changes."""
 
@@ -165,7 +187,7 @@ class TaskSummary:
             self.truth, self.ranker_right = known.set_axis(known.index.astype(str)), pd.Series(dtype=float)
 
     def __call__(self, paths: list[Path]) -> dict:
-        logs = paths if self.kind == "pairs" else [labels.events_path(p) for p in paths]
+        logs = paths if self.kind == "pairs" else [log_of(p) for p in paths]
         key = tuple((str(p), self.cache.size(p)) for p in logs)
         if key != self._key:
             self._value, self._key = self._compute(paths), key
@@ -181,7 +203,7 @@ class TaskSummary:
         table = vote_table(names, votes)
         n_yes, n_no = (table == 1).sum(axis=1), (table == 0).sum(axis=1)
         counts = {"yes": int((n_yes > n_no).sum()), "no": int((n_no > n_yes).sum()), "tie": int((n_yes == n_no).sum())}
-        agr = agreement(table)
+        agr = shown_pairs(agreement(table))
         out = {"agreement": agr}
         if self.kind == "pairs":
             agr.update(ranker_shares(verdicts))

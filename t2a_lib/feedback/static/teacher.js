@@ -76,6 +76,7 @@ function renderTask(name, t) {
       table.append(tr);
     }
     card.append(table);
+    if (a.pairs_total > pairs.length) card.append(cell("p", `the ${pairs.length} of ${a.pairs_total} pairs of people who agree least`));
   }
   return card;
 }
