@@ -145,6 +145,11 @@ def test_two_participants_label_at_once_and_merge_on_the_teacher_page(browser, s
     assert teacher.locator("section.card[data-task=temporal] dd[data-fact=merged]").inner_text() == "nothing yet"
     teacher.click("#merge")
     teacher.wait_for_selector("#written li[data-task=integrity]")
+    # the room's models: not trained yet, said on both pages (the training itself: test_smoke_run)
+    teacher.wait_for_function("document.getElementById('room-status').textContent.includes('not been trained')")
+    assert teacher.inner_text("#error") == "" and teacher.is_enabled("#train")
+    ana.click("#back")
+    ana.wait_for_function("document.getElementById('room-status').textContent.includes('not been trained')")
     merged = labels.load_labels(ws / "merged" / "feedback_integrity.jsonl")
     bo_ids = assigned(run, "integrity", 1)
     assert dict(zip(merged.id, merged.feedback)) == {ids[0]: 1, ids[1]: 0, ids[2]: 1, bo_ids[2]: 1, ids[3]: 0}

@@ -4,7 +4,8 @@
 const ROOM_NAMES = {before: "before (the run's model)", dpo: "after: DPO on the room's pair verdicts",
                     baton_hd: "after: BATON HD on the room's yes/no labels"};
 
-function roomElement(tag, text, data = {}) {
+// an element with its text and data-* attributes (both pages build with it)
+function cell(tag, text, data = {}) {
   const element = document.createElement(tag);
   element.textContent = text;
   Object.assign(element.dataset, data);
@@ -24,9 +25,9 @@ function roomPlayers(room) {
   const listen = room.progress && room.progress.result && room.progress.result.listen;
   if (!listen) return [];
   return listen.clips.map((clip, k) => {
-    const box = roomElement("div", "", {clip: String(k)});
+    const box = cell("div", "", {clip: String(k)});
     box.className = "card";
-    box.append(roomElement("p", `Prompt: ${clip.prompt}`));
+    box.append(cell("p", `Prompt: ${clip.prompt}`));
     for (const [name, src] of Object.entries(clip.players)) {
       const figure = document.createElement("figure");
       const audio = document.createElement("audio");
@@ -34,7 +35,7 @@ function roomPlayers(room) {
       audio.preload = "none";
       audio.src = src;
       audio.dataset.model = name;
-      figure.append(roomElement("figcaption", ROOM_NAMES[name] || name), audio);
+      figure.append(cell("figcaption", ROOM_NAMES[name] || name), audio);
       box.append(figure);
     }
     return box;

@@ -9,13 +9,6 @@ const POLL_MS = 2000;
 const pct = (x) => (x === null || x === undefined ? "–" : `${Math.round(100 * x)}%`);
 const fmt = (x, digits = 2) => (x === null || x === undefined ? "–" : Number(x).toFixed(digits));
 
-function cell(tag, text, data = {}) {
-  const element = document.createElement(tag);
-  element.textContent = text;
-  Object.assign(element.dataset, data);
-  return element;
-}
-
 function renderPeople(data) {
   const tasks = Object.keys(data.tasks);
   const head = document.createElement("tr");
