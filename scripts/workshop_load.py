@@ -3,7 +3,7 @@ and answer their whole share (as the page does: fetch the item, post the answer)
 polls; then the answer files are checked against every answer the server accepted, and the CPU
 time of a teacher poll is measured.
 
-    PYTHONPATH=. python scripts/workshop_load.py [--participants 60] [--polls 20]
+    PYTHONPATH=. python scripts/workshop_load.py [--participants 60] [--polls 20] [--host 0.0.0.0]
 
 Prints: requests, connection errors, non-200 answers, answers lost / duplicated, and the CPU ms
 of a teacher poll (the server thread's own time: building the view and its JSON) during the load,
@@ -124,11 +124,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--participants", type=int, default=60)
     p.add_argument("--polls", type=int, default=20)
+    p.add_argument("--host", default="127.0.0.1", help="where the server binds (0.0.0.0 as in a room); traffic goes to 127.0.0.1")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp) / "run")
         widen(run)
-        server = make_server(WorkshopConfig(run, host="127.0.0.1", port=0))
+        server = make_server(WorkshopConfig(run, host=args.host, port=0))
         w, port = server.RequestHandlerClass.workshop, server.server_address[1]
         threading.Thread(target=server.serve_forever, daemon=True).start()
         tasks, stop, costs = list(w.tasks), threading.Event(), []
@@ -152,7 +153,7 @@ def main(argv=None) -> None:
         server.shutdown()
         server.server_close()
     answers = sum(len(v) for r in results for v in r["accepted"].values())
-    print(f"participants {args.participants}, tasks {tasks}, {seconds:.1f} s")
+    print(f"participants {args.participants}, server bound to {args.host}, tasks {tasks}, {seconds:.1f} s")
     print(f"requests {sum(r['requests'] for r in results)}, connection errors {sum(len(r['errors']) for r in results)}, "
           f"refused (non-200) {sum(len(r['refused']) for r in results)}, answers accepted {answers}, "
           f"lost {lost}, duplicated {duplicated}")
