@@ -18,8 +18,10 @@ From the workshop's merged answers (``<out>/merged/``, written first) and the ru
 Why this is enough to hear: a few dozen steps at the run's learning rate move a small UNet
 measurably on the prompts of the clips it saw (notebooks 04 and 06 use the same losses with more
 steps); the players use one seed, so what differs between before and after is the model alone.
-``WorkshopTrainConfig``'s defaults are sized for five minutes on two cores with the default
-profile's models. Progress goes to ``<out>/room/progress.json`` after every stage.
+``WorkshopTrainConfig``'s defaults (40 + 40 steps, 16 judged prompts) are the ``workshop``
+profile; they are not yet timed on the default profile's models (docs/workshop.md gives what was
+measured), so time them once before a session and lower the steps if a break is short.
+Progress goes to ``<out>/room/progress.json`` after every stage.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ STAGES = ["merge", "dpo", "baton_hd", "reward_model", "listen"]
 
 @dataclass
 class WorkshopTrainConfig:
-    """The ``workshop`` profile: small enough for a coffee break (about five minutes on two cores)."""
+    """The ``workshop`` profile: a few dozen steps per model, meant for a coffee break (time it once)."""
 
     dpo_steps: int = 40
     baton_steps: int = 40
