@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 # the test targets stay headless
 HEADLESS := MPLBACKEND=Agg
 
-.PHONY: setup reproduce smoke base test test-fast lab workshop notebooks clean-runs
+.PHONY: setup reproduce smoke base test test-fast lab workshop workshop-train notebooks clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,10 +50,17 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 # listening and labelling pages for participants' browsers, and a live teacher's page, over a run
-# folder (its preference pairs and BATON clips); answers land in $(RUN)/workshop/<name>/
+# folder (its preference pairs and BATON clips); answers land in $(RUN)/workshop/people/<id>/.
+# HOST=0.0.0.0 serves the room's network: participants join by the printed URL or QR code
 RUN ?= papermill_runs/$(PROFILE)
+HOST ?= 127.0.0.1
 workshop: setup
-	$(BIN)/python -m t2a_lib.feedback.workshop_server --run-dir $(RUN)
+	$(BIN)/python -m t2a_lib.feedback.workshop_server --run-dir $(RUN) --host $(HOST)
+
+# the room's labels trained on (DPO on pair verdicts, BATON HD + reward model on yes/no labels), then
+# before / after on held-out prompts (what the teacher page's button starts): t2a_lib.feedback.workshop_train
+workshop-train: setup
+	$(BIN)/python -m t2a_lib.feedback.workshop_train --run-dir $(RUN)
 
 # regenerate every .ipynb from its percent-format .py (the .py is the source of truth)
 notebooks: setup

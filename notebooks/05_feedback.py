@@ -34,7 +34,7 @@
 # widgets below, one per question (yes / no / skip / undo, or the keys y / n / s / u with the
 # mouse over the widget; every answer is written to disk at once and a restarted kernel resumes).
 # Or let everyone label in their own browser with `make workshop` (no code to touch): both write
-# to `<run_dir>/workshop/<name>/`, and the merge cell takes every person's answers, question by
+# to `<run_dir>/workshop/people/`, and the merge cell takes every person's answers, question by
 # question. **Under papermill** simulated annotators answer from the ranker family's event
 # detector, with 10% of answers flipped.
 
@@ -116,7 +116,7 @@ display(hd[["task", "caption"]].drop_duplicates().groupby("task").head(3))
 labels_path = baton_dir / f"hd_labels_{labeller}.jsonl"
 records = [ManifestRecord(dataset="world-baton", location=r.location, captions=r.caption, id=r.id)
            for r in hd.itertuples()]
-if interactive:  # one widget per question, writing to <run_dir>/workshop/<labeller>/ (as `make workshop` does)
+if interactive:  # one widget per question, writing to <run_dir>/workshop/people/<labeller>/ (as `make workshop` does)
     for task, ui in widgets.feedback_labellers_from_run(run_dir, labeller).items():
         display(Markdown(f"### {task}: {ui.question}"), ui.widget)
 elif baton_hd_file:  # the released answers, in this run's label file (with the clips' ids)

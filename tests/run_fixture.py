@@ -67,9 +67,11 @@ def _pairs(run: Path) -> None:
     pd.DataFrame(rows).to_parquet(run / "preferences" / "preferences.parquet", index=False)
     gold = []
     for i in range(2):
-        gold.append({"prompt": f"A siren wails followed by a knock ({i})", "strategy": "gold order",
+        kind = ("order", "presence")[i]
+        gold.append({"prompt": f"A siren wails followed by a knock ({i})", "strategy": f"gold {kind}", "kind": kind,
                      "chosen": f"audio/g{i}_w.wav", "rejected": f"audio/g{i}_l.wav",
-                     "chosen_id": f"g{i}_w", "rejected_id": f"g{i}_l"})
+                     "chosen_id": f"g{i}_w", "rejected_id": f"g{i}_l",
+                     "chosen_score": 0.3 - 0.2 * i, "rejected_score": 0.2})  # the rankers: right on g0, wrong on g1
         tone(run / "gold" / "audio" / f"g{i}_w.wav", 500 + 30 * i)
         tone(run / "gold" / "audio" / f"g{i}_l.wav", 900 + 30 * i)
     pd.DataFrame(gold).to_parquet(run / "gold" / "preferences.parquet", index=False)

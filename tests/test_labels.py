@@ -33,9 +33,9 @@ def test_locations_are_stored_relative_to_the_file_and_resolve_from_any_folder(t
     monkeypatch.chdir(run / "baton" / "hd")  # any other working folder
     rec = read_manifest(run / "baton" / "hd_labels.jsonl", kind="feedback")[0]
     assert rec.location == str(run / "baton" / "hd" / "audio" / "x.wav") and os.path.isfile(rec.location)
-    # two folders up stays relative (a workshop file reaching the run's audio); three goes absolute
-    folder = run / "workshop" / "ana"
-    assert portable_location(str(run / "baton" / "hd" / "audio" / "x.wav"), folder) == "../../baton/hd/audio/x.wav"
+    # three folders up stays relative (a workshop log reaching the run audio); further goes absolute
+    folder = run / "workshop" / "people" / "ana"
+    assert portable_location(str(run / "baton" / "hd" / "audio" / "x.wav"), folder) == "../../../baton/hd/audio/x.wav"
     assert portable_location("/elsewhere/x.wav", folder) == "/elsewhere/x.wav"
     write_manifest(folder / "m.jsonl", [ManifestRecord("w", str(run / "baton" / "hd" / "audio" / "x.wav"), "c")])
     assert read_manifest(folder / "m.jsonl")[0].location == str(run / "baton" / "hd" / "audio" / "x.wav")
@@ -139,7 +139,7 @@ def test_widgets_from_a_run_folder_write_where_the_workshop_writes_and_merge_per
             assert ui.status.value.endswith(f"Now: {ui._ids[3]}.")  # names the clip shown
     # the same files a workshop participant writes; one merge per question
     root = run / "workshop"
-    assert (root / "ana" / "feedback_integrity.events.jsonl").is_file()
+    assert (root / "people" / "ana" / "feedback_integrity.events.jsonl").is_file()
     merged = labels.merge_feedback(root)
     assert set(merged) == {"integrity", "temporal"}
     for task, (m, agr) in merged.items():
@@ -148,18 +148,40 @@ def test_widgets_from_a_run_folder_write_where_the_workshop_writes_and_merge_per
         assert fb.iloc[0] == 1 and math.isnan(fb.iloc[1]) and len(fb) == 3  # 2 votes yes; 1-1 tie; 1 vote
         assert all(os.path.isfile(p) for p in m.location)
     with pytest.raises(ValueError, match="different questions"):
-        labels.merge_labellers([root / "ana" / "feedback_integrity.jsonl", root / "ana" / "feedback_temporal.jsonl"])
+        labels.merge_labellers([root / "people" / "ana" / "feedback_integrity.jsonl", root / "people" / "ana" / "feedback_temporal.jsonl"])
     # a log's relative locations resolve from its own folder, not the working folder
-    line = labels.read_jsonl(root / "ana" / "feedback_integrity.events.jsonl")[0]
-    assert line["location"].startswith("../../baton/hd/audio/")
+    line = labels.read_jsonl(root / "people" / "ana" / "feedback_integrity.events.jsonl")[0]
+    assert line["location"].startswith("../../../baton/hd/audio/")
 
 
 def test_pair_widget_from_a_run_hides_its_players_when_done(run):
     pl = pair_listener_from_run(run, "cy")
-    assert pl.out_path == run / "workshop" / "cy" / "pairs.jsonl"
+    assert pl.out_path == run / "workshop" / "people" / "cy" / "pairs.jsonl"
     for _ in range(len(pl._ids)):
         pl.answer("A")
     assert pl.done and all(c.box.layout.display == "none" for c in pl.clips)
     assert pl.undo() is not None and all(c.box.layout.display is None for c in pl.clips)
     merged, agr = labels.merge_pairs(labels.pair_files(run / "workshop"))
     assert agr["verdicts"] == len(pl._ids) - 1 and set(merged.pair_id) < set(pl._ids)
+
+
+def test_pairwise_agreement_at_once_equals_cohen_kappa_pair_by_pair():
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 2, (40, 9)).astype(float)
+    values[rng.random(values.shape) < 0.6] = np.nan  # an assigned design: most people hear few items
+    names = [f"r{k}" for k in range(9)]
+    agr = agreement(pd.DataFrame(values, columns=names))
+    expected = {}
+    for i in range(9):
+        for j in range(i + 1, 9):
+            both = ~np.isnan(values[:, i]) & ~np.isnan(values[:, j])
+            if both.any():
+                a, b = values[both, i], values[both, j]
+                expected[f"r{i} vs r{j}"] = (int(both.sum()), 100 * float(np.mean(a == b)), cohen_kappa(a, b))
+    assert list(agr["pairwise"]) == list(expected)
+    for key, (n, pct, kappa) in expected.items():
+        got = agr["pairwise"][key]
+        assert got["n"] == n and got["percent_agreement"] == pytest.approx(pct)
+        assert got["cohen_kappa"] == pytest.approx(kappa, nan_ok=True)
+    with pytest.raises(ValueError, match="0/1"):
+        agreement(pd.DataFrame({"a": [2.0], "b": [1.0]}))

@@ -254,3 +254,36 @@ if __name__ == "__main__":  # the interrupted run, in the process smoke_runs sta
     run_dir, report_dir = map(Path, sys.argv[1:3])
     result = _interrupted_run(run_dir, report_dir)
     sys.exit(0 if result["status"] == "ok" else 1)
+
+
+def check_workshop_training(run_dir: Path, out_dir: Path) -> dict:
+    """Six scripted participants label a smoke run's workshop; the room's models train (a few
+    steps) and play before / after: every stage done, the clips written, a verdict per model."""
+    import numpy as np
+    import soundfile as sf
+
+    from t2a_lib.feedback.workshop import Workshop, WorkshopConfig
+    from t2a_lib.feedback.workshop_train import WorkshopTrainConfig, read_progress, train_room
+
+    w = Workshop(WorkshopConfig(run_dir, out_dir=out_dir, pairs_per_person=6, clips_per_person=8, raters=3))
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        token = w.join(f"P{k}", w.session["code"])["token"]
+        for task in w.tasks:
+            while (s := w.state(token, task))["item"]:
+                w.answer(token, task, s["item"]["id"], str(rng.choice(["A", "B"] if task == "pairs" else ["yes", "no"])))
+    result = train_room(run_dir, out_dir, WorkshopTrainConfig(dpo_steps=2, baton_steps=2, n_judge=4, n_listen=2, n_boot=50))
+    progress = read_progress(out_dir)
+    assert progress["finished"] and not progress["error"] and list(progress["done"]) == progress["stages"]
+    assert result["dpo"]["pairs"] > 0 and result["baton_hd"]["clips"] > 0
+    clips = result["listen"]["clips"]
+    assert len(clips) == 2 and set(clips[0]["players"]) == {"before", "dpo", "baton_hd"}
+    before, after = (sf.read(w.room_clip(m, "0.wav"))[0] for m in ("before", "dpo"))
+    assert before.shape == after.shape and not np.array_equal(before, after)  # same noise, another model
+    assert set(result["listen"]["verdict"]) == {"dpo", "baton_hd"}
+    return result
+
+
+@pytest.mark.slow
+def test_the_workshop_trains_on_the_rooms_labels_and_plays_before_and_after(smoke_runs, tmp_path):
+    check_workshop_training(smoke_runs[0][0], tmp_path / "workshop")

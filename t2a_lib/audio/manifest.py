@@ -270,7 +270,7 @@ def warn_unknown_fields(records: list[ManifestRecord], path) -> None:
 
 # how far above a file's folder a location may lie and still be written relative to it: a run
 # folder's label files (run/workshop/<name>/x.jsonl) reach the run's audio (run/baton/hd/audio)
-RELATIVE_LEVELS_UP = 2
+RELATIVE_LEVELS_UP = 3  # a workshop log, <run>/workshop/people/<id>/, reaches the run's audio
 
 
 def portable_location(location: str, folder) -> str:

@@ -11,5 +11,8 @@ the workshop) trains a reward model; BATON's reward-weighted fine-tuning and KTO
 - ``label_items``  what people label, straight from a run folder, and who labels which
 - ``widgets``      listening to pairs and labelling audio in the notebook (ipywidgets)
 - ``workshop``     the workshop's state: who labels what, answers, progress, agreement, merges
+- ``workshop_people``  the room: session code, teacher token, participants' ids and tokens
+- ``workshop_summary``  the teacher's view, kept incrementally: merges, kappas, agreement with the truth
 - ``workshop_server``  ``python -m t2a_lib.feedback.workshop_server`` (``make workshop``): its pages (``static/``)
+- ``workshop_train``   the room's labels trained on, before / after (``make workshop-train``)
 """

@@ -3,8 +3,6 @@ summary the merges, the notebook and the workshop's teacher page report."""
 
 from __future__ import annotations
 
-from itertools import combinations
-
 import numpy as np
 import pandas as pd
 
@@ -32,6 +30,25 @@ def fleiss_kappa(counts) -> float:
     return float("nan") if p_e >= 1.0 else (p_bar - p_e) / (1.0 - p_e)
 
 
+def _pairwise(values: np.ndarray) -> tuple[list, list, list, list]:
+    """For every two raters who share items, at once: (i, j), shared items, percent agreement and
+    Cohen's kappa (``cohen_kappa`` on 0/1 votes, from counts: p_o = agreeing / n,
+    p_e = (yes_i yes_j + no_i no_j) / n^2 over the shared items)."""
+    yes, no = (values == 1).astype(float), (values == 0).astype(float)
+    rated = yes + no
+    n = rated.T @ rated
+    agree = yes.T @ yes + no.T @ no
+    yes_on_shared, no_on_shared = yes.T @ rated, no.T @ rated  # [i, j]: i's yes / no on items j rated too
+    i, j = np.nonzero(np.triu(n, 1))  # only pairs that share items: linear, not quadratic, in a design
+    shared = n[i, j]
+    p_o = agree[i, j] / shared
+    p_e = (yes_on_shared[i, j] * yes_on_shared[j, i] + no_on_shared[i, j] * no_on_shared[j, i]) / shared ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kappa = np.where(p_e >= 1.0, np.nan, (p_o - p_e) / (1.0 - p_e))
+    return (list(zip(i.tolist(), j.tolist())), shared.astype(int).tolist(), (100.0 * p_o).tolist(),
+            kappa.tolist())
+
+
 def agreement(votes: pd.DataFrame) -> dict:
     """Agreement of raters on 0/1 votes (items x raters, NaN where a rater gave none).
 
@@ -42,12 +59,11 @@ def agreement(votes: pd.DataFrame) -> dict:
     items_rated (by anyone) and items_multi (by two or more)."""
     nan, names = float("nan"), list(votes.columns)
     out = {"labellers": names, "pairwise": {}}
-    for a, b in combinations(names, 2):
-        both = votes[[a, b]].dropna()
-        if len(both):
-            out["pairwise"][f"{a} vs {b}"] = {
-                "n": len(both), "percent_agreement": 100.0 * float((both[a] == both[b]).mean()),
-                "cohen_kappa": cohen_kappa(both[a], both[b])}
+    values = votes.to_numpy(dtype=float)
+    if not np.isin(values[~np.isnan(values)], (0.0, 1.0)).all():
+        raise ValueError("agreement expects 0/1 votes (NaN: no vote)")
+    for (i, j), n, pct, kappa in zip(*_pairwise(values)):
+        out["pairwise"][f"{names[i]} vs {names[j]}"] = {"n": n, "percent_agreement": pct, "cohen_kappa": kappa}
     pct = [v["percent_agreement"] for v in out["pairwise"].values()]
     kap = [v["cohen_kappa"] for v in out["pairwise"].values() if np.isfinite(v["cohen_kappa"])]
     out["mean_percent_agreement"] = float(np.mean(pct)) if pct else nan

@@ -50,7 +50,8 @@ def _absolute(folder: Path, location: str) -> str:
 
 def pair_items(run_dir, sets=PAIR_SETS) -> pd.DataFrame:
     """Every winner/loser pair with both clips on disk: pair_id, prompt, chosen, rejected
-    (absolute paths), strategy, set. Raises ``FileNotFoundError`` naming what was looked for."""
+    (absolute paths), strategy, set, ranker_right (the rankers' scores put the chosen clip first: 1 /
+    0, NaN where the set has no scores). Raises ``FileNotFoundError`` naming what was looked for."""
     run_dir, frames = resolve_run_dir(run_dir), []
     for name in sets:
         path = run_dir / name / "preferences.parquet"
@@ -66,7 +67,10 @@ def pair_items(run_dir, sets=PAIR_SETS) -> pd.DataFrame:
             "pair_id": [f"{a}~{b}" for a, b in zip(df.chosen_id, df.rejected_id)],
             "prompt": df.prompt.astype(str), "strategy": df.strategy.astype(str), "set": name,
             "chosen": [_absolute(path.parent, c) for c in df.chosen],
-            "rejected": [_absolute(path.parent, r) for r in df.rejected]}))
+            "rejected": [_absolute(path.parent, r) for r in df.rejected],
+            # the rankers' own verdict where the set keeps their scores (gold pairs do): 1 right, 0 wrong
+            "ranker_right": ((df.chosen_score > df.rejected_score).astype(float) if "chosen_score" in df
+                             else np.nan)}))
     if not frames:
         wanted = ", ".join(str(run_dir / s / "preferences.parquet") for s in sets)
         raise FileNotFoundError(f"no preference pairs in {run_dir} (looked for {wanted}); run notebook 03")
@@ -100,6 +104,32 @@ def feedback_items(run_dir, folder: str = "baton/hd") -> pd.DataFrame:
     return items
 
 
+# the answer the world knows to each BATON question, for a gold pair's winner ("chosen") and for its
+# loser by the gold kind: a "presence" loser misses an event, an "order" loser has two trade places
+GOLD_ANSWERS = {"integrity": {"chosen": 1.0, "presence": 0.0, "order": 1.0}, "temporal": {"chosen": 1.0, "order": 0.0}}
+
+
+def truth_clips(run_dir) -> pd.DataFrame:
+    """Clips whose answer to BATON's questions is known: the gold pairs' rendered audio (notebook
+    03), the winner and the loser each asked the questions ``GOLD_ANSWERS`` answers. Columns of
+    ``feedback_items`` plus ``truth`` (1 yes / 0 no); empty without gold audio."""
+    from .reward import TASKS
+
+    path = resolve_run_dir(run_dir) / "gold" / "preferences.parquet"
+    columns = ["id", "task", "question", "dataset", "captions", "location", "truth"]
+    df = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    if "kind" not in df:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for r in df[(df.chosen != "") & (df.rejected != "")].itertuples():
+        for task, answers in GOLD_ANSWERS.items():
+            for clip_id, clip, key in ((r.chosen_id, r.chosen, "chosen"), (r.rejected_id, r.rejected, r.kind)):
+                if key in answers:
+                    rows.append({"id": f"gold-{clip_id}", "task": task, "question": TASKS[task], "dataset": "world-gold",
+                                 "captions": str(r.prompt), "location": _absolute(path.parent, clip), "truth": answers[key]})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def records(items: pd.DataFrame) -> list[ManifestRecord]:
     """Feedback items as manifest records (what ``FeedbackLabeller`` takes)."""
     return [ManifestRecord(r.dataset, r.location, r.captions, id=r.id) for r in items.itertuples()]
@@ -120,3 +150,22 @@ def assign(n_items: int, index: int, per_person: int, raters: int = 2, seed: int
     stride = max(1, per_person // raters)
     start = index * stride
     return [int(order[(start + j) % n_items]) for j in range(min(per_person, n_items))]
+
+
+def assign_with_truth(n_items: int, n_truth: int, index: int, per_person: int, raters: int = 2,
+                      seed: int = 0, every: int = 4) -> list[tuple[str, int]]:
+    """A share that mixes items whose truth is known (gold pairs) into the others, about one in
+    ``every``: ``[("items", i) | ("truth", j), ...]``. The truth items sit at positions every-1,
+    2*every-1, ... (the last position when the share is shorter); each pool is cut as ``assign``
+    cuts it, so the known items rotate through the room too."""
+    k = 0 if n_truth <= 0 or per_person < 2 else min(n_truth, max(1, round(per_person / every)))
+    if n_items <= 0:
+        k = min(n_truth, per_person)
+    rest = assign(n_items, index, per_person - k, raters, seed)
+    truth = assign(n_truth, index, k, raters, seed + 1) if k else []
+    slots = sorted({min((j + 1) * every, len(rest) + k) - 1 for j in range(k)})
+    slots += [s for s in range(len(rest) + k - 1, -1, -1) if s not in slots][:k - len(slots)]
+    out, rest_iter, truth_iter = [], iter(rest), iter(truth)
+    for position in range(len(rest) + len(truth)):
+        out.append(("truth", next(truth_iter)) if position in slots else ("items", next(rest_iter)))
+    return out

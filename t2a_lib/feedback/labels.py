@@ -12,9 +12,9 @@ Shared by the notebook widgets (:mod:`t2a_lib.feedback.widgets`) and the worksho
 - **Feedback answers** (BATON yes/no), in ``<out>.events.jsonl``: {id, dataset, location,
   captions, action ("yes" | "no" | "skip"), feedback (1 / 0 / null), labeller, question,
   timestamp}; ``location`` relative to the log's folder (``manifest.portable_location``).
-- A **workshop folder** holds one folder per person: ``<root>/<name>/pairs.jsonl`` and
-  ``<root>/<name>/feedback_<task>.events.jsonl`` (``participant_files``). Merges are kept per
-  question: one per feedback task, one for the pairs.
+- A **workshop folder** holds one folder per person under ``<root>/people/``: ``pairs.jsonl`` and
+  ``feedback_<task>.events.jsonl`` (``participant_files``). Merges are kept per question (one per
+  feedback task, one for the pairs) in ``<root>/merged/``, outside the people's namespace.
 """
 
 from __future__ import annotations
@@ -147,24 +147,49 @@ def slug(name: str) -> str:
     return out
 
 
-def participant_files(root, name: str, tasks=("integrity", "temporal")) -> dict[str, Path]:
+PEOPLE, MERGED = "people", "merged"  # <root>/people/<folder>/: one per person; <root>/merged/: the merges
+
+
+def person_folder(root, key: str) -> Path:
+    """A person's folder: ``<root>/people/<key>`` (``key``: a workshop participant id such as
+    ``p.001``, or a notebook labeller's ``slug``; the '.' keeps the two apart)."""
+    if not key or "/" in key or key.startswith("."):
+        raise ValueError(f"not a person folder name: {key!r}")
+    return Path(root) / PEOPLE / key
+
+
+def participant_files(root, name: str, tasks=("integrity", "temporal"), key: str | None = None) -> dict[str, Path]:
     """A person's files in a workshop folder: {"pairs": .../pairs.jsonl, task: .../feedback_<task>.jsonl}
-    (the feedback answers themselves live in that file's log, ``events_path``)."""
-    folder = Path(root) / slug(name)
+    (the feedback answers themselves live in that file's log, ``events_path``), in the folder
+    ``key`` (default: the name's slug) under ``<root>/people/``."""
+    folder = person_folder(root, key or slug(name))
     return {"pairs": folder / "pairs.jsonl", **{t: folder / f"feedback_{t}.jsonl" for t in tasks}}
+
+
+def person_folders(root) -> list[Path]:
+    """Every person's folder: ``<root>/people/*``, and the folders of the earlier layout
+    (``<root>/<name>/``) other than ``people`` and ``merged``, so older answers are still read
+    and a merge is never read back as a person."""
+    root = Path(root)
+    inside = sorted(p for p in (root / PEOPLE).glob("*") if p.is_dir() and not p.name.startswith("."))
+    legacy = sorted(p for p in root.glob("*") if p.is_dir() and p.name not in (PEOPLE, MERGED)
+                    and not p.name.startswith("."))
+    return inside + legacy
 
 
 def feedback_files(root) -> dict[str, list[Path]]:
     """Every person's feedback files in a workshop folder, per task: {task: [out paths]}."""
     out: dict[str, list[Path]] = {}
-    for log in sorted(Path(root).glob("*/feedback_*.events.jsonl")):
-        task = log.name[len("feedback_"):-len(".events.jsonl")]
-        out.setdefault(task, []).append(log.with_name(f"feedback_{task}.jsonl"))
+    for folder in person_folders(root):
+        for log in sorted(folder.glob("feedback_*.events.jsonl")):
+            task = log.name[len("feedback_"):-len(".events.jsonl")]
+            out.setdefault(task, []).append(log.with_name(f"feedback_{task}.jsonl"))
     return out
 
 
 def pair_files(root) -> list[Path]:
-    return sorted(p for p in Path(root).glob("*/pairs.jsonl") if p.stat().st_size)
+    """Every person's pair answers in a workshop folder (never ``<root>/merged/``)."""
+    return [p for p in (f / "pairs.jsonl" for f in person_folders(root)) if p.is_file() and p.stat().st_size]
 
 
 # ---------------------------------------------------------------------------- reading answers

@@ -22,7 +22,7 @@ with a warning).
 The logs, their folding and merging live in :mod:`t2a_lib.feedback.labels`, agreement in
 :mod:`t2a_lib.feedback.agreement` (shared with the workshop, :mod:`t2a_lib.feedback.workshop`); ``pair_listener_from_run`` and
 ``feedback_labellers_from_run`` build the widgets straight from a run folder, writing where the
-workshop page writes (``<run_dir>/workshop/<name>/``), so the two merge together.
+workshop page writes (``<run_dir>/workshop/people/<folder>/``), so the two merge together.
 
 Keyboard shortcuts (a/b/s/u, y/n/s/u) come from ``ipyevents`` (the notebooks extra) while the
 mouse is over the widget; without it the buttons are the interface. When every item is answered
@@ -350,7 +350,7 @@ def workshop_dir(run_dir) -> Path:
 def pair_listener_from_run(run_dir, listener: str, blind: bool = True, seed: int = 0,
                            sets=label_items.PAIR_SETS) -> PairListener:
     """A PairListener on every winner/loser pair of a run, writing
-    ``<run_dir>/workshop/<listener>/pairs.jsonl`` (the same file the workshop page writes)."""
+    ``<run_dir>/workshop/people/<listener>/pairs.jsonl`` (the same file the workshop page writes)."""
     pairs = label_items.pair_items(run_dir, sets)
     out = participant_files(workshop_dir(run_dir), listener)["pairs"]
     return PairListener(pairs, out, listener=listener, blind=blind, seed=seed)
@@ -359,7 +359,7 @@ def pair_listener_from_run(run_dir, listener: str, blind: bool = True, seed: int
 def feedback_labellers_from_run(run_dir, labeller: str, shuffle: bool = False,
                                 seed: int = 0) -> dict[str, FeedbackLabeller]:
     """One FeedbackLabeller per BATON question on a run's human-feedback clips: {task: widget},
-    writing ``<run_dir>/workshop/<labeller>/feedback_<task>.jsonl`` (and its log)."""
+    writing ``<run_dir>/workshop/people/<labeller>/feedback_<task>.jsonl`` (and its log)."""
     items = label_items.feedback_items(run_dir)
     files = participant_files(workshop_dir(run_dir), labeller, tuple(items.task.unique()))
     return {task: FeedbackLabeller(label_items.records(group), files[task], group.question.iloc[0],

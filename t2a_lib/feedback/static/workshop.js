@@ -1,9 +1,12 @@
-// The participant's page: join with a name, pick a task, answer item by item.
-// Every answer goes to the server (which appends it to this person's file) before the page moves on.
+// The participant's page: join with a name and the session code (from the join URL), pick a task,
+// answer item by item. The server hands out a token on joining; this browser keeps it and sends it
+// with every request (it, not the name, says who answers). Every answer goes to the server (which
+// appends it to this person's file) before the page moves on.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-let me = params.get("name") || localStorage.getItem("t2a-workshop-name");
+const TOKEN_KEY = "t2a-workshop-token";
+let me = localStorage.getItem(TOKEN_KEY);
 let task = params.get("task");
 let state = null;
 let busy = false;
@@ -13,7 +16,8 @@ const BUTTONS = {
 };
 
 async function api(path, body) {
-  const init = body ? {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)} : {};
+  const headers = me ? {"X-Workshop-Token": me} : {};
+  const init = body ? {method: "POST", headers: {...headers, "Content-Type": "application/json"}, body: JSON.stringify(body)} : {headers};
   const response = await fetch(path, init);
   const data = await response.json();
   if (!response.ok) {
@@ -31,10 +35,9 @@ function show(section) {
 
 function remember() {
   const url = new URL(location.href);
-  url.searchParams.set("name", me);
   if (task) url.searchParams.set("task", task); else url.searchParams.delete("task");
   history.replaceState(null, "", url);
-  localStorage.setItem("t2a-workshop-name", me);
+  localStorage.setItem(TOKEN_KEY, me);
 }
 
 function fail(error) {
@@ -44,16 +47,25 @@ function fail(error) {
 async function start() {
   if (!me) return show("join");
   try {
-    const overview = await api("/api/overview?name=" + encodeURIComponent(me));
-    me = overview.slug;
+    const overview = await api("/api/overview");
     $("who").textContent = overview.name;
     if (task) return openTask(task);
     remember();
     renderTasks(overview);
   } catch (error) {
-    if (error.status === 404) { localStorage.removeItem("t2a-workshop-name"); me = null; show("join"); }
+    if (error.status === 401 || error.status === 403) { localStorage.removeItem(TOKEN_KEY); me = null; show("join"); }
     else fail(error);
   }
+}
+
+async function followRoom() {
+  if ($("tasks").hidden) return setTimeout(followRoom, 5000);
+  try {
+    const room = await fetchRoom();
+    $("room-status").textContent = roomProgress(room);
+    if (!$("room-players").childElementCount) $("room-players").replaceChildren(...roomPlayers(room));
+  } catch (error) { /* the next look will tell */ }
+  setTimeout(followRoom, 5000);  // only after this answer: never a pile of requests
 }
 
 function renderTasks(overview) {
@@ -75,7 +87,7 @@ async function openTask(name) {
   task = name;
   remember();
   try {
-    render(await api(`/api/state?name=${encodeURIComponent(me)}&task=${encodeURIComponent(task)}`));
+    render(await api(`/api/state?task=${encodeURIComponent(task)}`));
   } catch (error) {
     task = null;
     remember();
@@ -110,7 +122,11 @@ function render(s) {
     b.textContent = "Prompt: ";
     $("prompt").append(b, item.prompt);
   } else {
-    $("prompt").textContent = `All ${s.n} done, thank you. (Undo still works.)`;
+    const t = s.truth;
+    const truth = !(t && t.n) ? "" : s.kind === "pairs"
+      ? ` On the ${t.n} pairs whose better clip is known, you picked it ${t.agree} times.`
+      : ` On the ${t.n} clips whose answer is known, yours matched it ${t.agree} times.`;
+    $("prompt").textContent = `All ${s.n} done, thank you.${truth} (Undo still works.)`;
   }
   $("players").replaceChildren(...(item ? item.players.map(player) : []));
   const buttons = BUTTONS[s.kind].map(([value, label]) => {
@@ -140,8 +156,8 @@ async function send(path, body) {
   }
 }
 
-const answer = (value) => state && state.item && send("/api/answer", {name: me, task, id: state.item.id, answer: value});
-const undo = () => state && send("/api/undo", {name: me, task});
+const answer = (value) => state && state.item && send("/api/answer", {task, id: state.item.id, answer: value});
+const undo = () => state && send("/api/undo", {task});
 
 document.addEventListener("keydown", (event) => {
   if (!state || $("item").hidden || event.target.tagName === "INPUT" || event.ctrlKey || event.metaKey || event.altKey) return;
@@ -154,8 +170,8 @@ document.addEventListener("keydown", (event) => {
 $("join-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   try {
-    const overview = await api("/api/join", {name: $("name").value});
-    me = overview.slug;
+    const overview = await api("/api/join", {name: $("name").value, code: $("code").value.trim()});
+    me = overview.token;
     task = null;
     remember();
     $("who").textContent = overview.name;
@@ -169,7 +185,13 @@ $("back").addEventListener("click", (event) => {
   event.preventDefault();
   task = null;
   state = null;
-  start();
+  followRoom();
+$("code").value = params.get("code") || "";
+$("code-label").hidden = Boolean(params.get("code"));
+start();
 });
 
+followRoom();
+$("code").value = params.get("code") || "";
+$("code-label").hidden = Boolean(params.get("code"));
 start();
