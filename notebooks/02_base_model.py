@@ -106,6 +106,7 @@ eval_output = "audio"  # judge vocoded audio ("audio"), what people hear, or the
 n_agreement = 96  # clips judged both ways, to check that judging the mel gives the vocoded audio's verdicts (0: no check)
 base_checkpoint = None  # a Tango / Tango 2 snapshot or a diffusers AudioLDM folder: loaded as the base, not trained
 base_sample_seconds = None  # with base_checkpoint: the clip length it samples (None: its own, Tango's 10.24 s)
+text_encoder_path = None  # with a Tango base_checkpoint: google/flan-t5-large's config + tokenizer folder (None: <base_checkpoint>/text_encoder or the HF cache)
 
 # %%
 import json
@@ -144,7 +145,8 @@ judges = scorers.load_judges(run_dir)
 print(f"{len(train_recs)} training clips, {len(test_recs)} held-out; judges loaded")
 model_cfg = model_config(model_size)
 if base_checkpoint:  # a real model: loaded as it is (sections 1-4, 8 and 9 train or probe the miniature)
-    pipe, checkpoint = base_model.install_checkpoint(run_dir, base_checkpoint, base_sample_seconds)
+    pipe, checkpoint = base_model.install_checkpoint(run_dir, base_checkpoint, base_sample_seconds,
+                                                             text_encoder_path=text_encoder_path)
     released, why = None, f"base_checkpoint {base_checkpoint} is the base"
     print(f"base model: loaded from {checkpoint['checkpoint']} ({checkpoint['conditioning']} conditioning); "
           f"samples {checkpoint['sample_seconds']:.2f} s (its own: {checkpoint['checkpoint_sample_seconds']:.2f} s), "

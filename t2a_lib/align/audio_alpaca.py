@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 ALPACA_HOW_TO = ("On a machine with internet run `huggingface-cli download declare-lab/audio-alpaca "
                  "--repo-type dataset --local-dir <folder>` (20 parquet shards under data/, about 9.7 GB), copy "

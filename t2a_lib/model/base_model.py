@@ -284,19 +284,21 @@ def load_text_encoder(path) -> T5EncoderModel:
 CHECKPOINT_RECORD = "checkpoint.json"
 
 
-def install_checkpoint(run_dir, checkpoint, sample_seconds: float | None = None) -> tuple[TangoPipeline, dict]:
+def install_checkpoint(run_dir, checkpoint, sample_seconds: float | None = None,
+                       text_encoder_path=None) -> tuple[TangoPipeline, dict]:
     """Make a real checkpoint the run's base: a Tango / Tango 2 snapshot or a diffusers AudioLDM folder
     (:func:`t2a_lib.model.tango.pipeline_from_checkpoint`; absent weights raise naming what to fetch)
     saved as ``run_dir/base/pipeline``, where :func:`load_run_pipeline` finds it for every later
     notebook, with ``base/checkpoint.json`` recording where it came from and what it samples: its own
     clip length (Tango's 10.24 s), or ``sample_seconds`` (rounded to whole latent frames) when given.
-    Returns the pipeline as the later notebooks load it, and the record."""
+    ``text_encoder_path``: a Tango snapshot's google/flan-t5-large config + tokenizer folder
+    (:func:`t2a_lib.model.tango_checkpoint.load_tango`). Returns the pipeline as the later notebooks load it, and the record."""
     import json
 
     from .tango import pipeline_from_checkpoint
 
     base_dir = Path(run_dir) / "base"
-    pipe = pipeline_from_checkpoint(checkpoint)
+    pipe = pipeline_from_checkpoint(checkpoint, **({"text_encoder_path": text_encoder_path} if text_encoder_path else {}))
     per_latent = frames_per_latent(pipe.vae.config)
     own = pipe.latent_shape()[1] * per_latent * 160 / 16000
     if sample_seconds:
