@@ -5,7 +5,9 @@
 
 writes, with nothing downloaded:
 
-- ``tango/``: a tiny random Tango snapshot (``checkpoint_fixtures.make_tiny_tango``);
+- ``tango/``: a tiny random Tango snapshot holding exactly declare-lab/tango2's published files
+  (``checkpoint_fixtures.make_tiny_tango``), and ``flan-t5-large/`` beside it: the text encoder's config
+  and tokenizer, which the snapshot does not hold (``text_encoder_path``);
 - ``clap_judge/``, ``clap_ranker/``: two tiny random transformers ``ClapModel`` folders laid out like
   ``laion/clap-htsat-unfused`` (other seeds: the judges are not the rankers);
 - ``audiocaps/``: an AudioCaps-format data set as Tango reads it (``train_audiocaps.json``,
@@ -145,7 +147,7 @@ def write_fixtures(folder, seed: int = 0) -> dict:
                 config=WorldConfig(clip_seconds=CLIP_SECONDS), workers=1, progress=False)
     manifests = write_audiocaps(world, folder / "audiocaps")
     baton = write_baton(world, folder, seed)
-    return {"tango": str(folder / "tango"), "clap_judge": str(folder / "clap_judge"),
+    return {"tango": str(folder / "tango"), "text_encoder": str(folder / "flan-t5-large"), "clap_judge": str(folder / "clap_judge"),
             "clap_ranker": str(folder / "clap_ranker"), "manifests": manifests, "baton": baton,
             "audio_alpaca": write_audio_alpaca(world, folder / "audio-alpaca")}
 
@@ -154,6 +156,7 @@ def overrides(paths: dict) -> dict:
     """The runner's ``--set`` overrides that point the real-smoke profile at fixtures written elsewhere."""
     return {"00_world.external_manifests": paths["manifests"], "01_judges.real_clap_path": paths["clap_judge"],
             "01_judges.real_ranker_clap_path": paths["clap_ranker"], "02_base_model.base_checkpoint": paths["tango"],
+            "02_base_model.text_encoder_path": paths["text_encoder"],
             "05_feedback.baton_hd_file": paths["baton"]["hd"], "05_feedback.baton_rd_file": paths["baton"]["rd"],
             "05_feedback.baton_root": paths["baton"]["root"]}
 

@@ -147,14 +147,15 @@ def check_text_encoder(base_folder, text_encoder_path, parameter: str = "02_base
 
     if text_encoder_path:
         return _folder_finding(name, parameter, text_encoder_path, fetch, problems)
-    if base is not None and (base / "text_encoder" / "config.json").is_file():
-        return _folder_finding(name, parameter, base / "text_encoder", fetch, problems)
+    for near in ((base / "text_encoder", base.parent / "flan-t5-large") if base is not None else ()):
+        if (near / "config.json").is_file():  # where load_tango looks without a text_encoder_path
+            return _folder_finding(name, parameter, near, fetch, problems)
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(FLAN_T5, "config.json")
     if isinstance(cached, str):
         return _folder_finding(name, parameter, Path(cached).parent, fetch, problems)
-    return Finding(name, parameter, "absent", f"no {parameter}, no <base_checkpoint>/text_encoder, not in the HF "
+    return Finding(name, parameter, "absent", f"no {parameter}, no <base_checkpoint>/text_encoder nor ../flan-t5-large, not in the HF "
                    f"cache (Tango's snapshot holds the weights, not the config and tokenizer)", fetch)
 
 
