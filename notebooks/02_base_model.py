@@ -66,8 +66,8 @@
 # profile) the components train here. Either way the sections below score the model.
 #
 # **A real model.** With `base_checkpoint` (a Tango / Tango 2 snapshot, or a diffusers AudioLDM
-# folder; nothing is downloaded) that model is the base: it is loaded, saved as this run's
-# pipeline for every later notebook, and sampled at its own length (Tango: 10.24 s; another with
+# folder; nothing is downloaded) that model is the base: it is loaded, referenced for every later
+# notebook in `base/checkpoint.json` (a local folder is not copied into the run), and sampled at its own length (Tango: 10.24 s; another with
 # `base_sample_seconds`, e.g. shorter clips for a quick check). Nothing
 # trains, so sections 1-4 (the miniature's components) and 8-9 (probes of the miniature's order
 # reading, which need the world's captions) are skipped, and on data without timelines the
@@ -310,7 +310,7 @@ if not base_checkpoint:
 # ## 5 · The pipeline, saved and reloaded
 
 # %%
-if not base_checkpoint:  # (a loaded checkpoint was saved there when it was installed)
+if not base_checkpoint:  # (a loaded checkpoint was referenced or saved when it was installed)
     pipe = base_model.assemble(vae, text_encoder, tokenizer, unet, vocoder, model_cfg)
     pipe.save_pretrained(base_dir / "pipeline")
 reloaded = base_model.load_run_pipeline(run_dir)
@@ -318,7 +318,8 @@ probe = ["A dog barks, then a siren wails"]
 a = pipe(probe, num_inference_steps=sample_steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(0)).audios
 b = reloaded(probe, num_inference_steps=sample_steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(0)).audios
 print("save_pretrained → from_pretrained reproduces the audio bit for bit:", bool(np.array_equal(a, b)))
-print(sorted(p.name for p in (base_dir / "pipeline").iterdir()))
+print(sorted(p.name for p in (base_dir / "pipeline").iterdir()) if (base_dir / "pipeline").is_dir()
+      else f"referenced, not copied: {checkpoint['checkpoint']} (base/checkpoint.json)")
 
 # %% [markdown]
 # ## 6 · Listen: one prompt of each kind, with the judges' verdicts
