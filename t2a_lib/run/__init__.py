@@ -2,6 +2,7 @@
 
 - ``runner``    ``python -m t2a_lib.run``: the profile's notebooks in order with papermill, then the report
 - ``params``    checking notebook parameters before anything runs
+- ``preflight`` ``--check``: every checkpoint and data set a profile names, present, absent or wrong
 - ``parallel``  independent CPU jobs in worker processes at a fixed number of threads
 - ``files``     JSON records and safetensors weights whose errors name the file
 - ``launch``    DPO/BATON in one process or many (``accelerate launch``)
