@@ -25,6 +25,8 @@ FLAN_T5 = "google/flan-t5-large"
 FLAN_FILES = "config.json tokenizer.json tokenizer_config.json spiece.model special_tokens_map.json"
 TANGO_FILES = ("main_config.json", "vae_config.json", "pytorch_model_main.bin", "pytorch_model_vae.bin")
 LFS_POINTER = b"version https://git-lfs"
+LAION_CLAPS = ("larger_clap_general", "larger_clap_music", "larger_clap_music_and_speech", "clap-htsat-unfused",
+               "clap-htsat-fused")
 
 
 @dataclass
@@ -97,8 +99,8 @@ def _folder_finding(name, parameter, folder, fetch, problems_of) -> Finding:
 
 def check_clap(folder, parameter: str) -> Finding:
     """A transformers ClapModel folder (laion/larger_clap_general, laion/clap-htsat-unfused, ...)."""
-    repo = f"laion/{Path(folder).name}" if Path(folder).name.startswith(("clap", "larger_clap")) else \
-        "laion/clap-htsat-unfused"
+    name = Path(folder).name
+    repo = f"laion/{name}" if name in LAION_CLAPS else "laion/larger_clap_general"  # or another of laion's CLAPs
 
     def problems(f: Path):
         weights = [f / n for n in ("model.safetensors", "pytorch_model.bin") if (f / n).is_file()]
@@ -242,9 +244,8 @@ def check_baton(files: dict, baton_root=None, parameter: str = "05_feedback.bato
 
 def check_inputs(params: dict[str, dict]) -> list[Finding]:
     """Every input the stages' parameters (``{stem: {name: value}}``, as ``plan`` returns them) name."""
-    p = params
-    world, judges, base = p.get("00_world", {}), p.get("01_judges", {}), p.get("02_base_model", {})
-    prefs, feedback = p.get("03_preferences", {}), p.get("05_feedback", {})
+    world, judges, base = (params.get(s, {}) for s in ("00_world", "01_judges", "02_base_model"))
+    prefs, feedback = params.get("03_preferences", {}), params.get("05_feedback", {})
     found = []
     if world.get("external_manifests"):
         found.append(check_audiocaps(world["external_manifests"], world.get("audio_root")))
