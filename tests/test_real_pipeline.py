@@ -94,3 +94,6 @@ def test_a_local_checkpoint_is_referenced_by_the_run_not_copied(tmp_path):
     os.utime(vae, ns=(vae.stat().st_atime_ns, vae.stat().st_mtime_ns + 10**9))  # the file was replaced
     with pytest.raises(ReferencedBaseChanged, match="pytorch_model_vae.bin"):
         load_run_pipeline(run)
+    pipe.unet.register_to_config(sample_size=[4, 16])
+    pipe.save_pretrained(run / "base" / "pipeline")  # a base trained later in the same run folder: the newer wins
+    assert load_run_pipeline(run).latent_shape() == (8, 4, 16)

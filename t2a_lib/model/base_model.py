@@ -272,9 +272,10 @@ def load_pipeline(folder) -> TangoPipeline:
 
     from .referenced_base import load_referenced
 
-    folder = Path(folder)
+    folder, saved = Path(folder), Path(folder) / "model_index.json"
     record = folder.parent / CHECKPOINT_RECORD
-    if folder.name == "pipeline" and record.is_file():  # the record is written last: it says which base is current
+    if folder.name == "pipeline" and record.is_file() and not (  # the newer of the two is this run's base
+            saved.exists() and saved.stat().st_mtime_ns > record.stat().st_mtime_ns):
         data = json.loads(record.read_text())
         if data.get("referenced"):
             return load_referenced(data, record)
