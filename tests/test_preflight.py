@@ -157,3 +157,17 @@ def test_write_feedback_offers_batons_convention(tmp_path):
 def test_a_profile_without_external_inputs_has_nothing_to_check(capsys):
     assert runner.main(["--profile", "smoke", "--check"]) == 0
     assert "names no external input" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("profile", ["real", "real-smoke", "smoke"])
+def test_check_reads_the_same_inputs_from_the_profile_as_the_full_plan(profile):
+    from t2a_lib.run.profiles import plan
+
+    sets = {"02_base_model.text_encoder_path": "somewhere/flan", "00_world.audio_root": "clips"}
+    sets = sets if profile != "smoke" else {}
+    light = preflight.check_inputs(preflight.profile_params(profile, sets))
+    full = preflight.check_inputs(plan(profile, sets)[3])
+    assert [(f.name, f.parameter, f.status, f.detail) for f in light] == \
+        [(f.name, f.parameter, f.status, f.detail) for f in full]
+    if profile == "real":
+        assert "somewhere/flan" in next(f.detail for f in light if f.parameter.endswith("text_encoder_path"))

@@ -242,6 +242,23 @@ def check_baton(files: dict, baton_root=None, parameter: str = "05_feedback.bato
     return Finding(name, parameter, "present", f"{n} labelled clips in {len(paths)} file(s)")
 
 
+INPUT_STAGES = ("00_world", "01_judges", "02_base_model", "03_preferences", "05_feedback")
+
+
+def profile_params(profile, overrides: dict | None = None) -> dict[str, dict]:
+    """``{stem: {name: value}}`` from the profile file and ``--set`` overrides alone, without reading the
+    notebooks (``plan`` does, and checks every name): every parameter naming an input defaults to None
+    in its notebook, so what the profile and the overrides give is all there is to check."""
+    from .profiles import load_profile
+
+    prof = load_profile(profile)
+    glob, per = dict(prof.parameters), {k: dict(v) for k, v in prof.notebooks.items()}
+    for key, value in (overrides or {}).items():
+        stem, _, name = key.rpartition(".")
+        (per.setdefault(stem, {}) if stem else glob)[name or key] = value
+    return {stem: {**glob, **per.get(stem, {})} for stem in dict.fromkeys([*INPUT_STAGES, *per])}
+
+
 def check_inputs(params: dict[str, dict]) -> list[Finding]:
     """Every input the stages' parameters (``{stem: {name: value}}``, as ``plan`` returns them) name."""
     world, judges, base = (params.get(s, {}) for s in ("00_world", "01_judges", "02_base_model"))

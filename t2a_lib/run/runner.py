@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .preflight import report as inputs_report
-from .preflight import check_inputs, require_inputs
+from .preflight import check_inputs, profile_params, require_inputs
 from .profiles import (PROFILES_DIR, ROOT, Profile, RunnerError, parse_sets, plan, print_plan, relative,
                        resolve_path, resolve_stage)
 
@@ -271,11 +271,11 @@ def _main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         overrides = parse_sets(args.set)
-        if args.list or args.check:
-            planned = plan(args.profile, overrides, args.notebooks_dir)
-            if args.list:
+        if args.list or args.check:  # --check alone reads the profile, not the notebooks: seconds
+            planned = plan(args.profile, overrides, args.notebooks_dir) if args.list else None
+            if planned:
                 print_plan(*planned)
-            findings = check_inputs(planned[3])
+            findings = check_inputs(planned[3] if planned else profile_params(args.profile, overrides))
             print(inputs_report(findings))
             return 2 if any(not f.ok for f in findings) else 0
         run_profile(args.profile, args.run_dir, args.report_dir, args.start, args.only, overrides,
