@@ -106,7 +106,7 @@ eval_output = "audio"  # judge vocoded audio ("audio"), what people hear, or the
 n_agreement = 96  # clips judged both ways, to check that judging the mel gives the vocoded audio's verdicts (0: no check)
 base_checkpoint = None  # a Tango / Tango 2 snapshot or a diffusers AudioLDM folder: loaded as the base, not trained
 base_sample_seconds = None  # with base_checkpoint: the clip length it samples (None: its own, Tango's 10.24 s)
-text_encoder_path = None  # with a Tango base_checkpoint: google/flan-t5-large's config + tokenizer folder (None: <base_checkpoint>/text_encoder or the HF cache)
+text_encoder_path = None  # with a Tango base_checkpoint: google/flan-t5-large's config + tokenizer folder (None: flan-t5-large beside the snapshot, or the HF cache)
 
 # %%
 import json
