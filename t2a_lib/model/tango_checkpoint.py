@@ -194,7 +194,8 @@ def load_tango(folder, text_encoder_path=None, unet_config=None) -> dict:
     ``text_encoder_path``: a local folder with flan-t5-large's config.json and tokenizer files (its weights
     are not needed: they come from pytorch_model_main.bin); by default ``<folder>/text_encoder``,
     ``<folder>/../flan-t5-large`` (beside the snapshot) or the HF cache of main_config's
-    ``text_encoder_name``. ``unet_config``: a dict or json path overriding the UNet config search (inline in main_config, next to the checkpoint, else Tango's published config).
+    ``text_encoder_name``. ``unet_config``: a dict or json path overriding the UNet config search
+    (inline in main_config, next to the checkpoint, else Tango's published config).
     """
     from diffusers import UNet2DConditionModel
 
