@@ -131,14 +131,14 @@ def check_tango(folder, parameter: str = "02_base_model.base_checkpoint") -> Fin
 
 def check_text_encoder(base_folder, text_encoder_path, parameter: str = "02_base_model.text_encoder_path"
                        ) -> Finding | None:
-    """google/flan-t5-large's config and tokenizer: ``text_encoder_path``, else ``<base>/text_encoder``,
-    else the HF cache; None when the base is a diffusers AudioLDM folder (its own text encoder)."""
+    """google/flan-t5-large's config and tokenizer where load_tango looks: ``text_encoder_path``, else
+    ``<base>/text_encoder`` or ``flan-t5-large`` beside the base, else the HF cache; None when the base is
+    a diffusers AudioLDM folder (its own text encoder)."""
     base = Path(base_folder).expanduser() if base_folder else None
     if base is not None and (base / "model_index.json").is_file():
         return None
-    target = text_encoder_path or "checkpoints/flan-t5-large"
-    fetch = hf_download(FLAN_T5, target, FLAN_FILES) + (
-        "" if text_encoder_path else f", then --set {parameter}={target}")
+    target = text_encoder_path or (base.parent / "flan-t5-large" if base is not None else "checkpoints/flan-t5-large")
+    fetch = hf_download(FLAN_T5, target, FLAN_FILES)
     name = f"text encoder {FLAN_T5} (config + tokenizer)"
 
     def problems(f: Path):
@@ -157,8 +157,9 @@ def check_text_encoder(base_folder, text_encoder_path, parameter: str = "02_base
     cached = try_to_load_from_cache(FLAN_T5, "config.json")
     if isinstance(cached, str):
         return _folder_finding(name, parameter, Path(cached).parent, fetch, problems)
-    return Finding(name, parameter, "absent", f"no {parameter}, no <base_checkpoint>/text_encoder nor ../flan-t5-large, not in the HF "
-                   f"cache (Tango's snapshot holds the weights, not the config and tokenizer)", fetch)
+    return Finding(name, parameter, "absent", f"no {parameter}, no <base_checkpoint>/text_encoder nor "
+                   f"../flan-t5-large, not in the HF cache (Tango's snapshot holds the weights, not the config and "
+                   f"tokenizer)", fetch)
 
 
 AUDIOCAPS_FETCH = ("git clone https://github.com/declare-lab/tango && cp tango/data/valid_audiocaps.json "
