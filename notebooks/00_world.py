@@ -51,6 +51,7 @@ clip_seconds = 2.56
 workers = 2
 n_listen = 4
 external_manifests = None  # {"train": path, "val": path, "test": path}: use real data instead
+audio_root = None  # with external_manifests: where their clips are when a location is not found (e.g. Tango's /data/deep/...)
 
 # %%
 import json
@@ -80,7 +81,7 @@ world_dir = run_dir / "world"
 # %%
 t0 = time.time()
 if external_manifests:
-    info = datasets.use_external(world_dir, external_manifests)  # every row checked; later stages read these
+    info = datasets.use_external(world_dir, external_manifests, audio_root)  # every row checked; later stages read these
 else:
     config = scenes.WorldConfig(clip_seconds=clip_seconds)
     info = datasets.build_world(world_dir, n_train, n_val, n_test, seed=seed, config=config, workers=workers)

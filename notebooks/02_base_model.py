@@ -68,8 +68,8 @@
 # Either way the sections below score the model.
 #
 # **A real model.** With `base_checkpoint` (a Tango / Tango 2 snapshot, or a diffusers AudioLDM
-# folder; nothing is downloaded) that model is the base: it is loaded, saved as this run's
-# pipeline for every later notebook, and sampled at its own length (Tango: 10.24 s; another with
+# folder; nothing is downloaded) that model is the base: it is loaded, referenced for every later
+# notebook in `base/checkpoint.json` (a local folder is not copied into the run), and sampled at its own length (Tango: 10.24 s; another with
 # `base_sample_seconds`, e.g. shorter clips for a quick check). Nothing
 # trains, so sections 1-4 (the miniature's components) and 8-9 (probes of the miniature's order
 # reading, which need the world's captions) are skipped, and on data without timelines the
@@ -108,6 +108,7 @@ eval_output = "audio"  # judge vocoded audio ("audio"), what people hear, or the
 n_agreement = 96  # clips judged both ways, to check that judging the mel gives the vocoded audio's verdicts (0: no check)
 base_checkpoint = None  # a Tango / Tango 2 snapshot or a diffusers AudioLDM folder: loaded as the base, not trained
 base_sample_seconds = None  # with base_checkpoint: the clip length it samples (None: its own, Tango's 10.24 s)
+text_encoder_path = None  # with a Tango base_checkpoint: google/flan-t5-large's config + tokenizer folder (None: flan-t5-large beside the snapshot, or the HF cache)
 
 # %%
 import json
@@ -150,7 +151,8 @@ recipe = {"seed": seed, "text_epochs": text_epochs, "timeline_bins": timeline_bi
           "lr": lr, "min_snr_gamma": min_snr_gamma, "grounding_weight": grounding_weight, "ema_decay": ema_decay,
           "model_size": model_size}  # what decides the trained base (release.RECIPE): a release is used only if equal
 if base_checkpoint:  # a real model: loaded as it is (sections 1-4, 8 and 9 train or probe the miniature)
-    pipe, checkpoint = base_model.install_checkpoint(run_dir, base_checkpoint, base_sample_seconds)
+    pipe, checkpoint = base_model.install_checkpoint(run_dir, base_checkpoint, base_sample_seconds,
+                                                             text_encoder_path=text_encoder_path)
     released, why = None, f"base_checkpoint {base_checkpoint} is the base"
     print(f"base model: loaded from {checkpoint['checkpoint']} ({checkpoint['conditioning']} conditioning); "
           f"samples {checkpoint['sample_seconds']:.2f} s (its own: {checkpoint['checkpoint_sample_seconds']:.2f} s), "
@@ -314,7 +316,7 @@ if not base_checkpoint:
 # ## 5 · The pipeline, saved and reloaded
 
 # %%
-if not base_checkpoint:  # (a loaded checkpoint was saved there when it was installed)
+if not base_checkpoint:  # (a loaded checkpoint was referenced or saved when it was installed)
     pipe = base_model.assemble(vae, text_encoder, tokenizer, unet, vocoder, model_cfg)
     pipe.save_pretrained(base_dir / "pipeline")
 reloaded = base_model.load_run_pipeline(run_dir)
@@ -322,7 +324,8 @@ probe = ["A dog barks, then a siren wails"]
 a = pipe(probe, num_inference_steps=sample_steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(0)).audios
 b = reloaded(probe, num_inference_steps=sample_steps, guidance_scale=guidance, generator=torch.Generator().manual_seed(0)).audios
 print("save_pretrained → from_pretrained reproduces the audio bit for bit:", bool(np.array_equal(a, b)))
-print(sorted(p.name for p in (base_dir / "pipeline").iterdir()))
+print(sorted(p.name for p in (base_dir / "pipeline").iterdir()) if (base_dir / "pipeline").is_dir()
+      else f"referenced, not copied: {checkpoint['checkpoint']} (base/checkpoint.json)")
 
 # %% [markdown]
 # ## 6 · Listen: one prompt of each kind, with the judges' verdicts

@@ -57,6 +57,7 @@ held_out = 0.25
 n_boot = 1000
 baton_hd_file = None  # BATON's released human labels (data/HA/*_HA.json) instead of labelling generated clips
 baton_rd_file = None  # BATON's released reward-model labels (data/RM/*_RA.json) instead of the RD set made here
+baton_root = None  # the folder holding the Baton checkout: relative locations (Baton/data/Audio/...) are taken from it
 
 # %%
 import json
@@ -92,7 +93,8 @@ rankers = scorers.load_rankers(run_dir)
 # evaluation prompts (written by notebook 02, `eval/baton.parquet`).
 #
 # **BATON's released labels.** With `baton_hd_file` (and `baton_rd_file`) the clips and answers
-# are BATON's own, read as published (`t2a_lib.feedback.released`): each clip is encoded by the base
+# are BATON's own, read as published (`t2a_lib.feedback.released`; a relative location such as
+# `Baton/data/Audio/...` is taken from `baton_root`, the folder holding the Baton checkout): each clip is encoded by the base
 # model's VAE, so notebook 06 fine-tunes on them as on clips generated here, and nobody (no
 # simulated annotator either) labels anything.
 
@@ -100,7 +102,7 @@ rankers = scorers.load_rankers(run_dir)
 t0 = time.time()
 eval_prompts = set(evaluation.load_eval_set(run_dir, "baton").prompt)
 if baton_hd_file:
-    hd = released.import_feedback(baton_hd_file, baton_dir / "hd", pipe.vae)
+    hd = released.import_feedback(baton_hd_file, baton_dir / "hd", pipe.vae, baton_root)
     hd_prompts = hd[["task", "caption"]].drop_duplicates()
     print(f"{len(hd)} clips with BATON's human labels from {baton_hd_file}")
 else:
@@ -209,7 +211,7 @@ plt.show()
 # %%
 t0 = time.time()
 if baton_rd_file:  # BATON's reward model's scores, as released
-    rd = released.import_feedback(baton_rd_file, baton_dir / "rd", pipe.vae)
+    rd = released.import_feedback(baton_rd_file, baton_dir / "rd", pipe.vae, baton_root)
 else:
     rd_prompts = reward.baton_prompts(n_rd_prompts // 2, n_rd_prompts - n_rd_prompts // 2, seed=seed + 1,
                                       exclude=set(hd_prompts.caption) | eval_prompts)

@@ -125,16 +125,25 @@ TANGO_STFT_CONFIG = {"filter_length": 1024, "hop_length": 160, "win_length": 102
                      "sampling_rate": 16000, "mel_fmin": 0, "mel_fmax": 8000}
 
 
-def make_tiny_tango(folder, seed: int = 0, vocoder_weight_norm: bool = False) -> Path:
-    """Write a tiny random Tango snapshot to ``folder``, in the real files' layout and key names.
+# declare-lab/tango2's files as the hub lists them (huggingface.co/declare-lab/tango2/tree/main): what
+# `huggingface-cli download declare-lab/tango2` gives; no text_encoder/ (Tango reads google/flan-t5-large).
+TANGO2_PUBLISHED_FILES = (".gitattributes", "README.md", "config.json", "main_config.json", "pytorch_model_main.bin",
+                          "pytorch_model_stft.bin", "pytorch_model_vae.bin", "stft_config.json", "vae_config.json")
+FLAN_FOLDER = "flan-t5-large"  # the tiny stand-in for google/flan-t5-large, written beside the snapshot
 
-    Files: main_config.json (pointing at configs/diffusion_model_config.json like the real one),
-    diffusion_model_config.json (the tiny UNet's config, next to the checkpoint), pytorch_model_main.bin
-    (``unet.*``, ``text_encoder.*``), vae_config.json + pytorch_model_vae.bin (AudioLDM's original VAE
-    names + ``vocoder.*``; plain weights like the real file, or weight_g/weight_v with
-    ``vocoder_weight_norm=True``), stft_config.json + pytorch_model_stft.bin, and ``text_encoder/``:
-    a tiny T5 config + tokenizer standing in for google/flan-t5-large (its own weights, saved from
-    another seed, are ignored by load_tango: Tango's come from pytorch_model_main.bin).
+
+def make_tiny_tango(folder, seed: int = 0, vocoder_weight_norm: bool = False) -> Path:
+    """Write a tiny random Tango snapshot to ``folder``, with exactly the published files of declare-lab/tango2
+    (``TANGO2_PUBLISHED_FILES``) in the real files' layout and key names.
+
+    Files: main_config.json (the published keys, pointing at configs/diffusion_model_config.json, a file of
+    Tango's code repository, plus the tiny UNet's config inline under ``unet_model_config``: the real one's is
+    built in), config.json (the same kwargs), pytorch_model_main.bin (``unet.*``, ``text_encoder.*``),
+    vae_config.json + pytorch_model_vae.bin (AudioLDM's original VAE names + ``vocoder.*``; plain weights like
+    the real file, or weight_g/weight_v with ``vocoder_weight_norm=True``), stft_config.json +
+    pytorch_model_stft.bin, .gitattributes, README.md. Beside it, ``../flan-t5-large/``: a tiny T5 config +
+    tokenizer standing in for google/flan-t5-large, which the published snapshot does not hold (its own
+    weights, saved from another seed, are ignored by load_tango: Tango's come from pytorch_model_main.bin).
     Mel (B, 1, T, 64) -> latent (B, 8, T/4, 16); the vocoder keeps AudioLDM's hop of 160.
     """
     with torch.random.fork_rng():  # leave the caller's global RNG as it was
@@ -154,8 +163,8 @@ def _write_tiny_tango(folder: Path, seed: int, vocoder_weight_norm: bool) -> Pat
                   relative_attention_num_buckets=8, relative_attention_max_distance=32, decoder_start_token_id=0,
                   pad_token_id=0, eos_token_id=1, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
     torch.manual_seed(seed + 1)
-    T5EncoderModel(t5).save_pretrained(folder / "text_encoder")
-    tokenizer.save_pretrained(folder / "text_encoder")
+    T5EncoderModel(t5).save_pretrained(folder.parent / FLAN_FOLDER)
+    tokenizer.save_pretrained(folder.parent / FLAN_FOLDER)
     torch.manual_seed(seed)
     text_encoder = T5EncoderModel(t5)
     unet_cfg = {"_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": [2, 4],
@@ -169,11 +178,13 @@ def _write_tiny_tango(folder: Path, seed: int, vocoder_weight_norm: bool) -> Pat
     main = {f"unet.{k}": v for k, v in unet.state_dict().items()}
     main.update({f"text_encoder.{k}": v for k, v in text_encoder.state_dict().items()})
     torch.save(main, folder / "pytorch_model_main.bin")
-    (folder / "diffusion_model_config.json").write_text(json.dumps(unet_cfg, indent=2))
-    (folder / "main_config.json").write_text(json.dumps({
-        "text_encoder_name": "google/flan-t5-large", "scheduler_name": "stabilityai/stable-diffusion-2-1",
-        "unet_model_name": None, "unet_model_config_path": "configs/diffusion_model_config.json",
-        "snr_gamma": 5.0, "freeze_text_encoder": True, "uncondition": False}))
+    kwargs = {"text_encoder_name": "google/flan-t5-large", "scheduler_name": "stabilityai/stable-diffusion-2-1",
+              "unet_model_name": None, "unet_model_config_path": "configs/diffusion_model_config.json",
+              "snr_gamma": 5.0, "freeze_text_encoder": True, "uncondition": False}
+    (folder / "config.json").write_text(json.dumps(kwargs))
+    (folder / "main_config.json").write_text(json.dumps({**kwargs, "unet_model_config": unet_cfg}))
+    (folder / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
+    (folder / "README.md").write_text("---\nlicense: cc-by-nc-sa-4.0\n---\nA tiny random stand-in for Tango 2.\n")
 
     vae = _original_vae_modules(TINY_VAE_CONFIG["ddconfig"], TINY_VAE_CONFIG["embed_dim"])
     vae_sd = {}

@@ -5,7 +5,9 @@
 
 writes, with nothing downloaded:
 
-- ``tango/``: a tiny random Tango snapshot (``checkpoint_fixtures.make_tiny_tango``);
+- ``tango/``: a tiny random Tango snapshot holding exactly declare-lab/tango2's published files
+  (``checkpoint_fixtures.make_tiny_tango``), and ``flan-t5-large/`` beside it: the text encoder's config
+  and tokenizer, which the snapshot does not hold (``text_encoder_path``);
 - ``clap_judge/``, ``clap_ranker/``: two tiny random transformers ``ClapModel`` folders laid out like
   ``laion/clap-htsat-unfused`` (other seeds: the judges are not the rankers);
 - ``audiocaps/``: an AudioCaps-format data set as Tango reads it (``train_audiocaps.json``,
@@ -13,8 +15,9 @@ writes, with nothing downloaded:
   "captions"}``, locations relative to the file) over world clips of 2.56 s (the length the profile
   has the base sample, ``base_sample_seconds``, to keep CI quick), with free-form captions the world
   grammar cannot read and no timelines;
-- ``baton/data/HA/2label_HA.json`` (0/1 ``feedback``) and ``baton/data/RM/2label_RA.json`` (scores under
-  ``SED``): BATON's released label files' shape, over clips in ``baton/audio/``;
+- ``Baton/data/HA/2label_HA.json`` (0/1 ``feedback``) and ``Baton/data/RM/2label_RA.json`` (scores under
+  ``SED``): BATON's released label files as its repository lays them out, over clips at locations
+  ``Baton/data/Audio/...`` relative to the folder holding ``Baton/`` (``baton_root``);
 - ``audio-alpaca/data/train-00000-of-00001.parquet``: Tango 2's released preference set as the hub
   publishes it (columns ``prompt``, ``chosen``, ``rejected``, ``strategy``; audio cells are datasets'
   ``{bytes, path}`` structs holding the encoded wav), over the training clips.
@@ -76,25 +79,30 @@ def write_audiocaps(world: Path, out: Path) -> dict[str, str]:
     return paths
 
 
-def write_baton(world: Path, out: Path, seed: int = 0) -> dict[str, str]:
+BATON_AUDIO = {"hd": "Baton/data/Audio/2label_Integrity_HD_Audio", "rd": "Baton/data/Audio/2label_Integrity_RD_Audio"}
+
+
+def write_baton(world: Path, root: Path, seed: int = 0) -> dict[str, str]:
     """BATON's HA (0/1 feedback, alternating: random weights hear nothing to label) and RA (reward-model
-    scores in [0, 1] under ``SED``) files over the world's validation and test clips."""
+    scores in [0, 1] under ``SED``) files over the world's validation and test clips, in BATON's literal
+    layout under ``root`` (the folder holding the checkout): ``Baton/data/HA/2label_HA.json``,
+    ``Baton/data/RM/2label_RA.json``, locations ``Baton/data/Audio/...`` relative to ``root``."""
     rng = np.random.default_rng(seed)
     rows = {"hd": [], "rd": []}
     for k, (split, name) in enumerate((("val", "hd"), ("test", "rd"))):
         for i, r in enumerate(load_split(world, split)):
-            rel = f"../../audio/{name}_{i:03d}.wav"  # as published: relative to the label file's folder
-            (out / "audio").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(r.location, out / "audio" / f"{name}_{i:03d}.wav")
             caption = free_caption(r, i + 3 * k)
+            rel = f"{BATON_AUDIO[name]}/{i:04d}_{caption.split(':')[0]}_{i % 5}.wav"  # BATON's <n>_<caption>_<k>.wav
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(r.location, root / rel)
             if name == "hd":
                 rows[name].append({"dataset": "2label_HA", "location": rel, "captions": caption,
                                    "feedback": int(i % 2 == 0)})
             else:
                 rows[name].append({"dataset": "2label_RA", "location": rel, "captions": caption,
                                    "SED": round(float(rng.uniform()), 4)})
-    return {"hd": _write_jsonl(out / "data" / "HA" / "2label_HA.json", rows["hd"]),
-            "rd": _write_jsonl(out / "data" / "RM" / "2label_RA.json", rows["rd"])}
+    return {"hd": _write_jsonl(root / "Baton" / "data" / "HA" / "2label_HA.json", rows["hd"]),
+            "rd": _write_jsonl(root / "Baton" / "data" / "RM" / "2label_RA.json", rows["rd"]), "root": str(root)}
 
 
 ALPACA_COLUMNS = ("prompt", "chosen", "rejected", "strategy")
@@ -138,8 +146,8 @@ def write_fixtures(folder, seed: int = 0) -> dict:
     build_world(world, SIZES["train"], SIZES["val"], SIZES["test"], seed=seed,
                 config=WorldConfig(clip_seconds=CLIP_SECONDS), workers=1, progress=False)
     manifests = write_audiocaps(world, folder / "audiocaps")
-    baton = write_baton(world, folder / "baton", seed)
-    return {"tango": str(folder / "tango"), "clap_judge": str(folder / "clap_judge"),
+    baton = write_baton(world, folder, seed)
+    return {"tango": str(folder / "tango"), "text_encoder": str(folder / "flan-t5-large"), "clap_judge": str(folder / "clap_judge"),
             "clap_ranker": str(folder / "clap_ranker"), "manifests": manifests, "baton": baton,
             "audio_alpaca": write_audio_alpaca(world, folder / "audio-alpaca")}
 
@@ -148,7 +156,9 @@ def overrides(paths: dict) -> dict:
     """The runner's ``--set`` overrides that point the real-smoke profile at fixtures written elsewhere."""
     return {"00_world.external_manifests": paths["manifests"], "01_judges.real_clap_path": paths["clap_judge"],
             "01_judges.real_ranker_clap_path": paths["clap_ranker"], "02_base_model.base_checkpoint": paths["tango"],
-            "05_feedback.baton_hd_file": paths["baton"]["hd"], "05_feedback.baton_rd_file": paths["baton"]["rd"]}
+            "02_base_model.text_encoder_path": paths["text_encoder"],
+            "05_feedback.baton_hd_file": paths["baton"]["hd"], "05_feedback.baton_rd_file": paths["baton"]["rd"],
+            "05_feedback.baton_root": paths["baton"]["root"]}
 
 
 if __name__ == "__main__":

@@ -144,3 +144,26 @@ def test_bad_input_names_file_row_and_column(tmp_path, pipe):
     (tmp_path / "broken.jsonl").write_text("\n{oops\n")
     with pytest.raises(AlpacaFormatError, match=r"broken.jsonl, line 2: not a JSON object"):
         list(read_alpaca(tmp_path / "broken.jsonl"))
+
+
+def test_streamed_latents_read_back_as_safetensors_own_writer_gives_them(tmp_path):
+    """The streamed file against safetensors' own save_file: the same tensors, names, dtypes and shapes."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from t2a_lib.run.files import StreamingSafetensors
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = {f"alpaca_{i:02d}": torch.randn(8, 3 + i, 16, generator=gen) for i in range(5)}
+    tensors["half"] = torch.randn(2, 3, generator=gen).half()
+    streamed = StreamingSafetensors(tmp_path / "streamed.safetensors")
+    for name, t in tensors.items():
+        streamed.add(name, t)
+    assert "alpaca_03" in streamed and len(streamed) == 6
+    streamed.close()
+    save_file(tensors, tmp_path / "reference.safetensors")
+    ours, theirs = load_file(tmp_path / "streamed.safetensors"), load_file(tmp_path / "reference.safetensors")
+    assert sorted(ours) == sorted(theirs)
+    for name in theirs:
+        assert ours[name].dtype == theirs[name].dtype and torch.equal(ours[name], theirs[name]), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reference.safetensors", "streamed.safetensors"]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from checkpoint_fixtures import make_tiny_audioldm, make_tiny_tango
+from checkpoint_fixtures import FLAN_FOLDER, make_tiny_audioldm, make_tiny_tango
 from t2a_lib.model import checkpoints as ck
 from t2a_lib.model.audioldm_checkpoint import hifigan_output_length, load_audioldm
 from t2a_lib.model.checkpoints import CheckpointError, WeightsNotFoundError, load_real_checkpoint
@@ -50,6 +51,8 @@ def _raw(path):
 
 
 def _copy(src, tmp_path, name="copy"):
+    """A copy of a snapshot, with the flan-t5 stand-in beside it as make_tiny_tango writes it."""
+    shutil.copytree(Path(src).parent / FLAN_FOLDER, tmp_path / FLAN_FOLDER, dirs_exist_ok=True)
     return shutil.copytree(src, tmp_path / name)
 
 
@@ -94,7 +97,7 @@ def test_tango_components_and_info(tango):
     info = tango["info"]
     assert info["format"] == "tango" and info["vocoder_weights"] == "plain"
     assert info["latent_downsampling"] == 4 and info["hop_length"] == 160 and info["sample_rate"] == 16000
-    assert info["unet_config_source"].endswith("diffusion_model_config.json")
+    assert info["unet_config_source"] == "main_config.json['unet_model_config']"
     assert info["stft"]["mel_basis_max_abs_diff_vs_ours"] < 1e-6
 
 
@@ -106,9 +109,9 @@ def test_unet_and_text_encoder_tensors_equal_the_file(tango, tango_dir):
         assert torch.equal(v, main[f"unet.{k}"]), k
     for k, v in te_sd.items():
         assert torch.equal(v, main[f"text_encoder.{k}"]), k
-    # text_encoder/ holds its own (other-seed) weights: the ones used are Tango's, from the main file
+    # the flan-t5 stand-in holds its own (other-seed) weights: the ones used are Tango's, from the main file
     from transformers import T5EncoderModel
-    standalone = T5EncoderModel.from_pretrained(tango_dir / "text_encoder", local_files_only=True)
+    standalone = T5EncoderModel.from_pretrained(tango_dir.parent / FLAN_FOLDER, local_files_only=True)
     assert not torch.equal(standalone.shared.weight, te_sd["shared.weight"])
 
 
@@ -340,26 +343,28 @@ def test_missing_text_encoder_config_says_what_to_download(tango_dir, tmp_path, 
     import huggingface_hub
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
     folder = _copy(tango_dir, tmp_path)
-    shutil.rmtree(folder / "text_encoder")
+    shutil.rmtree(tmp_path / FLAN_FOLDER)  # the snapshot exactly as published: no text encoder config
     with pytest.raises(WeightsNotFoundError, match="google/flan-t5-large") as exc:
         load_tango(folder)
-    assert str(folder / "text_encoder") in str(exc.value)
+    assert str(folder / "text_encoder") in str(exc.value) and str(tmp_path / FLAN_FOLDER) in str(exc.value)
     with pytest.raises(WeightsNotFoundError, match="nowhere"):
         load_tango(folder, text_encoder_path=tmp_path / "nowhere")
-    loaded = load_tango(folder, text_encoder_path=tango_dir / "text_encoder")  # the explicit path works
-    assert loaded["info"]["text_encoder_source"] == str(tango_dir / "text_encoder")
+    flan = tango_dir.parent / FLAN_FOLDER
+    loaded = load_tango(folder, text_encoder_path=flan)  # the explicit path works
+    assert loaded["info"]["text_encoder_source"] == str(flan)
 
 
 def test_unet_config_inline_explicit_and_wrong(tango_dir, tmp_path):
     folder = _copy(tango_dir, tmp_path)
-    cfg = json.loads((folder / "diffusion_model_config.json").read_text())
-    (folder / "diffusion_model_config.json").unlink()
     main = json.loads((folder / "main_config.json").read_text())
+    cfg = main.pop("unet_model_config")
     main["unet_model_config_path"] = "configs/my_unet.json"
     (folder / "main_config.json").write_text(json.dumps(main))
     with pytest.raises(WeightsNotFoundError, match="my_unet.json"):
         load_tango(folder)
     assert load_tango(folder, unet_config=cfg)["info"]["unet_config_source"] == "argument"
+    (folder / "diffusion_model_config.json").write_text(json.dumps(cfg))  # a file next to the checkpoint
+    assert load_tango(folder)["info"]["unet_config_source"] == str(folder / "diffusion_model_config.json")
     main["unet_model_config"] = cfg
     (folder / "main_config.json").write_text(json.dumps(main))
     assert "main_config.json" in load_tango(folder)["info"]["unet_config_source"]
@@ -470,3 +475,24 @@ def test_makers_leave_global_rng_alone(tmp_path):
     torch.manual_seed(123)
     make_tiny_audioldm(tmp_path / "a", seed=5)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_renamed_key_is_named_with_its_nearest_name(tango_dir, tmp_path):
+    """A 2023 file whose one key another library version spells differently: both sides are listed,
+    each with the nearest name on the other side."""
+    folder = _copy(tango_dir, tmp_path)
+    main = _raw(folder / "pytorch_model_main.bin")
+    old = "unet.down_blocks.0.attentions.0.proj_in.weight"
+    main[old.replace("proj_in", "proj_input")] = main.pop(old)
+    torch.save(main, folder / "pytorch_model_main.bin")
+    with pytest.raises(CheckpointError) as exc:
+        load_tango(folder)
+    msg = str(exc.value)
+    assert "1 missing (down_blocks.0.attentions.0.proj_in.weight (nearest: down_blocks.0.attentions.0.proj_input.weight))" in msg
+    assert "1 unexpected (down_blocks.0.attentions.0.proj_input.weight (nearest: down_blocks.0.attentions.0.proj_in.weight))" in msg
+
+
+def test_nearest_names_lists_the_first_few():
+    names = ["block.0.weight", "head.bias", "x", "y", "z", "w"]
+    assert ck.nearest_names(names, ["block.0.weights", "tail"], n=3) == \
+        "block.0.weight (nearest: block.0.weights), head.bias, x, ... (6 in all)"

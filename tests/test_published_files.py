@@ -113,3 +113,17 @@ def test_an_empty_dataset_is_still_refused(tmp_path):
     path.write_text(json.dumps({"dataset": " ", "location": "a.wav", "captions": "x"}) + "\n")
     with pytest.raises(ManifestError, match=r"bad\.json line 1: field 'dataset' must be a non-empty"):
         read_manifest(path)
+
+
+# declare-lab/tango2's file list as the hub publishes it (https://huggingface.co/declare-lab/tango2/tree/main),
+# written down here once: the fixture snapshot must hold exactly these names.
+TANGO2_ON_THE_HUB = [".gitattributes", "README.md", "config.json", "main_config.json", "pytorch_model_main.bin",
+                     "pytorch_model_stft.bin", "pytorch_model_vae.bin", "stft_config.json", "vae_config.json"]
+
+
+def test_the_tango_fixture_holds_exactly_the_published_files(tmp_path):
+    from checkpoint_fixtures import FLAN_FOLDER, TANGO2_PUBLISHED_FILES, make_tiny_tango
+
+    folder = make_tiny_tango(tmp_path / "tango2")
+    assert sorted(p.name for p in folder.iterdir()) == TANGO2_ON_THE_HUB == sorted(TANGO2_PUBLISHED_FILES)
+    assert not (folder / "text_encoder").exists() and (tmp_path / FLAN_FOLDER / "config.json").is_file()

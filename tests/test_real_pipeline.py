@@ -69,3 +69,31 @@ def test_the_real_configs_leftover_sample_size_is_replaced():
     assert tango_default_size(unet, {"block_out_channels": [128, 256, 512]}) == [32, 2]  # AudioLDM's VAE
     assert unet.config.sample_size == [256, 16]
     assert unet.config.sample_size[0] * 4 * 160 / 16000 == 10.24
+
+
+def test_a_local_checkpoint_is_referenced_by_the_run_not_copied(tmp_path):
+    import json
+    import os
+
+    from t2a_lib.model.base_model import install_checkpoint, load_run_pipeline
+    from t2a_lib.model.referenced_base import ReferencedBaseChanged
+
+    folder = make_tiny_tango(tmp_path / "ckpt", seed=0)
+    run = tmp_path / "run"
+    pipe, record = install_checkpoint(run, folder, sample_seconds=0.32)
+    assert sorted(p.name for p in (run / "base").iterdir()) == ["checkpoint.json"]  # nothing copied
+    assert record["referenced"] and record["latent_shape"] == [8, 8, 16]
+    assert json.loads((run / "base" / "checkpoint.json").read_text()) == json.loads(json.dumps(record))
+    reloaded = load_run_pipeline(run)
+    assert reloaded.latent_shape() == (8, 8, 16)  # the length asked for, recorded with the reference
+    args = dict(num_inference_steps=2, guidance_scale=3.0, progress=False)
+    a = pipe(["A man speaks"], generator=torch.Generator().manual_seed(0), **args).audios
+    b = reloaded(["A man speaks"], generator=torch.Generator().manual_seed(0), **args).audios
+    assert np.array_equal(a, b)
+    vae = folder / "pytorch_model_vae.bin"
+    os.utime(vae, ns=(vae.stat().st_atime_ns, vae.stat().st_mtime_ns + 10**9))  # the file was replaced
+    with pytest.raises(ReferencedBaseChanged, match="pytorch_model_vae.bin"):
+        load_run_pipeline(run)
+    pipe.unet.register_to_config(sample_size=[4, 16])
+    pipe.save_pretrained(run / "base" / "pipeline")  # a base trained later in the same run folder: the newer wins
+    assert load_run_pipeline(run).latent_shape() == (8, 4, 16)

@@ -62,7 +62,8 @@ def test_the_base_was_loaded_from_the_checkpoint_at_the_length_asked_for(real_sm
     assert ckpt["checkpoint_sample_seconds"] == pytest.approx(10.24)  # Tango's own length, by default
     assert ckpt["sample_seconds"] == pytest.approx(2.56) and ckpt["latent_shape"] == [8, 64, 16]  # the profile's
     assert base["bit_exact_reload"] and "unet" not in base and "text_encoder" not in base  # nothing trained
-    assert not (run_dir / "base" / "unet").exists() and (run_dir / "base" / "pipeline" / "model_index.json").is_file()
+    assert not (run_dir / "base" / "unet").exists() and not (run_dir / "base" / "pipeline").exists()  # referenced
+    assert ckpt["referenced"] and str(Path(paths["tango"]).resolve() / "pytorch_model_main.bin") in ckpt["files"]
     assert base["measures"] == ["clap"] and base["by_kind"]["all"]["clips"] == 4
 
 

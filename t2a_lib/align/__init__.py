@@ -6,6 +6,7 @@ SFT on winners and CRPO fine-tune the base model on them.
 - ``preferences``  Tango 2's audio-alpaca preference set (S1.1, S1.2, S2, S3; alpha/beta/delta filters)
 - ``gold_pairs``   preference pairs whose label the world knows (a positive control)
 - ``dpo``          Diffusion-DPO, SFT on winners, CRPO online rounds
-- ``audio_alpaca`` Tango 2's released audio-alpaca (a local copy) read into the preference set's layout
+- ``audio_alpaca`` Tango 2's released audio-alpaca (a local copy) read into the preference set's layout, streamed;
+  ``alpaca_bench`` its memory and time as the pair count grows
 - ``dpo_bench``    LoRA-DPO against full DPO on a real checkpoint: step time, peak memory, trainable parameters
 """

@@ -23,6 +23,10 @@ release has no ranker scores, so ``chosen_score``, ``rejected_score`` and ``marg
 latent per distinct clip: a winner shared by several pairs is encoded once, its id the hash of its
 bytes), the wavs of ``n_listen`` pairs per strategy under ``audio/`` (``""`` elsewhere, as for the
 gold set), and ``alpaca.json`` (what it was built from; an unchanged rerun loads instead).
+
+**Streamed**: shards are read in batches of rows, clips decoded and encoded ``batch_size`` at a time, and
+each batch's latents appended to disk at once, so memory stays flat however many pairs there are
+(``python -m t2a_lib.align.alpaca_bench`` measures it).
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..run.files import read_json, write_json
 
@@ -204,15 +207,18 @@ def _source_key(source, vae, n_frames: int, normalize: bool, limit) -> dict:
 
 @dataclass
 class _Encoder:
-    """Decodes each distinct clip once and encodes them through the VAE in batches."""
+    """Decodes each distinct clip once and encodes them through the VAE in batches, each batch's latents
+    appended to ``latents`` (a :class:`t2a_lib.run.files.StreamingSafetensors`) as soon as it is encoded:
+    at most ``batch_size`` waveforms are held, whatever the number of pairs."""
 
     vae: object
     n_samples: int
     normalize: bool
     batch_size: int
+    latents: object  # StreamingSafetensors
 
     def __post_init__(self):
-        self.latents, self.pending = {}, {}
+        self.pending = {}
 
     def add(self, data: bytes, where: str) -> tuple[str, np.ndarray | None]:
         """The clip's id, and its prepared waveform when it is new (None when seen before)."""
@@ -229,7 +235,8 @@ class _Encoder:
         if self.pending and (force or len(self.pending) >= self.batch_size):
             ids = list(self.pending)
             z = encode_mels(self.vae, waves_to_mel(np.stack([self.pending[i] for i in ids])))
-            self.latents.update({i: v.contiguous() for i, v in zip(ids, z)})
+            for i, v in zip(ids, z):
+                self.latents.add(i, v)
             self.pending.clear()
 
 
@@ -261,7 +268,7 @@ def import_audio_alpaca(source, out_dir, vae, n_frames: int, normalize: bool = T
     """Read audio-alpaca from ``source`` (a local copy's folder, or one parquet / JSON file) and write
     it to ``out_dir`` as a preference set encoded by ``vae`` at ``n_frames`` mel frames per clip
     (module docstring). Returns the pair table; loads it when ``out_dir`` holds the same import."""
-    from safetensors.torch import save_file
+    from ..run.files import StreamingSafetensors
 
     out_dir = Path(out_dir)
     key = _source_key(source, vae, n_frames, normalize, limit)
@@ -270,15 +277,21 @@ def import_audio_alpaca(source, out_dir, vae, n_frames: int, normalize: bool = T
     if done.get("key") == key and done.get("written") == _written(out_dir):
         return pd.read_parquet(out_dir / "preferences.parquet")  # this import, and nothing written over it
     out_dir.mkdir(parents=True, exist_ok=True)
-    encoder = _Encoder(vae, n_frames * 160, normalize, batch_size)
-    rows = _encode_all(read_alpaca(source, limit), encoder, out_dir, n_listen)
-    if not rows:
-        raise AlpacaFormatError(f"{source}: no pairs to read")
+    record.unlink(missing_ok=True)  # written last: an import cut short is redone
+    latents = StreamingSafetensors(out_dir / "latents.safetensors")
+    try:
+        rows = _encode_all(read_alpaca(source, limit), _Encoder(vae, n_frames * 160, normalize, batch_size, latents),
+                           out_dir, n_listen)
+        if not rows:
+            raise AlpacaFormatError(f"{source}: no pairs to read")
+    except BaseException:
+        latents.discard()
+        raise
+    latents.close()
     df = pd.DataFrame(rows)
     df["chosen_score"] = df["rejected_score"] = df["margin"] = np.nan  # the release publishes no scores
-    save_file(encoder.latents, out_dir / "latents.safetensors")
     df.to_parquet(out_dir / "preferences.parquet", index=False)
-    write_json(record, {"key": key, "pairs": len(df), "clips": len(encoder.latents), "written": _written(out_dir),
+    write_json(record, {"key": key, "pairs": len(df), "clips": len(latents), "written": _written(out_dir),
                         "by_strategy": df.strategy.value_counts().to_dict()}, indent=2)
     return df
 

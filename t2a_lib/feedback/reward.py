@@ -138,14 +138,19 @@ def split_by_prompt(prompts: list[str], held_out: float, seed: int = 0) -> np.nd
 
 
 def write_feedback(path, locations: list[str], captions: list[str], feedback, ids=None, dataset: str = "world-baton",
-                   field: str = "feedback") -> None:
+                   field: str = "feedback", baton_root=None) -> None:
     """BATON's JSON lines: human labels (0/1) under ``feedback``; reward-model scores in [0, 1]
     (written under ``SED`` when ``field="SED"``, as the anchors' RM files name it).
     ``locations`` are paths as this process opens them (absolute, or relative to the working
-    folder); the file stores them relative to itself, as ``read_manifest`` resolves them."""
+    folder); the file stores them relative to itself, as ``read_manifest`` resolves them, or, with
+    ``baton_root``, relative to that folder as BATON publishes them (``Baton/data/Audio/...`` from the
+    folder holding the checkout), as :func:`t2a_lib.feedback.released.read_released` resolves them."""
     import os
 
-    recs = [ManifestRecord(dataset=dataset, location=os.path.abspath(loc), captions=cap, id=ids[i] if ids else None,
+    from ..audio.locations import baton_location
+
+    where = (lambda loc: baton_location(loc, baton_root)) if baton_root else os.path.abspath
+    recs = [ManifestRecord(dataset=dataset, location=where(loc), captions=cap, id=ids[i] if ids else None,
                            feedback=float(f)) for i, (loc, cap, f) in enumerate(zip(locations, captions, feedback))]
     write_manifest(path, recs)
     if field == "SED":

@@ -11,6 +11,7 @@ component on the world, packaged as a diffusers pipeline.
 - ``tango``         ``TangoPipeline`` (a diffusers DiffusionPipeline)
 - ``base_model``    training the base model component by component, resumable; ``load_run_pipeline``
 - ``checkpoints``   loaders for real Tango / Tango 2 snapshots and diffusers AudioLDM folders
+- ``referenced_base`` a local real checkpoint as a run's base, referenced (not copied) in the run folder
 - ``precision``     what may run in bf16 and what stays float32
 - ``release``       the suite's released base model and scorers (``releases/``)
 """

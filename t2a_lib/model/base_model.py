@@ -266,7 +266,19 @@ def assemble(vae, text_encoder, tokenizer, unet, vocoder, model_config: MiniTang
 
 
 def load_pipeline(folder) -> TangoPipeline:
-    folder = Path(folder)
+    """A saved pipeline; for a run's ``base/pipeline`` whose ``base/checkpoint.json`` references a
+    real checkpoint instead (:mod:`t2a_lib.model.referenced_base`), that checkpoint."""
+    import json
+
+    from .referenced_base import load_referenced
+
+    folder, saved = Path(folder), Path(folder) / "model_index.json"
+    record = folder.parent / CHECKPOINT_RECORD
+    if folder.name == "pipeline" and record.is_file() and not (  # the newer of the two is this run's base
+            saved.exists() and saved.stat().st_mtime_ns > record.stat().st_mtime_ns):
+        data = json.loads(record.read_text())
+        if data.get("referenced"):
+            return load_referenced(data, record)
     if not (folder / "model_index.json").exists():
         raise FileNotFoundError(f"no TangoPipeline in {folder} (model_index.json missing): run notebook 02 first")
     return TangoPipeline.from_pretrained(folder).to("cpu")
@@ -284,30 +296,39 @@ def load_text_encoder(path) -> T5EncoderModel:
 CHECKPOINT_RECORD = "checkpoint.json"
 
 
-def install_checkpoint(run_dir, checkpoint, sample_seconds: float | None = None) -> tuple[TangoPipeline, dict]:
+def install_checkpoint(run_dir, checkpoint, sample_seconds: float | None = None,
+                       text_encoder_path=None) -> tuple[TangoPipeline, dict]:
     """Make a real checkpoint the run's base: a Tango / Tango 2 snapshot or a diffusers AudioLDM folder
-    (:func:`t2a_lib.model.tango.pipeline_from_checkpoint`; absent weights raise naming what to fetch)
-    saved as ``run_dir/base/pipeline``, where :func:`load_run_pipeline` finds it for every later
-    notebook, with ``base/checkpoint.json`` recording where it came from and what it samples: its own
-    clip length (Tango's 10.24 s), or ``sample_seconds`` (rounded to whole latent frames) when given.
-    Returns the pipeline as the later notebooks load it, and the record."""
+    (:func:`t2a_lib.model.tango.pipeline_from_checkpoint`; absent weights raise naming what to fetch).
+    A local folder is referenced, not copied (:mod:`t2a_lib.model.referenced_base`); anything else
+    (an HF-cache repo id) is saved as ``run_dir/base/pipeline``. Either way :func:`load_run_pipeline`
+    finds it for every later notebook, with ``base/checkpoint.json`` recording where it came from and
+    what it samples: its own clip length (Tango's 10.24 s), or ``sample_seconds`` (rounded to whole
+    latent frames) when given. ``text_encoder_path``: a Tango snapshot's google/flan-t5-large config +
+    tokenizer folder (:func:`t2a_lib.model.tango_checkpoint.load_tango`). Returns the pipeline and the record."""
     import json
 
+    from .referenced_base import reference_record
     from .tango import pipeline_from_checkpoint
 
     base_dir = Path(run_dir) / "base"
-    pipe = pipeline_from_checkpoint(checkpoint)
+    base_dir.mkdir(parents=True, exist_ok=True)
+    pipe = pipeline_from_checkpoint(checkpoint, **({"text_encoder_path": text_encoder_path} if text_encoder_path else {}))
     per_latent = frames_per_latent(pipe.vae.config)
     own = pipe.latent_shape()[1] * per_latent * 160 / 16000
     if sample_seconds:
         frames = max(1, round(sample_seconds * 100 / per_latent)) * per_latent
         pipe.unet.register_to_config(sample_size=[frames // per_latent, 64 // per_latent])  # what latent_shape reads
-    pipe.save_pretrained(base_dir / "pipeline")
-    pipe = load_run_pipeline(run_dir)
+    referenced = Path(checkpoint).is_dir()
+    if not referenced:
+        pipe.save_pretrained(base_dir / "pipeline")
+        pipe = load_run_pipeline(run_dir)
     shape = pipe.latent_shape()
     record = {"checkpoint": str(Path(checkpoint).resolve()), "conditioning": pipe.conditioning,
               "latent_shape": list(shape), "mel_frames": shape[1] * per_latent,
               "sample_seconds": shape[1] * per_latent * 160 / 16000, "checkpoint_sample_seconds": own,
               "unet_params": n_params(pipe.unet)}
+    if referenced:
+        record.update(reference_record(checkpoint, text_encoder_path, pipe.unet.config.sample_size))
     (base_dir / CHECKPOINT_RECORD).write_text(json.dumps(record, indent=1))
     return pipe, record

@@ -146,6 +146,18 @@ def few(items, n: int = 5) -> str:
     return ", ".join(map(str, items[:n])) + (f", ... ({len(items)} in all)" if len(items) > n else "")
 
 
+def nearest_names(names: list[str], others: list[str], n: int = 5) -> str:
+    """The first ``n`` of ``names``, each with its nearest name among ``others`` (difflib), so a renamed
+    key shows what it is called on the other side: ``a.b (nearest: a.c), ...``."""
+    import difflib
+
+    shown = []
+    for name in names[:n]:
+        close = difflib.get_close_matches(name, others, n=1, cutoff=0.6)
+        shown.append(f"{name} (nearest: {close[0]})" if close else name)
+    return ", ".join(shown) + (f", ... ({len(names)} in all)" if len(names) > n else "")
+
+
 def load_checked(module: nn.Module, sd: dict, what: str, source, hint: str = "") -> None:
     """load_state_dict(strict=True), after a readable report of missing/unexpected/misshapen keys."""
     expected = module.state_dict()
@@ -154,8 +166,8 @@ def load_checked(module: nn.Module, sd: dict, what: str, source, hint: str = "")
     shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
               for k in sorted(set(sd) & set(expected)) if sd[k].shape != expected[k].shape]
     if missing or unexpected or shapes:
-        parts = [f"{len(missing)} missing ({few(missing)})" if missing else "",
-                 f"{len(unexpected)} unexpected ({few(unexpected)})" if unexpected else "",
+        parts = [f"{len(missing)} missing ({nearest_names(missing, unexpected)})" if missing else "",
+                 f"{len(unexpected)} unexpected ({nearest_names(unexpected, missing)})" if unexpected else "",
                  f"{len(shapes)} of another shape ({few(shapes, 3)})" if shapes else ""]
         raise CheckpointError(f"The {what} weights from '{source}' do not fit the model built for them: "
                               f"{'; '.join(p for p in parts if p)}.{' ' + hint if hint else ''}")

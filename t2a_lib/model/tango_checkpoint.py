@@ -22,8 +22,8 @@ TANGO_SCALE_FACTOR = 0.9227914214134216
 FLAN_HOW_TO = ("Tango's text encoder config and tokenizer come from google/flan-t5-large (its weights are in "
                "pytorch_model_main.bin). On a machine with internet run `huggingface-cli download "
                "google/flan-t5-large config.json tokenizer.json tokenizer_config.json spiece.model "
-               "special_tokens_map.json --local-dir <dir>`, then copy <dir> to '<tango folder>/text_encoder' "
-               "or pass text_encoder_path=<dir>")
+               "special_tokens_map.json --local-dir <dir>`, then copy <dir> beside the Tango folder as "
+               "'flan-t5-large' (or into it as 'text_encoder'), or pass text_encoder_path=<dir>")
 
 
 # configs/diffusion_model_config.json of declare-lab/tango: the UNet of Tango, Tango-full-FT and Tango 2.
@@ -100,15 +100,17 @@ def _text_encoder_dir(folder: Path, text_encoder_path, name) -> tuple[Path, str]
         if (p / "config.json").is_file():
             return p, str(p)
         raise WeightsNotFoundError(f"text_encoder_path '{p}' has no config.json. {FLAN_HOW_TO}.")
-    if (folder / "text_encoder" / "config.json").is_file():
-        return folder / "text_encoder", str(folder / "text_encoder")
+    for near in (folder / "text_encoder", folder.parent / "flan-t5-large"):  # inside, or beside the snapshot
+        if (near / "config.json").is_file():
+            return near, str(near)
     if isinstance(name, str) and name:
         from huggingface_hub import try_to_load_from_cache
         cached = try_to_load_from_cache(name, "config.json")
         if isinstance(cached, str):
             return Path(cached).parent, f"HF cache of {name}"
     raise WeightsNotFoundError(f"No text encoder config for the Tango checkpoint in '{folder}': no text_encoder_path "
-                               f"given, no '{folder / 'text_encoder' / 'config.json'}', and '{name}' is not in the "
+                               f"given, no '{folder / 'text_encoder' / 'config.json'}' nor "
+                               f"'{folder.parent / 'flan-t5-large' / 'config.json'}', and '{name}' is not in the "
                                f"HF cache. {FLAN_HOW_TO}.")
 
 
@@ -190,9 +192,10 @@ def load_tango(folder, text_encoder_path=None, unet_config=None) -> dict:
     """Load a Tango / Tango 2 snapshot folder (or a cached ``declare-lab/...`` repo id) onto our components.
 
     ``text_encoder_path``: a local folder with flan-t5-large's config.json and tokenizer files (its weights
-    are not needed: they come from pytorch_model_main.bin); by default ``<folder>/text_encoder`` or the
-    HF cache of main_config's ``text_encoder_name``. ``unet_config``: a dict or json path overriding the
-    UNet config search (inline in main_config, next to the checkpoint, else Tango's published config).
+    are not needed: they come from pytorch_model_main.bin); by default ``<folder>/text_encoder``,
+    ``<folder>/../flan-t5-large`` (beside the snapshot) or the HF cache of main_config's
+    ``text_encoder_name``. ``unet_config``: a dict or json path overriding the UNet config search
+    (inline in main_config, next to the checkpoint, else Tango's published config).
     """
     from diffusers import UNet2DConditionModel
 

@@ -4,6 +4,7 @@
 - ``params``    checking notebook parameters before anything runs
 - ``sources``   notebooks checked against their ``.py`` sources; run folders kept out of the source tree
 - ``lock``      one runner per run folder (``.runner.lock``: pid and host)
+- ``preflight`` ``--check``: every checkpoint and data set a profile names, present, absent or wrong
 - ``parallel``  independent CPU jobs in worker processes at a fixed number of threads
 - ``files``     JSON records and safetensors weights whose errors name the file
 - ``launch``    DPO/BATON in one process or many (``accelerate launch``)

@@ -134,3 +134,52 @@ def save_fit(folder, key: dict, **record) -> dict:
     so its presence means the artifact is complete); returns ``record`` as a later load reads it."""
     write_json(Path(folder) / "fit.json", {"key": plain(key), **plain(record)}, indent=1)
     return plain(record)
+
+
+SAFETENSORS_DTYPES = {"<f4": "F32", "<f2": "F16", "<f8": "F64", "<i8": "I64", "<i4": "I32"}
+
+
+class StreamingSafetensors:
+    """A safetensors file written tensor by tensor, holding none of them in memory: each tensor's bytes
+    are appended to ``<path>.data.tmp`` as it comes; ``close`` writes the header (the format's 8-byte
+    length, JSON of names, dtypes, shapes and offsets) and copies the data after it, then renames the
+    result to ``path`` (atomic). ``safetensors.torch.load_file`` reads it like any other."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.data_path = self.path.with_name(f".{self.path.name}.{os.getpid()}.data.tmp")
+        self.data, self.header, self.offset = open(self.data_path, "wb"), {}, 0
+
+    def __contains__(self, name) -> bool:
+        return name in self.header
+
+    def __len__(self) -> int:
+        return len(self.header)
+
+    def add(self, name: str, tensor) -> None:
+        array = tensor.detach().cpu().contiguous().numpy()
+        data = array.tobytes()
+        self.header[name] = {"dtype": SAFETENSORS_DTYPES[array.dtype.str], "shape": list(array.shape),
+                             "data_offsets": [self.offset, self.offset + len(data)]}
+        self.data.write(data)
+        self.offset += len(data)
+
+    def discard(self) -> None:
+        """Drop what was appended (an import that failed part way): no file is left behind."""
+        self.data.close()
+        self.data_path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        import shutil
+        import struct
+
+        self.data.close()
+        head = json.dumps(self.header, separators=(",", ":")).encode()
+        head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as out, open(self.data_path, "rb") as data:
+            out.write(struct.pack("<Q", len(head)) + head)
+            shutil.copyfileobj(data, out, 1 << 20)
+        os.replace(tmp, self.path)
+        self.data_path.unlink()

@@ -2,7 +2,8 @@
 
     python -m t2a_lib.run --profile smoke
     python -m t2a_lib.run --profile default --from 03 --set n_steps=200
-    python -m t2a_lib.run --profile smoke --list        # show the plan, run nothing
+    python -m t2a_lib.run --profile smoke --list        # show the plan, check its inputs, run nothing
+    python -m t2a_lib.run --profile real --check        # check every input the profile names (preflight)
 
 Stages are the sorted ``notebooks/NN_name.ipynb`` files (or the profile's ``stages`` list).
 Every notebook receives ``run_dir``, ``profile`` and ``seed``, plus the profile's global
@@ -37,6 +38,8 @@ from pathlib import Path
 
 from .files import rewrite_in_place, swap_in_folder, write_text_atomic
 from .lock import alive, run_folder_lock
+from .preflight import report as inputs_report
+from .preflight import check_inputs, profile_params, require_inputs
 from .profiles import (PROFILES_DIR, ROOT, Profile, RunnerError, parse_sets, plan, print_plan, relative,
                        resolve_path, resolve_stage)
 
@@ -91,6 +94,7 @@ def run_profile(profile, run_dir=None, report_dir=None, start=None, only=None, o
     prof, seed, notebooks, params = plan(profile, overrides, notebooks_dir)
     stems = list(notebooks)
     todo = _stages_to_run(stems, start, only)
+    require_inputs({s: params[s] for s in todo})  # every checkpoint and data set the stages name, before any runs
     run_dir = resolve_path(run_dir or f"papermill_runs/{prof.name}")
     report_dir = resolve_path(report_dir or f"reports/{prof.name}")
     _check_outside_sources(run_dir, report_dir, notebooks_dir)
@@ -310,12 +314,18 @@ def _main(argv=None) -> int:
                     help="override a parameter (value parsed as YAML, 1e-4 as a number); KEY may be stem.name")
     ap.add_argument("--notebooks-dir", default="notebooks")
     ap.add_argument("--list", action="store_true", help="check the profile and show the stages; run nothing")
+    ap.add_argument("--check", action="store_true",
+                    help="check every input the profile names (checkpoints, data); exit 2 if any is absent or wrong")
     args = ap.parse_args(argv)
     try:
         overrides = parse_sets(args.set)
-        if args.list:
-            print_plan(*plan(args.profile, overrides, args.notebooks_dir))
-            return 0
+        if args.list or args.check:  # --check alone reads the profile, not the notebooks: seconds
+            planned = plan(args.profile, overrides, args.notebooks_dir) if args.list else None
+            if planned:
+                print_plan(*planned)
+            findings = check_inputs(planned[3] if planned else profile_params(args.profile, overrides))
+            print(inputs_report(findings))
+            return 2 if any(not f.ok for f in findings) else 0
         run_profile(args.profile, args.run_dir, args.report_dir, args.start, args.only, overrides,
                      args.notebooks_dir)
     except StageFailed as e:  # its error was printed when the stage failed

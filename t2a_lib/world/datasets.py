@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,12 +134,15 @@ EXTERNAL_HOW_TO = ("For AudioCaps as Tango reads it, fetch declare-lab/tango's d
                    "external_manifests={train: ..., val: ..., test: ...}")
 
 
-def use_external(out_dir, manifests: dict[str, str]) -> dict:
+def use_external(out_dir, manifests: dict[str, str], audio_root=None) -> dict:
     """Make ``out_dir`` the world of real data: every row of each split's manifest validated (its
     audio read; an error names the manifest and line), then the manifests copied to
     ``out_dir/<split>.jsonl``, where every later stage reads its data, and ``world.json`` written
-    last, recording where they came from and a key of their content."""
-    from ..audio.wav import AudioError, read_wav
+    last, recording where they came from and a key of their content. A location not found is looked
+    for under ``audio_root`` (:func:`t2a_lib.audio.locations.reroot`: Tango's manifests name
+    ``/data/deep/audioset/...``). Silent clips and clips shorter than one mel window (AudioCaps has
+    some) are counted and left out with one warning; a missing or unreadable clip is an error."""
+    from ..audio.locations import reroot_records
     from ..audio.manifest import ManifestError
 
     out_dir = Path(out_dir)
@@ -149,29 +153,56 @@ def use_external(out_dir, manifests: dict[str, str]) -> dict:
     if absent:
         raise FileNotFoundError(f"external_manifests: no manifest at {'; '.join(absent)}. {EXTERNAL_HOW_TO}")
     (out_dir / "world.json").unlink(missing_ok=True)  # an old world stops being the world now
-    splits, problems, h = {}, [], hashlib.sha256()
+    splits, problems, skipped, h = {}, [], {}, hashlib.sha256()
     for split in SPLITS:
-        splits[split] = read_manifest(manifests[split])
+        records = read_manifest(manifests[split])
+        reroot_records(records, audio_root)
         h.update(Path(manifests[split]).read_bytes())
-        for r in splits[split]:
-            try:
-                n = len(read_wav(r.location))
-                if n < 1024:
-                    raise AudioError(f"{r.location}: {n} samples, shorter than one mel window (1024)")
-                h.update(Path(r.location).read_bytes())
-            except (AudioError, FileNotFoundError) as e:
-                problems.append(f"{r.source} line {r.line}: {e}")
+        splits[split] = [r for r in records if _usable_clip(r, h, problems, skipped)]
     if problems:
         shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
         raise ManifestError(f"{len(problems)} bad row(s) in the external manifests:\n  " + "\n  ".join(shown)
                             + f"\n{EXTERNAL_HOW_TO}")
+    if skipped:
+        first = next(iter(skipped.values()))
+        warnings.warn(f"left out {len(skipped)} silent or too short clip(s) of the external manifests "
+                      f"(first: {first})", UserWarning, stacklevel=2)
     for split, records in splits.items():
         write_manifest(out_dir / f"{split}.jsonl", records)
     info = {"source": "external", "key": h.hexdigest()[:16], "manifests": {s: str(Path(p).resolve())
             for s, p in manifests.items()}, "sizes": {s: len(r) for s, r in splits.items()},
+            "audio_root": str(Path(audio_root).resolve()) if audio_root else None,
+            "skipped": {"clips": len(skipped), "first": next(iter(skipped.values()), None)},
             "format_version": FORMAT_VERSION}
     write_json(out_dir / "world.json", info, indent=2)
     return info
+
+
+MIN_CLIP_SAMPLES = 1024  # one mel window
+
+
+def _usable_clip(rec, h, problems: list, skipped: dict) -> bool:
+    """Read one clip: True when usable (its bytes hashed into ``h``); a silent or too short clip is
+    noted in ``skipped``, a missing or unreadable one in ``problems``."""
+    from ..audio.wav import SILENCE_PEAK, AudioError, read_wav
+
+    where = f"{rec.source} line {rec.line}"
+    try:
+        wave = read_wav(rec.location, allow_silent=True)
+    except AudioError as e:
+        if "(0 samples)" not in str(e):  # an empty file is the shortest clip, not a broken one
+            problems.append(f"{where}: {e}")
+            return False
+        wave = np.zeros(0, np.float32)
+    except FileNotFoundError as e:
+        problems.append(f"{where}: {e}")
+        return False
+    if len(wave) < MIN_CLIP_SAMPLES or float(np.max(np.abs(wave))) < SILENCE_PEAK:
+        why = f"{len(wave)} samples" if len(wave) < MIN_CLIP_SAMPLES else f"silent (peak < {SILENCE_PEAK:g})"
+        skipped[where] = f"{where}: {rec.location}: {why}"
+        return False
+    h.update(Path(rec.location).read_bytes())
+    return True
 
 
 def require_world(world_dir) -> dict:
