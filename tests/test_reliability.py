@@ -412,6 +412,12 @@ def tiny_tango(tmp_path_factory):
     return make_tiny_tango(tmp_path_factory.mktemp("tango"), seed=0)
 
 
+def _copy_snapshot(tiny_tango: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny snapshot with the flan-t5-large folder that stands beside it, as published."""
+    shutil.copytree(tiny_tango.parent / "flan-t5-large", tmp_path / "flan-t5-large")
+    return Path(shutil.copytree(tiny_tango, tmp_path / "t"))
+
+
 def test_a_tango_header_calling_a_float_tensor_i32_is_refused_naming_it(tiny_tango, tmp_path):
     import torch
     from safetensors.torch import save_file
@@ -419,7 +425,7 @@ def test_a_tango_header_calling_a_float_tensor_i32_is_refused_naming_it(tiny_tan
     from t2a_lib.model.checkpoints import CheckpointError
     from t2a_lib.model.tango_checkpoint import load_tango
 
-    folder = Path(shutil.copytree(tiny_tango, tmp_path / "t"))
+    folder = _copy_snapshot(tiny_tango, tmp_path)
     main = torch.load(folder / "pytorch_model_main.bin", weights_only=True)
     (folder / "pytorch_model_main.bin").unlink()
     save_file({k: v.clone().contiguous() for k, v in main.items()}, str(folder / "pytorch_model_main.safetensors"))
@@ -437,7 +443,7 @@ def test_nan_tango_vocoder_weights_are_refused_naming_the_tensor(tiny_tango, tmp
     from t2a_lib.model.checkpoints import CheckpointError
     from t2a_lib.model.tango_checkpoint import load_tango
 
-    folder = Path(shutil.copytree(tiny_tango, tmp_path / "t"))
+    folder = _copy_snapshot(tiny_tango, tmp_path)
     vae = torch.load(folder / "pytorch_model_vae.bin", weights_only=True)
     key = next(k for k in sorted(vae) if k.startswith("vocoder.") and k.endswith("weight"))
     vae[key].view(-1)[0] = float("nan")
