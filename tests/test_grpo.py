@@ -251,3 +251,23 @@ def test_the_online_loop_takes_rankers_only_and_never_calls_a_judge(monkeypatch,
     out = train_grpo(pipe, reward, PROMPTS, cfg, progress=False)
     assert calls == {"detector": 1, "audiotext": 1}  # the rankers scored the one round
     assert np.isfinite(out["history"][0]["reward_mean"])
+
+
+def test_fit_grpo_with_lora_trains_once_then_loads_the_same_model(tmp_path, monkeypatch):
+    base, rankers = tiny_pipe(), tiny_scorers("ranker")
+    before = {k: v.clone() for k, v in base.unet.state_dict().items()}
+    cfg = toy_config(steps=2, minibatch_size=8, sample_steps=2, checkpoint_every=1, lora_rank=2, lr=1e-2)
+    unet, history = fit_grpo(tmp_path, base, rankers, PROMPTS, cfg, progress=False)
+    assert history[0]["kl"] == 0.0 and history[1]["kl"] > 0.0  # LoRA starts as the identity
+    assert history[-1]["clips"] == cfg.sampled_clips() == 16
+    assert all(torch.equal(v, before[k]) for k, v in base.unet.state_dict().items())  # the base is untouched
+    changed = [k for k, v in unet.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(k.split(".")[-2] in ("to_q", "to_k", "to_v", "0") for k in changed)  # fused adapters only
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached fit must not sample or score again")
+
+    monkeypatch.setattr(rankers.audiotext[0], "score", refuse)  # the "clap" reward's ranker
+    again, history_again = fit_grpo(tmp_path, base, rankers, PROMPTS, cfg, progress=False)
+    assert history_again == history
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in unet.state_dict().items())

@@ -7,5 +7,7 @@ SFT on winners and CRPO fine-tune the base model on them.
 - ``gold_pairs``   preference pairs whose label the world knows (a positive control)
 - ``dpo``          Diffusion-DPO, SFT on winners, CRPO online rounds
 - ``audio_alpaca`` Tango 2's released audio-alpaca (a local copy) read into the preference set's layout
+- ``sde_sampler`` a stochastic DDPM sampler whose per-step Gaussian log-probabilities are exact (for online RL)
+- ``grpo``         online RL: GRPO over that sampler, rewarded by the rankers, KL to the reference model
 - ``dpo_bench``    LoRA-DPO against full DPO on a real checkpoint: step time, peak memory, trainable parameters
 """
