@@ -271,3 +271,20 @@ def test_fit_grpo_with_lora_trains_once_then_loads_the_same_model(tmp_path, monk
     again, history_again = fit_grpo(tmp_path, base, rankers, PROMPTS, cfg, progress=False)
     assert history_again == history
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in unet.state_dict().items())
+
+
+def test_a_reward_that_is_not_one_finite_number_per_clip_is_refused():
+    class Broken(MeanLatent):
+        def __init__(self, fault):
+            super().__init__()
+            self.fault = fault
+
+        def __call__(self, latents, prompts):
+            r = super().__call__(latents, prompts)
+            return r[:-1] if self.fault == "short" else np.where(np.arange(len(r)) == 5, np.nan, r)
+
+    cfg = toy_config(steps=2, sample_steps=1)
+    with pytest.raises(ValueError, match=r"round 0: .* got shape \(7,\) for 8 clips"):
+        train_grpo(tiny_pipe(), Broken("short"), PROMPTS, cfg, progress=False)
+    with pytest.raises(ValueError, match="not finite for"):
+        train_grpo(tiny_pipe(), Broken("nan"), PROMPTS, cfg, progress=False)

@@ -167,6 +167,10 @@ def sample_round(unet, scheduler, cond: Conditioning, prompts: list[str], reward
     traj = sample_trajectories(unet, scheduler, cond.rows(rows), noise, config.sample_steps, config.guidance,
                                generator, device)
     rewards = np.asarray(reward(traj.final, [prompts[i] for i in rows]), dtype=np.float64)
+    if rewards.shape != (len(rows),) or not np.isfinite(rewards).all():
+        bad = sorted({prompts[i] for i, ok in zip(rows.tolist(), np.isfinite(rewards).ravel()) if not ok})[:3]
+        raise ValueError(f"round {index}: the reward must give one finite number per clip, got shape "
+                         f"{rewards.shape} for {len(rows)} clips" + (f"; not finite for {bad}" if bad else ""))
     adv = group_advantages(rewards.reshape(-1, config.group_size), config.adv_eps, config.adv_clip)
     return Round(index, traj, rows, rewards, torch.from_numpy(adv.reshape(-1)))
 
