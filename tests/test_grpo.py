@@ -15,7 +15,7 @@ from scipy.stats import norm
 from t2a_lib.align.dpo import make_train_scheduler_like
 from t2a_lib.align.grpo import (GRPOConfig, RankerReward, clipped_objective, fit_grpo, group_advantages, grpo_loss,
                                 train_grpo)
-from t2a_lib.align.sde_sampler import (Conditioning, gaussian_kl, posterior, sample_trajectories, step_means,
+from t2a_lib.align.sde_sampler import (gaussian_kl, posterior, sample_trajectories, step_means,
                                        timestep_grid, transition_log_prob)
 from t2a_lib.model.base_model import assemble, text_bank
 from t2a_lib.model.components import make_text_encoder, make_unet, make_vae, model_config
@@ -36,8 +36,7 @@ def tiny_pipe(seed: int = 0):
 
 
 def conditioning(pipe, prompts):
-    bank = text_bank(pipe.text_encoder, pipe.tokenizer, prompts)
-    return Conditioning(bank.states, bank.mask, bank.uncond_states, bank.uncond_mask)
+    return text_bank(pipe.text_encoder, pipe.tokenizer, prompts)
 
 
 class MeanLatent:
@@ -54,7 +53,7 @@ class MeanLatent:
         return latents.mean(dim=(1, 2, 3)).numpy()
 
 
-def fresh_mean_reward(pipe, config, seed=123, per_prompt=8):
+def fresh_mean_reward(pipe, config, seed=123, per_prompt=4):
     """The toy reward of fresh chains from the pipeline's UNet, the same noise every call."""
     rows = torch.arange(len(PROMPTS)).repeat_interleave(per_prompt)
     noise = torch.randn((len(rows), *pipe.latent_shape()), generator=torch.Generator().manual_seed(seed))
@@ -178,11 +177,11 @@ def test_updates_move_a_toy_reward_its_way_and_the_kl_starts_at_zero():
 
 
 def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
-    cfg = toy_config(steps=4, sample_steps=2)
+    cfg = toy_config(steps=4, sample_steps=1)
     straight = tiny_pipe()
     whole = train_grpo(straight, MeanLatent(), PROMPTS, cfg, out_dir=tmp_path / "a", progress=False)
     interrupted = tiny_pipe()
-    train_grpo(interrupted, MeanLatent(), PROMPTS, toy_config(steps=2, sample_steps=2), out_dir=tmp_path / "b", progress=False)
+    train_grpo(interrupted, MeanLatent(), PROMPTS, toy_config(steps=2, sample_steps=1), out_dir=tmp_path / "b", progress=False)
     state_file = tmp_path / "b" / "checkpoint" / "state.json"  # a "crash" after the first round
     state = json.loads(state_file.read_text())
     state["config"]["steps"] = 4

@@ -37,10 +37,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..model.diffusion import FineTuneConfig, Shard, batch_indices, step_generator, train_loop
+from ..model.diffusion import FineTuneConfig, Shard, TextBank, batch_indices, step_generator, train_loop
 from ..scoring.scorers import require_role
 from .dpo import make_train_scheduler_like, reference_of, trainable_with_reference, with_unet
-from .sde_sampler import Conditioning, Trajectory, gaussian_kl, sample_trajectories, step_means, transition_log_prob
+from .sde_sampler import Trajectory, gaussian_kl, sample_trajectories, step_means, transition_log_prob
 
 REWARDS = ("clap", "events", "clap+events")
 
@@ -159,7 +159,7 @@ class Round:
     advantages: torch.Tensor  # (P·K,) float64
 
 
-def sample_round(unet, scheduler, cond: Conditioning, prompts: list[str], reward, config: GRPOConfig,
+def sample_round(unet, scheduler, cond: TextBank, prompts: list[str], reward, config: GRPOConfig,
                  index: int, latent_shape: tuple, generator: torch.Generator, device) -> Round:
     """Round ``index``: P prompts (epoch-wise permutations, as every fine-tune batches), K chains each."""
     rows = batch_indices(len(prompts), config.batch_size, config.seed, index).repeat_interleave(config.group_size)
@@ -197,8 +197,7 @@ def train_grpo(pipe, reward, prompts: list[str], config: GRPOConfig, out_dir=Non
         raise NotImplementedError("GRPO samples cross-attention (Tango) models; this pipeline conditions by class embedding")
     frozen = trainable_with_reference(pipe.unet, config.lora_rank, config.seed)
     scheduler = make_train_scheduler_like(pipe)
-    bank = text_bank(pipe.text_encoder, pipe.tokenizer, prompts)
-    cond = Conditioning(bank.states, bank.mask, bank.uncond_states, bank.uncond_mask)
+    cond = text_bank(pipe.text_encoder, pipe.tokenizer, prompts)
     current: dict = {}
 
     def step_loss(model, idx, g, step, device, shard=Shard()):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model.components import add_time_channel
+from ..model.diffusion import TextBank
 from ..model.precision import float32
 
 
@@ -40,20 +41,7 @@ def timestep_grid(scheduler, steps: int) -> torch.Tensor:
     return torch.linspace(last, 0, steps + 1).round().long()
 
 
-@dataclass
-class Conditioning:
-    """Text states of the rows being sampled and of the empty prompt (padded to one length)."""
-
-    states: torch.Tensor  # (B, L, D)
-    mask: torch.Tensor  # (B, L)
-    uncond_states: torch.Tensor  # (1, L, D)
-    uncond_mask: torch.Tensor  # (1, L)
-
-    def rows(self, idx: torch.Tensor) -> "Conditioning":
-        return Conditioning(self.states[idx], self.mask[idx], self.uncond_states, self.uncond_mask)
-
-
-def guided_prediction(unet, x: torch.Tensor, t: torch.Tensor, cond: Conditioning, guidance: float) -> torch.Tensor:
+def guided_prediction(unet, x: torch.Tensor, t: torch.Tensor, cond: TextBank, guidance: float) -> torch.Tensor:
     """The UNet's prediction at (x, t) per row (t of shape (B,)), classifier-free guided with weight
     ``guidance`` (unconditional and conditional halves in one forward, as the pipeline does); float32."""
     n = len(x)
@@ -122,7 +110,7 @@ class Trajectory:
         return len(self.timesteps) - 1
 
 
-def step_means(unet, scheduler, traj: Trajectory, rows: torch.Tensor, steps: torch.Tensor, cond: Conditioning,
+def step_means(unet, scheduler, traj: Trajectory, rows: torch.Tensor, steps: torch.Tensor, cond: TextBank,
                guidance: float, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(μ, σ) of the transitions (row i, step k) -> k + 1 under ``unet``, for paired index tensors
     ``rows`` and ``steps``, in one batched forward (differentiable in the UNet's weights)."""
@@ -133,7 +121,7 @@ def step_means(unet, scheduler, traj: Trajectory, rows: torch.Tensor, steps: tor
 
 
 @torch.no_grad()
-def sample_trajectories(unet, scheduler, cond: Conditioning, noise: torch.Tensor, steps: int, guidance: float,
+def sample_trajectories(unet, scheduler, cond: TextBank, noise: torch.Tensor, steps: int, guidance: float,
                         generator: torch.Generator, device="cpu") -> Trajectory:
     """Run the stochastic sampler from ``noise`` (B, C, H, W); each step's Gaussian noise is drawn
     on the CPU from ``generator`` (the same chains on any device), and its log-probability recorded."""
