@@ -287,3 +287,18 @@ def test_a_reward_that_is_not_one_finite_number_per_clip_is_refused():
         train_grpo(tiny_pipe(), Broken("short"), PROMPTS, cfg, progress=False)
     with pytest.raises(ValueError, match="not finite for"):
         train_grpo(tiny_pipe(), Broken("nan"), PROMPTS, cfg, progress=False)
+
+
+def test_the_benchmark_trains_from_a_release_folder_with_its_rankers(tmp_path, capsys):
+    from t2a_lib.align import grpo_bench
+
+    tiny_pipe().save_pretrained(tmp_path / "base" / "pipeline")
+    tiny_scorers("ranker").save(tmp_path / "scorers" / "rankers")
+    tiny_scorers("judge").save(tmp_path / "scorers" / "judges")  # present, never loaded
+    grpo_bench.main(["--release", str(tmp_path), "--rounds", "2", "--prompts", "2", "--group", "2",
+                     "--sample-steps", "1", "--minibatch", "4", "--json", str(tmp_path / "bench.json")])
+    rows = json.loads((tmp_path / "bench.json").read_text())["rounds"]
+    assert [r["clips"] for r in rows] == [4, 8] and [r["round"] for r in rows] == [0, 1]
+    assert rows[0]["kl_after"] == 0.0 and rows[1]["kl_after"] > 0.0
+    assert all(np.isfinite(r["reward_mean"]) and r["seconds_per_clip"] > 0 for r in rows)
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2  # one printed line per round
