@@ -17,7 +17,9 @@ q(x_s | x_t, x̂₀) (s = t_{k+1}; α = ᾱ_t/ᾱ_s, β = 1 − α):
 is exact, and so is the KL between two such transitions with the same σ (policy μ_θ, reference
 μ_ref): KL = ‖μ_θ − μ_ref‖² / (2σ²). Every step has σ > 0 (the last one ends at t = 0, where
 ᾱ_0 < 1), so every UNet call is a stochastic, scoreable action. The clip is the latent at t = 0
-(residual noise of std √(1−ᾱ_0) ≈ 0.03). Log-densities and KLs are float64: a ratio of two
+(residual noise of std √(1−ᾱ_0) ≈ 0.03). That last step's σ is small (Tango's schedule at 10 steps:
+σ = 0.82, 0.78, …, 0.26, then 0.029), so its log-ratio and KL move most per unit change of μ, as in
+DDPO (whose last DDIM step ends at ᾱ_0 too). Log-densities and KLs are float64: a ratio of two
 sums over D elements must not lose its digits to rounding.
 """
 
