@@ -8,5 +8,8 @@ SFT on winners and CRPO fine-tune the base model on them.
 - ``dpo``          Diffusion-DPO, SFT on winners, CRPO online rounds
 - ``audio_alpaca`` Tango 2's released audio-alpaca (a local copy) read into the preference set's layout, streamed;
   ``alpaca_bench`` its memory and time as the pair count grows
+- ``sde_sampler``  a stochastic DDPM sampler whose per-step Gaussian log-probabilities are exact (for online RL)
+- ``grpo``         online RL: GRPO over that sampler, rewarded by the rankers, KL to the reference model;
+  ``grpo_bench`` its time per round and reward on the release
 - ``dpo_bench``    LoRA-DPO against full DPO on a real checkpoint: step time, peak memory, trainable parameters
 """

@@ -131,18 +131,26 @@ def reference_of(unet, frozen_copy):
         unet.enable_adapters()
 
 
+def trainable_with_reference(unet, lora_rank: int | None, seed: int = 0):
+    """Make ``unet`` trainable against a frozen reference: with ``lora_rank``, LoRA adapters on a
+    frozen UNet (the reference is the same UNet with its adapters off: returns None); without,
+    every weight, against a frozen copy of the UNet as it is now (returned). Use the result with
+    :func:`reference_of`."""
+    if lora_rank:
+        add_lora(unet, lora_rank, seed)
+        return None
+    frozen = copy.deepcopy(unet).requires_grad_(False).eval()
+    unet.requires_grad_(True)
+    return frozen
+
+
 def train_dpo(unet, scheduler, pairs: PairBank, config: DPOConfig, out_dir=None, progress: bool = True) -> dict:
     """Fine-tune ``unet`` in place (or its LoRA adapters) on preference pairs.
 
     History per step: loss, phase (0 = SFT, 1 = preference), implicit_acc, mse_w, mse_l, ref_w,
     ref_l. Checkpoints and resume as in :func:`t2a_lib.model.diffusion.train_loop`.
     """
-    if config.lora_rank:
-        frozen = None
-        add_lora(unet, config.lora_rank, config.seed)
-    else:
-        frozen = copy.deepcopy(unet).requires_grad_(False).eval()
-        unet.requires_grad_(True)
+    frozen = trainable_with_reference(unet, config.lora_rank, config.seed)
 
     def step_loss(model, idx, g, step, device, shard=Shard()):
         if frozen is not None and frozen.device.type != torch.device(device).type:

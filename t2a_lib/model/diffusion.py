@@ -185,6 +185,10 @@ class TextBank:
     uncond_states: torch.Tensor  # (1, L, D)
     uncond_mask: torch.Tensor  # (1, L)
 
+    def rows(self, idx: torch.Tensor) -> "TextBank":
+        """The bank of captions ``idx`` (repeats allowed), with the same empty prompt."""
+        return TextBank(self.states[idx], self.mask[idx], self.uncond_states, self.uncond_mask)
+
     def batch(self, idx: torch.Tensor, drop: torch.Tensor):
         s, m = self.states[idx].clone(), self.mask[idx].clone()
         s[drop], m[drop] = self.uncond_states[0], self.uncond_mask[0]
