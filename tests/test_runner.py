@@ -140,9 +140,10 @@ def test_report_index_and_summary(good_run):
     assert page.index('<h2 id="claims">') < page.index('<h2 id="stages">') < page.index('id="00_a"')
     assert "x doubles" in page
     assert "nested.pi" in page and "3.142" in page and "3.14159265" not in page
-    assert "nested.inner.n" in page and "123500" in page
-    assert "0.6123" in page and "per_relation" in page
-    assert '<h3 id="table-scores">scores</h3>' in page and "1.235" in page and "0.9877" in page
+    assert "nested.inner.n" in page and "123,457" in page  # three decimals, large numbers whole
+    assert "0.612" in page and "0.6123" not in page and "per_relation" in page
+    assert '<h3 id="table-scores">scores</h3>' in page and "1.235" in page
+    assert "0.988" in page and "0.9877" not in page
     assert "<h3>paper</h3>" in page and "<th>KL</th>" in page and "---" not in page  # a .md without a .csv
     assert 'src="figures/curve.png"' in page and (report_dir / "figures" / "curve.png").is_file()
     for stem in ("00_a", "01_b"):
