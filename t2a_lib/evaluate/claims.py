@@ -134,7 +134,7 @@ CLAIMS = [
           "gold", "base", "tango", "temporal", "order", family="control"),
     Claim("gold_multi_presence", "Positive control: DPO on gold pairs improves presence", "(not in the papers)",
           "gold", "base", "tango", "multi-event", "presence", family="control"),
-    Claim("dpo_novel_order", "… and on temporal prompts whose order of events no training caption asks for",
+    Claim("dpo_novel_order", "DPO improves order on temporal prompts whose order of events no training caption has",
           "(not in the papers: generalisation to an unseen combination)", "dpo", "base", "tango", "novel order",
           "order", family="control"),
     Claim("gold_novel_order", "Positive control on unseen orders of events: DPO on gold pairs",
