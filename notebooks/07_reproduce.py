@@ -142,10 +142,12 @@ for name in ("tango", "baton"):  # each family on its paper's prompts; the base 
                                                              guidance, eval_output, workers)
 tables = {name: {m: [j.table for j in js] for m, js in family.items()} for name, family in judged.items()}
 train_captions = [r.captions for r in datasets.load_split(run_dir / "world", "train")]
-for judged_seeds in tables["tango"].values():  # the subset of temporal prompts whose order no training caption has
+# the subset of temporal prompts whose order no training caption has: every model judged the same prompts
+novel = overlap.novel_order(tables["tango"][reproduce.BASE][0].caption, train_captions)
+for judged_seeds in tables["tango"].values():
     for t in judged_seeds:
-        t["novel_order"] = overlap.novel_order(t.caption, train_captions)
-n_novel = int(tables["tango"][reproduce.BASE][0].novel_order.sum())
+        t["novel_order"] = novel
+n_novel = int(novel.sum())
 print(f"{n_novel} of Tango 2's held-out prompts ask for an order of events no training caption asks for")
 timings["sampling_and_judging"] = time.time() - t0
 

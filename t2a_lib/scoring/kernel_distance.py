@@ -76,10 +76,12 @@ def kernel_audio_distance_ci(emb_ref, emb_gen, n_boot: int = 200, alpha: float =
     floored at 0 (KAD's floor), and the interval is widened to the estimate where the percentile
     interval misses it."""
     x, y = checked_array(emb_ref, "emb_ref", ndim=2), checked_array(emb_gen, "emb_gen", ndim=2)
+    if len(x) < 2 or len(y) < 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"need two sets of >= 2 rows of one dimension, got {x.shape} and {y.shape}")
     sigma = median_bandwidth(x) if bandwidth is None else float(bandwidth)
-    estimate = kernel_audio_distance(x, y, sigma)
     gamma = 1.0 / (2 * sigma ** 2)
     kxx, kyy, kxy = (np.exp(-gamma * _squared_distances(a, b)) for a, b in ((x, x), (y, y), (x, y)))
+    estimate = KAD_SCALE * _mmd2_from_kernels(kxx, kyy, kxy)  # the kernels once, for the estimate and its replicates
     rng = np.random.default_rng(seed)
     boot = np.empty(n_boot)
     for b in range(n_boot):

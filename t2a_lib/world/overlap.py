@@ -20,18 +20,21 @@ import numpy as np
 from .captions import parse_caption_or_none
 
 
+def _temporal_spec(caption: str):
+    spec = parse_caption_or_none(caption)
+    return spec if spec is not None and spec.is_temporal and spec.time_order is not None else None
+
+
 def order_key(caption: str) -> tuple[str, ...] | None:
     """The ordered foreground events a temporal grammar caption asks for; None otherwise."""
-    spec = parse_caption_or_none(caption)
-    if spec is None or not spec.is_temporal or spec.time_order is None:
-        return None
-    return tuple(spec.time_order)
+    spec = _temporal_spec(caption)
+    return None if spec is None else tuple(spec.time_order)
 
 
 def content_key(caption: str) -> tuple | None:
     """What a temporal caption asks for, whatever its wording: ordered events and background."""
-    key = order_key(caption)
-    return None if key is None else (key, parse_caption_or_none(caption).background)
+    spec = _temporal_spec(caption)
+    return None if spec is None else (tuple(spec.time_order), spec.background)
 
 
 def normalised(caption: str) -> str:
