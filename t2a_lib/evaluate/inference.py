@@ -25,7 +25,7 @@ two things are *matched* are tested for equivalence (two one-sided tests against
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -63,9 +63,6 @@ class SeedPromptEffect:
         below = stats.t.sf((self.difference + margin) / self.se, self.df)  # H0: difference ≤ −margin
         above = stats.t.cdf((self.difference - margin) / self.se, self.df)  # H0: difference ≥ +margin
         return float(max(below, above))
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 NOT_ESTIMABLE = dict(difference=np.nan, se=np.nan, df=np.nan, low=np.nan, high=np.nan, p=np.nan, n=0,
@@ -119,10 +116,9 @@ def seed_prompt_effect(model: np.ndarray, baseline: np.ndarray, alpha: float = 0
     df = var ** 2 / sum(v ** 2 / f for v, f in parts) if var > 0 else float(n - 1)
     diff = float(d.mean())
     p = float(2 * stats.t.sf(abs(diff) / se, df)) if se > 0 else (0.0 if diff != 0 else 1.0)
-    effect = SeedPromptEffect(diff, se, float(df), np.nan, np.nan, p, n, float(np.sqrt(parts[0][0])),
-                              float(np.sqrt(seed_var)))
-    low, high = effect.interval(alpha)
-    return SeedPromptEffect(**{**effect.as_dict(), "low": low, "high": high})
+    half = stats.t.ppf(1 - alpha / 2, df) * se if se > 0 else 0.0
+    return SeedPromptEffect(diff, se, float(df), diff - half, diff + half, p, n, float(np.sqrt(parts[0][0])),
+                            float(np.sqrt(seed_var)))
 
 
 def pooled_seed_variance(matrices) -> tuple[float, int] | None:
